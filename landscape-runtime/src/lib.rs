@@ -1,0 +1,1 @@
+//! landscape-runtime (under construction).
