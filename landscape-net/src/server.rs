@@ -1,0 +1,152 @@
+//! Listeners: the public one (HTTP/1.1 + h2c, upgrades, limits, graceful drain) and the admin
+//! one (Prometheus metrics, activity).
+
+use crate::error::Error;
+use crate::proxy::Inner;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+fn builder(inner: &Inner) -> auto::Builder<TokioExecutor> {
+    let c = &inner.config;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(c.header_read_timeout)
+        .max_buf_size(c.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(c.max_header_bytes as u32)
+        .keep_alive_interval(Some(c.http2_keepalive_interval))
+        .keep_alive_timeout(c.http2_keepalive_interval)
+        .max_concurrent_streams(c.http2_max_concurrent_streams);
+    b
+}
+
+/// Accepts connections until `shutdown` resolves, then drains in-flight requests up to the
+/// configured deadline and closes what is left.
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let builder = Arc::new(builder(&inner));
+    let graceful = GracefulShutdown::new();
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: log and keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let inner = inner.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        conns.spawn(async move {
+            // Detecting HTTP/1 vs h2c waits for the first bytes; a client that sends nothing is
+            // cut off after the header read timeout.
+            let mut b = [0u8; 1];
+            match tokio::time::timeout(inner.config.header_read_timeout, stream.peek(&mut b)).await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let svc_inner = inner.clone();
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let inner = svc_inner.clone();
+                async move { Ok::<_, Infallible>(inner.handle(req, peer, "http").await) }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(peer = %peer, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let drain = inner.config.drain_timeout;
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = conns.len(),
+            "drain deadline passed; closing remaining connections"
+        );
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// The admin listener: `GET /metrics` (Prometheus text), `GET /activity`, `GET /healthz`.
+pub(crate) async fn serve_admin(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    tokio::pin!(shutdown);
+    let mut conns = JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            _ = &mut shutdown => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let inner = inner.clone();
+        conns.spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let inner = inner.clone();
+                async move {
+                    let (status, body) = match req.uri().path() {
+                        "/metrics" => (StatusCode::OK, inner.metrics_text()),
+                        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+                        "/activity" => {
+                            let mut s = String::from(
+                                "# service last_request_unix_ms in_flight upgraded held\n",
+                            );
+                            for (svc, a) in inner.all_activity() {
+                                s.push_str(&format!(
+                                    "{svc} {} {} {} {}\n",
+                                    a.last_request_unix_ms, a.in_flight, a.upgraded, a.held
+                                ));
+                            }
+                            (StatusCode::OK, s)
+                        }
+                        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+                    };
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    *r.status_mut() = status;
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+    conns.abort_all();
+    Ok(())
+}

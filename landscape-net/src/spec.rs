@@ -1,0 +1,1 @@
+//! Route tables from a parsed landscape (waiting for landscape-spec).
