@@ -1,15 +1,179 @@
-//! landscape-spec (under construction).
+//! # landscape-spec
+//!
+//! The typed model of a Codesphere-style `ci.yml` (schema v0.1 to v0.4), a position-aware
+//! parser, a validator that reports every problem at once with `file:line:col`, templates
+//! (`${{ vault.NAME }}` ...), schema upgrades, the plan catalogue type and a JSON Schema.
+//!
+//! Pure: no I/O beyond the bytes it is given, no async, no processes.
+//!
+//! ```
+//! use landscape_spec::{parse_str, Reference, Run, ServiceKind};
+//!
+//! let src = "\
+//! schemaVersion: v0.4
+//! run:
+//!   web:
+//!     plan: 8
+//!     steps:
+//!       - command: npm start
+//!     env:
+//!       DB_PASSWORD: ${{ vault.dbPassword }}
+//!     network:
+//!       ports: [{port: 3000, isPublic: false}]
+//!       paths: [{port: 3000, path: /}]
+//!     replicas: yes
+//! ";
+//! let parsed = parse_str("ci.yml", src);
+//! // `yes` is not a boolean or a number here: one error, with its position.
+//! let e = &parsed.diagnostics[0];
+//! assert_eq!((e.code, e.span.start.line, e.span.start.col), ("wrong-type", 12, 15));
+//!
+//! // The rest of the file is still read into the typed model.
+//! let landscape = parsed.landscape.unwrap();
+//! let web = landscape.service("web").unwrap();
+//! assert_eq!(web.kind(), ServiceKind::Reactive);
+//! let refs: Vec<_> = web.env().flat_map(|(_, v)| v.value.references().cloned()).collect();
+//! assert_eq!(refs, vec![Reference::Vault("dbPassword".into())]);
+//! ```
+//!
+//! Design notes: the YAML layer is [`saphyr_parser`] (maintained, event-based, keeps a span for
+//! every event, zero-copy for plain scalars, no recursion); on top of it [`yaml`] builds a small
+//! spanned tree with duplicate-key detection, budgeted aliases and hard limits, and
+//! `decode`/[`validate()`] turn that into the model and diagnostics.
 #![warn(missing_docs)]
 
-/// Result of parsing one file.
-pub struct Parsed;
+mod decode;
+pub mod diag;
+pub mod emit;
+mod model;
+mod plans;
+pub mod schema;
+mod span;
+pub mod template;
+pub mod upgrade;
+pub mod validate;
+pub mod yaml;
+
+pub use diag::{codes, Diagnostic, Format, Related, Severity};
+pub use model::*;
+pub use plans::{PlanCatalogue, PlanCatalogueError, PlanInfo};
+pub use span::{Pos, Span, Spanned};
+pub use template::{Part, Reference, Template, TemplateError};
+pub use upgrade::{upgrade, Change, Upgraded};
+pub use validate::validate;
+pub use yaml::Limits;
+
+/// The result of reading one file: the model (when the file was readable at all) and every
+/// diagnostic, sorted by position.
+#[derive(Clone, Debug)]
+pub struct Parsed {
+    /// The file name used in diagnostics.
+    pub file: String,
+    /// The model. `None` only when the bytes are not YAML, hit a limit, or the top level is not
+    /// a mapping. It may be present together with errors: values that failed are left out.
+    pub landscape: Option<Landscape>,
+    /// Every problem found, errors and warnings, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
 impl Parsed {
-    /// Whether any error diagnostic was produced.
+    /// Whether any diagnostic is an error.
     pub fn has_errors(&self) -> bool {
-        false
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// The errors.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+
+    /// The warnings.
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| !d.is_error())
+    }
+
+    /// The model, if the file has no errors.
+    pub fn ok(&self) -> Option<&Landscape> {
+        if self.has_errors() {
+            None
+        } else {
+            self.landscape.as_ref()
+        }
     }
 }
-/// Parses a ci.yml.
-pub fn parse_str(_file: &str, _src: &str) -> Parsed {
-    Parsed
+
+/// Options for [`parse_with`].
+#[derive(Clone, Debug, Default)]
+pub struct ParseOptions {
+    /// Input limits.
+    pub limits: Limits,
+    /// A plan catalogue, to check plan ids and replica counts.
+    pub plans: Option<PlanCatalogue>,
+    /// Skip the semantic rules of [`validate()`] (types and keys are still checked).
+    pub skip_validation: bool,
+}
+
+/// Reads a `ci.yml` from text with the default options.
+pub fn parse_str(file: &str, src: &str) -> Parsed {
+    parse_with(file, src.as_bytes(), &ParseOptions::default())
+}
+
+/// Reads a `ci.yml` from bytes with the default options (invalid UTF-8 is reported).
+pub fn parse_bytes(file: &str, bytes: &[u8]) -> Parsed {
+    parse_with(file, bytes, &ParseOptions::default())
+}
+
+/// Reads a `ci.yml` from bytes: parse, decode into the model, validate.
+pub fn parse_with(file: &str, bytes: &[u8], opts: &ParseOptions) -> Parsed {
+    let mut diagnostics = Vec::new();
+    let landscape = read(bytes, opts, &mut diagnostics);
+    if let Some(l) = &landscape {
+        if !opts.skip_validation {
+            diagnostics.extend(validate(l, opts.plans.as_ref()));
+        }
+    }
+    diagnostics.sort_by(|a, b| {
+        a.span
+            .start
+            .cmp(&b.span.start)
+            .then(b.severity.cmp(&a.severity))
+    });
+    Parsed {
+        file: file.to_string(),
+        landscape,
+        diagnostics,
+    }
+}
+
+fn read(bytes: &[u8], opts: &ParseOptions, diags: &mut Vec<Diagnostic>) -> Option<Landscape> {
+    let text = yaml::check_bytes(bytes, &opts.limits, diags).ok()?;
+    let root = yaml::parse_document(text, &opts.limits, diags)?;
+    let mut dec = decode::Decoder {
+        diags,
+        version: SchemaVersion::V0_1,
+    };
+    dec.landscape(&root)
+}
+
+/// The file name of a profile: `ci.yml` for the default profile, `ci.<profile>.yml` otherwise.
+pub fn profile_file_name(profile: Option<&str>) -> String {
+    match profile {
+        None | Some("") => "ci.yml".to_string(),
+        Some(p) => format!("ci.{p}.yml"),
+    }
+}
+
+/// The profile named by a file name: `Some(None)` for `ci.yml`, `Some(Some("dev"))` for
+/// `ci.dev.yml`, `None` for names that are not ci files.
+pub fn profile_of(file_name: &str) -> Option<Option<&str>> {
+    let base = file_name.rsplit('/').next().unwrap_or(file_name);
+    if base == "ci.yml" {
+        return Some(None);
+    }
+    let p = base.strip_prefix("ci.")?.strip_suffix(".yml")?;
+    if p.is_empty() || p.contains('/') {
+        None
+    } else {
+        Some(Some(p))
+    }
 }

@@ -1,0 +1,614 @@
+//! The YAML layer: a spanned document tree built from `saphyr-parser` events, with
+//! duplicate-key detection, anchors/aliases/merge keys under a budget, and hard limits on
+//! size, nesting depth and scalar length. Building is iterative (an explicit stack), so no
+//! input can overflow the call stack.
+
+use crate::diag::{codes, Diagnostic};
+use crate::span::{Pos, Span};
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Limits applied while reading a file. The defaults are safe for untrusted input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted input, in bytes (default 4 MiB).
+    pub max_bytes: usize,
+    /// Deepest nesting of mappings and sequences (default 64).
+    pub max_depth: usize,
+    /// Most nodes that aliases may add by expansion, in total (default 100,000).
+    pub max_alias_nodes: usize,
+    /// Longest scalar, in bytes (default 1 MiB).
+    pub max_scalar_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 4 << 20,
+            max_depth: 64,
+            max_alias_nodes: 100_000,
+            max_scalar_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The style a scalar was written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// Unquoted: subject to type resolution (`true`, `42`, `null`).
+    Plain,
+    /// Quoted or block scalar: always a string.
+    Quoted,
+}
+
+/// A node of the document tree.
+#[derive(Clone, Debug)]
+pub struct Node<'a> {
+    /// What the node holds.
+    pub kind: NodeKind<'a>,
+    /// Where it was written (for an alias: where the alias was written).
+    pub span: Span,
+}
+
+/// The content of a node.
+#[derive(Clone, Debug)]
+pub enum NodeKind<'a> {
+    /// A scalar, with its text and style.
+    Scalar(Cow<'a, str>, Style),
+    /// A sequence.
+    Seq(Vec<Node<'a>>),
+    /// A mapping: keys are scalars, in file order, without duplicates.
+    Map(Vec<(Node<'a>, Node<'a>)>),
+}
+
+/// A resolved plain scalar (YAML 1.2 core schema).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Resolved<'s> {
+    /// `null`, `~` or empty.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i128),
+    /// A float.
+    Float(f64),
+    /// Anything else.
+    Str(&'s str),
+}
+
+impl<'a> Node<'a> {
+    /// The scalar text, if this is a scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar(s, _) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Resolves a scalar's type: quoted scalars are always strings.
+    pub fn resolve(&self) -> Option<Resolved<'_>> {
+        match &self.kind {
+            NodeKind::Scalar(s, Style::Quoted) => Some(Resolved::Str(s)),
+            NodeKind::Scalar(s, Style::Plain) => Some(resolve_plain(s)),
+            _ => None,
+        }
+    }
+
+    /// A short description of the node's type for messages ("a mapping", "the string \"x\"").
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            NodeKind::Map(_) => "a mapping".into(),
+            NodeKind::Seq(_) => "a list".into(),
+            NodeKind::Scalar(..) => match self.resolve() {
+                Some(Resolved::Null) => "null (an empty value)".into(),
+                Some(Resolved::Bool(b)) => format!("the boolean {b}"),
+                Some(Resolved::Int(i)) => format!("the number {i}"),
+                Some(Resolved::Float(f)) => format!("the number {f}"),
+                Some(Resolved::Str(s)) => {
+                    let short: String = s.chars().take(40).collect();
+                    let ell = if s.chars().count() > 40 { "…" } else { "" };
+                    format!("the string \"{short}{ell}\"")
+                }
+                None => "a value".into(),
+            },
+        }
+    }
+
+    fn count(&self) -> usize {
+        match &self.kind {
+            NodeKind::Scalar(..) => 1,
+            NodeKind::Seq(v) => 1 + v.iter().map(Node::count).sum::<usize>(),
+            NodeKind::Map(v) => 1 + v.iter().map(|(k, v)| k.count() + v.count()).sum::<usize>(),
+        }
+    }
+
+    /// Converts to JSON (for the JSON Schema check and for `config` values).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.kind {
+            NodeKind::Scalar(..) => match self.resolve() {
+                Some(Resolved::Null) | None => Value::Null,
+                Some(Resolved::Bool(b)) => Value::Bool(b),
+                Some(Resolved::Int(i)) => i64::try_from(i)
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::from(i as f64)),
+                Some(Resolved::Float(f)) => serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null),
+                Some(Resolved::Str(s)) => Value::String(s.to_string()),
+            },
+            NodeKind::Seq(v) => Value::Array(v.iter().map(Node::to_json).collect()),
+            NodeKind::Map(v) => Value::Object(
+                v.iter()
+                    .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Resolves a plain scalar by the YAML 1.2 core schema.
+pub fn resolve_plain(s: &str) -> Resolved<'_> {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
+        "true" | "True" | "TRUE" => return Resolved::Bool(true),
+        "false" | "False" | "FALSE" => return Resolved::Bool(false),
+        _ => {}
+    }
+    let b = s.as_bytes();
+    let first = b[0];
+    if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
+        return Resolved::Str(s);
+    }
+    if let Some(h) = s.strip_prefix("0x") {
+        if let Ok(i) = i128::from_str_radix(h, 16) {
+            return Resolved::Int(i);
+        }
+    }
+    if let Some(o) = s.strip_prefix("0o") {
+        if let Ok(i) = i128::from_str_radix(o, 8) {
+            return Resolved::Int(i);
+        }
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) {
+        if let Ok(i) = s.parse::<i128>() {
+            return Resolved::Int(i);
+        }
+    }
+    match s {
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Resolved::Float(f64::INFINITY)
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
+        _ => {}
+    }
+    let float_like = digits
+        .bytes()
+        .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && digits.bytes().any(|c| c.is_ascii_digit());
+    if float_like {
+        if let Ok(f) = s.parse::<f64>() {
+            return Resolved::Float(f);
+        }
+    }
+    Resolved::Str(s)
+}
+
+fn pos(m: &saphyr_parser::Marker) -> Pos {
+    Pos::new(
+        u32::try_from(m.line()).unwrap_or(u32::MAX),
+        u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
+    )
+}
+
+fn span(s: &saphyr_parser::Span) -> Span {
+    Span::new(pos(&s.start), pos(&s.end))
+}
+
+enum Frame<'a> {
+    Seq {
+        start: Pos,
+        anchor: usize,
+        items: Vec<Node<'a>>,
+    },
+    Map {
+        start: Pos,
+        anchor: usize,
+        entries: Vec<(Node<'a>, Node<'a>)>,
+        key: Option<Node<'a>>,
+        merges: Vec<Node<'a>>,
+        index: Option<HashMap<Cow<'a, str>, usize>>,
+    },
+}
+
+/// Why reading stopped early (the diagnostics say where).
+pub struct Fatal;
+
+/// Checks the raw bytes: UTF-8, no NUL or other disallowed control characters, a size limit.
+/// Returns the text without a leading byte-order mark.
+pub fn check_bytes<'b>(
+    bytes: &'b [u8],
+    limits: &Limits,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<&'b str, Fatal> {
+    if bytes.len() > limits.max_bytes {
+        diags.push(
+            Diagnostic::error(
+                codes::LIMIT,
+                Span::at(Pos::new(1, 1)),
+                format!(
+                    "file is {} bytes, more than the limit of {} bytes",
+                    bytes.len(),
+                    limits.max_bytes
+                ),
+            )
+            .with_help("a ci.yml is normally a few kilobytes; raise `Limits::max_bytes` if this file is meant to be this large"),
+        );
+        return Err(Fatal);
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            let p = pos_of_offset(std::str::from_utf8(good).unwrap_or_default(), good.len());
+            diags.push(
+                Diagnostic::error(
+                    codes::YAML_SYNTAX,
+                    Span::at(p),
+                    format!(
+                        "invalid UTF-8 (byte 0x{:02x} at offset {})",
+                        bytes[e.valid_up_to()],
+                        e.valid_up_to()
+                    ),
+                )
+                .with_help("save the file as UTF-8"),
+            );
+            return Err(Fatal);
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(i) = text
+        .bytes()
+        .position(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        let c = text.as_bytes()[i];
+        let what = if c == 0 {
+            "a NUL byte".to_string()
+        } else {
+            format!("the control character 0x{c:02x}")
+        };
+        diags.push(
+            Diagnostic::error(codes::YAML_SYNTAX, Span::at(pos_of_offset(text, i)), format!("{what} is not allowed in YAML"))
+                .with_help("remove it; write control characters as escapes in a double-quoted string (\"\\x01\")"),
+        );
+        return Err(Fatal);
+    }
+    Ok(text)
+}
+
+/// Line and column (1-based, in characters) of a byte offset.
+pub fn pos_of_offset(text: &str, offset: usize) -> Pos {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let col = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    Pos::new(
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(col).unwrap_or(u32::MAX),
+    )
+}
+
+/// Parses one YAML document into a tree. Structural problems that do not stop reading
+/// (duplicate keys, non-scalar keys) are pushed to `diags` and the tree is still returned.
+/// `None` with an error in `diags` when the text is not YAML or a limit was hit; `Some(None)`-like
+/// empty documents come back as a null scalar.
+pub fn parse_document<'a>(
+    text: &'a str,
+    limits: &Limits,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Node<'a>> {
+    let mut parser = Parser::new_from_str(text);
+    let mut stack: Vec<Frame<'a>> = Vec::new();
+    let mut anchors: HashMap<usize, (Node<'a>, usize)> = HashMap::new();
+    let mut alias_budget = limits.max_alias_nodes;
+    let mut root: Option<Node<'a>> = None;
+    let mut docs = 0usize;
+    loop {
+        let (ev, sp) = match parser.next_event() {
+            None => break,
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
+                let m = e.marker();
+                diags.push(Diagnostic::error(
+                    codes::YAML_SYNTAX,
+                    Span::at(pos(m)),
+                    format!("invalid YAML: {}", e.info()),
+                ));
+                return None;
+            }
+        };
+        let sp = span(&sp);
+        let (node, anchor) = match ev {
+            Event::StreamStart | Event::Nothing | Event::DocumentEnd => continue,
+            Event::StreamEnd => break,
+            Event::DocumentStart(_) => {
+                docs += 1;
+                if docs > 1 {
+                    diags.push(
+                        Diagnostic::error(codes::YAML_SYNTAX, sp, "more than one YAML document in the file")
+                            .with_help("a ci.yml holds one document; remove the `---` separator and what follows, or split the file"),
+                    );
+                    return None;
+                }
+                continue;
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if stack.len() >= limits.max_depth {
+                    diags.push(
+                        Diagnostic::error(
+                            codes::LIMIT,
+                            sp,
+                            format!("nesting deeper than {} levels", limits.max_depth),
+                        )
+                        .with_help("flatten the structure; a ci.yml needs fewer than 10 levels"),
+                    );
+                    return None;
+                }
+                stack.push(if matches!(ev, Event::SequenceStart(..)) {
+                    Frame::Seq {
+                        start: sp.start,
+                        anchor,
+                        items: Vec::new(),
+                    }
+                } else {
+                    Frame::Map {
+                        start: sp.start,
+                        anchor,
+                        entries: Vec::new(),
+                        key: None,
+                        merges: Vec::new(),
+                        index: None,
+                    }
+                });
+                continue;
+            }
+            Event::SequenceEnd => match stack.pop() {
+                Some(Frame::Seq {
+                    start,
+                    anchor,
+                    items,
+                }) => (
+                    Node {
+                        kind: NodeKind::Seq(items),
+                        span: Span::new(start, sp.end),
+                    },
+                    anchor,
+                ),
+                _ => return None,
+            },
+            Event::MappingEnd => match stack.pop() {
+                Some(Frame::Map {
+                    start,
+                    anchor,
+                    mut entries,
+                    merges,
+                    index,
+                    ..
+                }) => {
+                    if !merges.is_empty() {
+                        apply_merges(&mut entries, index, merges, diags);
+                    }
+                    (
+                        Node {
+                            kind: NodeKind::Map(entries),
+                            span: Span::new(start, sp.end),
+                        },
+                        anchor,
+                    )
+                }
+                _ => return None,
+            },
+            Event::Scalar(text, style, anchor, _tag) => {
+                if text.len() > limits.max_scalar_bytes {
+                    diags.push(Diagnostic::error(
+                        codes::LIMIT,
+                        sp,
+                        format!(
+                            "a scalar of {} bytes, more than the limit of {} bytes",
+                            text.len(),
+                            limits.max_scalar_bytes
+                        ),
+                    ));
+                    return None;
+                }
+                let style = if style == ScalarStyle::Plain {
+                    Style::Plain
+                } else {
+                    Style::Quoted
+                };
+                (
+                    Node {
+                        kind: NodeKind::Scalar(text, style),
+                        span: sp,
+                    },
+                    anchor,
+                )
+            }
+            Event::Alias(id) => {
+                let Some((n, count)) = anchors.get(&id) else {
+                    diags.push(Diagnostic::error(
+                        codes::YAML_SYNTAX,
+                        sp,
+                        "alias to an unknown anchor",
+                    ));
+                    return None;
+                };
+                if *count > alias_budget {
+                    diags.push(
+                        Diagnostic::error(
+                            codes::LIMIT,
+                            sp,
+                            format!(
+                                "aliases expand to more than {} nodes",
+                                limits.max_alias_nodes
+                            ),
+                        )
+                        .with_help("this looks like an alias bomb; use fewer or smaller aliases"),
+                    );
+                    return None;
+                }
+                alias_budget -= count;
+                let mut n = n.clone();
+                n.span = sp;
+                (n, 0)
+            }
+        };
+        if anchor != 0 {
+            let c = node.count();
+            anchors.insert(anchor, (node.clone(), c));
+        }
+        match stack.last_mut() {
+            None => {
+                root = Some(node);
+            }
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries,
+                key,
+                merges,
+                index,
+                ..
+            }) => match key.take() {
+                None => {
+                    if !matches!(node.kind, NodeKind::Scalar(..)) {
+                        diags.push(
+                            Diagnostic::error(
+                                codes::WRONG_TYPE,
+                                node.span,
+                                format!(
+                                    "a mapping key must be a plain string, found {}",
+                                    node.describe()
+                                ),
+                            )
+                            .with_help("complex keys (`? [a, b]`) are not used in ci.yml"),
+                        );
+                        // Keep reading; this key and its value are dropped.
+                        *key = Some(Node {
+                            kind: NodeKind::Scalar(Cow::Borrowed("\u{0}invalid"), Style::Quoted),
+                            span: node.span,
+                        });
+                    } else {
+                        *key = Some(node);
+                    }
+                }
+                Some(k) => {
+                    let (ktext, kplain) = match &k.kind {
+                        NodeKind::Scalar(t, s) => (t.clone(), *s == Style::Plain),
+                        _ => (Cow::Borrowed(""), false),
+                    };
+                    if ktext == "\u{0}invalid" {
+                        continue;
+                    }
+                    if kplain && ktext == "<<" {
+                        merges.push(node);
+                        continue;
+                    }
+                    if let Some(first) = find_key(entries, index, &ktext) {
+                        let first_span = entries[first].0.span;
+                        diags.push(
+                            Diagnostic::error(codes::DUPLICATE_KEY, k.span, format!("duplicate key \"{ktext}\""))
+                                .with_related(first_span, "first defined here")
+                                .with_help("keys must be unique in a mapping; remove or rename one (the first is kept)"),
+                        );
+                        continue;
+                    }
+                    if let Some(ix) = index {
+                        ix.insert(ktext, entries.len());
+                    } else if entries.len() >= 16 {
+                        let mut ix: HashMap<Cow<'a, str>, usize> = entries
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, (k, _))| match &k.kind {
+                                NodeKind::Scalar(t, _) => Some((t.clone(), i)),
+                                _ => None,
+                            })
+                            .collect();
+                        ix.insert(ktext, entries.len());
+                        *index = Some(ix);
+                    }
+                    entries.push((k, node));
+                }
+            },
+        }
+    }
+    if root.is_none() && diags.iter().all(|d| !d.is_error()) {
+        return Some(Node {
+            kind: NodeKind::Scalar(Cow::Borrowed(""), Style::Plain),
+            span: Span::at(Pos::new(1, 1)),
+        });
+    }
+    root
+}
+
+fn find_key(
+    entries: &[(Node<'_>, Node<'_>)],
+    index: &Option<HashMap<Cow<'_, str>, usize>>,
+    k: &str,
+) -> Option<usize> {
+    match index {
+        Some(ix) => ix.get(k).copied(),
+        None => entries.iter().position(|(e, _)| e.as_str() == Some(k)),
+    }
+}
+
+fn apply_merges<'a>(
+    entries: &mut Vec<(Node<'a>, Node<'a>)>,
+    mut index: Option<HashMap<Cow<'a, str>, usize>>,
+    merges: Vec<Node<'a>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    // Explicit keys win over merged ones; earlier merge sources win over later ones.
+    let mut sources = Vec::new();
+    for m in merges {
+        match m.kind {
+            NodeKind::Map(e) => sources.push(e),
+            NodeKind::Seq(items) => {
+                for it in items {
+                    match it.kind {
+                        NodeKind::Map(e) => sources.push(e),
+                        _ => diags.push(Diagnostic::error(
+                            codes::WRONG_TYPE,
+                            it.span,
+                            "a merge key `<<` list must hold mappings",
+                        )),
+                    }
+                }
+            }
+            NodeKind::Scalar(..) => diags.push(Diagnostic::error(
+                codes::WRONG_TYPE,
+                m.span,
+                "a merge key `<<` needs a mapping (usually an alias like `<<: *defaults`)",
+            )),
+        }
+    }
+    for src in sources {
+        for (k, v) in src {
+            let Some(t) = k.as_str() else { continue };
+            if find_key(entries, &index, t).is_none() {
+                if let Some(ix) = &mut index {
+                    ix.insert(Cow::Owned(t.to_string()), entries.len());
+                }
+                entries.push((k, v));
+            }
+        }
+    }
+}
