@@ -56,6 +56,8 @@ pub trait EndpointSource: Send + Sync + 'static {
     fn watch(&self, service: &str, port: u16) -> watch::Receiver<Endpoints>;
 }
 
+type ChannelKey = (String, Option<u16>);
+
 /// An in-memory [`EndpointSource`]: the host (or a test, or the CLI) sets endpoints explicitly.
 ///
 /// Endpoints set for `(service, None)` apply to every port of the service that has no
@@ -63,7 +65,7 @@ pub trait EndpointSource: Send + Sync + 'static {
 /// entries before building the router).
 #[derive(Default)]
 pub struct StaticEndpoints {
-    channels: Mutex<HashMap<(String, Option<u16>), watch::Sender<Endpoints>>>,
+    channels: Mutex<HashMap<ChannelKey, watch::Sender<Endpoints>>>,
 }
 
 impl StaticEndpoints {
