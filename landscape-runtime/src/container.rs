@@ -1,0 +1,611 @@
+//! The inside of an instance: what the cloned child does in its new namespaces (mounts,
+//! pivot_root, hostname, loopback), then pid 1 (reaper + signal forwarder) and the
+//! command's own setup (user, capabilities, rlimits, seccomp, exec).
+//!
+//! This code runs in a freshly cloned child of the single-threaded helper; errors are
+//! reported as text to the helper through the report pipe.
+
+use crate::helper::Request;
+use crate::spec::{PortPolicy, Rootfs, APP_MOUNT_PATH, DEFAULT_PATH};
+use crate::sys;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{Gid, Pid, Uid};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+type R<T> = Result<T, String>;
+
+/// Signals the helper and pid 1 handle through a signalfd (blocked otherwise).
+pub(crate) fn handled_signals() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        s.add(sig);
+    }
+    s
+}
+
+fn mnt(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> R<()> {
+    mount(src, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "mount {} on {}: {e}",
+            src.or(fstype).unwrap_or("-"),
+            target.display()
+        )
+    })
+}
+
+fn mkdirs(p: &Path, mode: u32) -> R<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(p)
+        .map_err(|e| format!("create directory {}: {e}", p.display()))
+}
+
+fn write_file(p: &Path, content: &str) -> R<()> {
+    std::fs::write(p, content).map_err(|e| format!("write {}: {e}", p.display()))
+}
+
+/// Entry of the cloned child; never returns.
+pub(crate) fn child_main(
+    req: &Request,
+    go: OwnedFd,
+    report: OwnedFd,
+    seccomp: Option<&seccompiler::BpfProgram>,
+) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let mut go = File::from(go);
+    let mut b = [0u8; 1];
+    if !matches!(go.read(&mut b), Ok(1)) {
+        sys::exit_now(1);
+    }
+    drop(go);
+    let mut report = File::from(report);
+    if let Err(msg) = setup(req) {
+        let _ = writeln!(report, "E{}", msg.replace('\n', " "));
+        sys::exit_now(1);
+    }
+    init(req, report, seccomp)
+}
+
+fn setup(req: &Request) -> R<()> {
+    let spec = &req.spec;
+    if !req.keep_stdin {
+        let null = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("open /dev/null: {e}"))?;
+        nix::unistd::dup2_stdin(&null).map_err(|e| format!("redirect stdin: {e}"))?;
+    }
+    // Bind sources are opened before switching to the container's ids: the runtime may
+    // reach directories (e.g. 0700 temp dirs) that the mapped id cannot traverse.
+    let mut sources = Vec::new();
+    if let Some(app) = &spec.app_dir {
+        sources.push((open_path(app)?, APP_MOUNT_PATH.to_string(), false, true));
+    }
+    for m in &spec.mounts {
+        sources.push((
+            open_path(&m.source)?,
+            m.target.clone(),
+            m.read_only,
+            m.source.is_dir(),
+        ));
+    }
+    if matches!(req.idmap, crate::IdMap::Range { .. }) {
+        nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .map_err(|e| format!("setresgid 0: {e}"))?;
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .map_err(|e| format!("setresuid 0: {e}"))?;
+    }
+    mnt(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    let s = req.staging.as_path();
+    mnt(
+        Some("tmpfs"),
+        s,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    let hostname = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
+    let etc_files = [
+        ("hostname", format!("{hostname}\n")),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+        ),
+        (
+            "resolv.conf",
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ),
+    ];
+    let root: PathBuf;
+    match &spec.rootfs {
+        Rootfs::Host => {
+            root = s.join("root");
+            mkdirs(&root, 0o755)?;
+            mnt(Some(path_str(&root)?), &root, None, MsFlags::MS_BIND, None)?;
+            for top in [
+                "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32",
+            ] {
+                let host = Path::new("/").join(top);
+                let Ok(meta) = std::fs::symlink_metadata(&host) else {
+                    continue;
+                };
+                if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(&host)
+                        .map_err(|e| format!("read link {}: {e}", host.display()))?;
+                    symlink(&target, root.join(top)).map_err(|e| format!("symlink /{top}: {e}"))?;
+                } else if meta.is_dir() {
+                    let upper = s.join("l").join(top).join("u");
+                    let work = s.join("l").join(top).join("w");
+                    mkdirs(&upper, 0o755)?;
+                    mkdirs(&work, 0o700)?;
+                    let _ = std::fs::set_permissions(
+                        &upper,
+                        std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777),
+                    );
+                    if top == "etc" {
+                        for (f, c) in &etc_files {
+                            write_file(&upper.join(f), c)?;
+                        }
+                    }
+                    let target = root.join(top);
+                    mkdirs(&target, 0o755)?;
+                    overlay(&host, &upper, &work, &target)?;
+                }
+            }
+            for d in ["root", "run", "var/tmp", "mnt", "opt", "srv"] {
+                mkdirs(&root.join(d), 0o755)?;
+            }
+        }
+        Rootfs::Dir(image) => {
+            let upper = s.join("u");
+            let work = s.join("w");
+            root = s.join("root");
+            mkdirs(&upper.join("etc"), 0o755)?;
+            mkdirs(&work, 0o700)?;
+            mkdirs(&root, 0o755)?;
+            for (f, c) in &etc_files {
+                write_file(&upper.join("etc").join(f), c)?;
+            }
+            overlay(image, &upper, &work, &root)?;
+        }
+    }
+    // /home/user belongs to the container user.
+    mkdirs(&root.join("home/user/app"), 0o755)?;
+    for d in ["home/user", "home/user/app"] {
+        let _ = nix::unistd::chown(
+            &root.join(d),
+            Some(Uid::from_raw(spec.user.uid)),
+            Some(Gid::from_raw(spec.user.gid)),
+        );
+    }
+    // /proc
+    let proc_ = root.join("proc");
+    mkdirs(&proc_, 0o555)?;
+    let nsd = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt(Some("proc"), &proc_, Some("proc"), nsd, None)?;
+    for masked in [
+        "kcore",
+        "keys",
+        "timer_list",
+        "sched_debug",
+        "latency_stats",
+    ] {
+        let p = proc_.join(masked);
+        if p.exists() {
+            mnt(Some("/dev/null"), &p, None, MsFlags::MS_BIND, None)?;
+        }
+    }
+    for ro in ["sys", "sysrq-trigger", "bus", "irq", "fs"] {
+        let p = proc_.join(ro);
+        if p.exists() {
+            mnt(
+                Some(path_str(&p)?),
+                &p,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            mnt(
+                None,
+                &p,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nsd,
+                None,
+            )?;
+        }
+    }
+    // /dev
+    let dev = root.join("dev");
+    mkdirs(&dev, 0o755)?;
+    mnt(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let p = dev.join(node);
+        File::create(&p).map_err(|e| format!("create {}: {e}", p.display()))?;
+        let host = format!("/dev/{node}");
+        mnt(Some(&host), &p, None, MsFlags::MS_BIND, None)?;
+    }
+    let pts = dev.join("pts");
+    mkdirs(&pts, 0o755)?;
+    mnt(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    let shm = dev.join("shm");
+    mkdirs(&shm, 0o1777)?;
+    mnt(Some("shm"), &shm, Some("tmpfs"), nsd, Some("mode=1777"))?;
+    for (l, t) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(t, dev.join(l)).map_err(|e| format!("symlink /dev/{l}: {e}"))?;
+    }
+    // /tmp
+    let tmp = root.join("tmp");
+    mkdirs(&tmp, 0o1777)?;
+    mnt(
+        Some("tmpfs"),
+        &tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    // App directory and volume mounts.
+    for (fd, target, read_only, is_dir) in &sources {
+        let t = root.join(target.trim_start_matches('/'));
+        if *is_dir {
+            mkdirs(&t, 0o755)?;
+        } else {
+            if let Some(parent) = t.parent() {
+                mkdirs(parent, 0o755)?;
+            }
+            if !t.exists() {
+                File::create(&t).map_err(|e| format!("create mount point {target}: {e}"))?;
+            }
+        }
+        let src = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        mnt(
+            Some(&src),
+            &t,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(|e| format!("mount {target}: {e}"))?;
+        if *read_only {
+            let st =
+                nix::sys::statvfs::statvfs(&t).map_err(|e| format!("statvfs {target}: {e}"))?;
+            let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            use nix::sys::statvfs::FsFlags;
+            for (f, m) in [
+                (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+                (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+                (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+                (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+                (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+                (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+            ] {
+                if st.flags().contains(f) {
+                    flags |= m;
+                }
+            }
+            mnt(None, &t, None, flags, None).map_err(|e| format!("read-only {target}: {e}"))?;
+        }
+    }
+    drop(sources);
+    nix::unistd::sethostname(&hostname).map_err(|e| format!("sethostname: {e}"))?;
+    sys::loopback_up().map_err(|e| format!("bring up loopback: {e}"))?;
+    nix::unistd::chdir(&root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    if req.cgroups.is_some() {
+        let _ = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP);
+    }
+    Ok(())
+}
+
+fn path_str(p: &Path) -> R<&str> {
+    p.to_str()
+        .ok_or_else(|| format!("path {} is not UTF-8", p.display()))
+}
+
+fn open_path(p: &Path) -> R<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(p)
+        .map(OwnedFd::from)
+        .map_err(|e| format!("open mount source {}: {e}", p.display()))
+}
+
+fn overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> R<()> {
+    for p in [lower, upper, work] {
+        let s = path_str(p)?;
+        if s.contains([',', ':']) {
+            return Err(format!(
+                "overlay layer path {s:?} contains ',' or ':'; use another directory"
+            ));
+        }
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        path_str(lower)?,
+        path_str(upper)?,
+        path_str(work)?
+    );
+    let with_userxattr = format!("{data},userxattr");
+    mnt(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&with_userxattr),
+    )
+    .or_else(|_| {
+        mnt(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(&data),
+        )
+    })
+}
+
+/// pid 1 of the instance: starts the command, reaps every zombie, forwards signals
+/// (SIGTERM to every process of the instance), and reports the command's exit status.
+fn init(req: &Request, mut report: File, seccomp: Option<&seccompiler::BpfProgram>) -> ! {
+    let (err_r, err_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(report, "Epipe: {e}");
+            sys::exit_now(1)
+        }
+    };
+    let main = match sys::fork() {
+        Ok(sys::Forked::Child) => {
+            drop(err_r);
+            let mut err_w = File::from(err_w);
+            let (code, msg) = exec_command(req, seccomp);
+            let _ = err_w.write_all(msg.as_bytes());
+            sys::exit_now(code)
+        }
+        Ok(sys::Forked::Parent(pid)) => Pid::from_raw(pid),
+        Err(e) => {
+            let _ = writeln!(report, "Efork: {e}");
+            sys::exit_now(1)
+        }
+    };
+    drop(err_w);
+    let mut msg = String::new();
+    let _ = File::from(err_r).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        let _ = writeln!(report, "E{}", msg.replace('\n', " "));
+    }
+    let sfd = match SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(report, "Esignalfd: {e}");
+            sys::exit_now(1)
+        }
+    };
+    loop {
+        let Ok(Some(info)) = sfd.read_signal() else {
+            continue;
+        };
+        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
+        };
+        match sig {
+            Signal::SIGCHLD => loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) if pid == main => {
+                        let _ = writeln!(report, "S{code} 0");
+                        sys::exit_now(0)
+                    }
+                    Ok(WaitStatus::Signaled(pid, s, _)) if pid == main => {
+                        let _ = writeln!(report, "S0 {}", s as i32);
+                        sys::exit_now(0)
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            },
+            Signal::SIGTERM => {
+                let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+            }
+            other => {
+                let _ = kill(main, other);
+            }
+        }
+    }
+}
+
+/// Minimal capability set of a command running as container root.
+fn capability_mask(ports: PortPolicy) -> u64 {
+    const CHOWN: u32 = 0;
+    const DAC_OVERRIDE: u32 = 1;
+    const FOWNER: u32 = 3;
+    const FSETID: u32 = 4;
+    const KILL: u32 = 5;
+    const SETGID: u32 = 6;
+    const SETUID: u32 = 7;
+    const SETPCAP: u32 = 8;
+    const NET_BIND_SERVICE: u32 = 10;
+    const SYS_CHROOT: u32 = 18;
+    const AUDIT_WRITE: u32 = 29;
+    const SETFCAP: u32 = 31;
+    let mut caps = [
+        CHOWN,
+        DAC_OVERRIDE,
+        FOWNER,
+        FSETID,
+        KILL,
+        SETGID,
+        SETUID,
+        SETPCAP,
+        SYS_CHROOT,
+        AUDIT_WRITE,
+        SETFCAP,
+    ]
+    .iter()
+    .fold(0u64, |m, c| m | (1 << c));
+    if ports == PortPolicy::AllowPrivileged {
+        caps |= 1 << NET_BIND_SERVICE;
+    }
+    caps
+}
+
+/// The command's child: returns (exit code, message) only when exec failed.
+fn exec_command(req: &Request, seccomp: Option<&seccompiler::BpfProgram>) -> (i32, String) {
+    let spec = &req.spec;
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    );
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let n = spec.rlimits.nofile.min(hard);
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, n, n);
+    }
+    let _ = setrlimit(Resource::RLIMIT_CORE, spec.rlimits.core, spec.rlimits.core);
+    if let Err(e) = sys::restrict_capabilities(capability_mask(spec.ports)) {
+        return (126, format!("drop capabilities: {e}"));
+    }
+    let (uid, gid) = (spec.user.uid, spec.user.gid);
+    if matches!(req.idmap, crate::IdMap::Range { .. }) {
+        if let Err(e) = nix::unistd::setgroups(&[Gid::from_raw(gid)]) {
+            return (126, format!("setgroups {gid}: {e}"));
+        }
+    }
+    if let Err(e) =
+        nix::unistd::setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))
+    {
+        return (126, format!("switch to group {gid}: {e}"));
+    }
+    if let Err(e) =
+        nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
+    {
+        return (126, format!("switch to user {uid}: {e}"));
+    }
+    let cwd = spec.process.cwd.as_deref().unwrap_or(APP_MOUNT_PATH);
+    if let Err(e) = nix::unistd::chdir(cwd) {
+        return (126, format!("working directory {cwd:?}: {e}"));
+    }
+    let mut env: Vec<(String, String)> = spec.process.env.clone();
+    let hostname = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
+    for (k, v) in [
+        ("PATH", DEFAULT_PATH.to_string()),
+        ("HOME", "/home/user".to_string()),
+        ("HOSTNAME", hostname),
+    ] {
+        if !env.iter().any(|(ek, _)| ek == k) {
+            env.push((k.to_string(), v));
+        }
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let envp: Result<Vec<CString>, _> = env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect();
+    let argv: Result<Vec<CString>, _> = spec
+        .process
+        .args
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect();
+    let (Ok(envp), Ok(argv)) = (envp, argv) else {
+        return (
+            126,
+            "the command or its environment contains a NUL byte".into(),
+        );
+    };
+    let arg0 = &spec.process.args[0];
+    let candidates: Vec<String> = if arg0.contains('/') {
+        vec![arg0.clone()]
+    } else {
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{arg0}"))
+            .collect()
+    };
+    if let Err(e) = sys::cloexec_from(3) {
+        return (126, format!("close inherited descriptors: {e}"));
+    }
+    if let Some(filter) = seccomp {
+        if let Err(e) = seccompiler::apply_filter(filter) {
+            return (126, format!("install seccomp filter: {e}"));
+        }
+    } else if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        return (126, format!("set no_new_privs: {e}"));
+    }
+    let mut denied = None;
+    for c in &candidates {
+        let Ok(cpath) = CString::new(c.as_str()) else {
+            continue;
+        };
+        let Err(e) = nix::unistd::execve(&cpath, &argv, &envp);
+        match e {
+            nix::Error::ENOENT | nix::Error::ENOTDIR => {}
+            other => denied = Some((c.clone(), other)),
+        }
+    }
+    match denied {
+        Some((c, e)) => (126, format!("cannot execute {c:?} in the container: {e}")),
+        None if arg0.contains('/') => (127, format!("command {arg0:?} not found in the container")),
+        None => (
+            127,
+            format!("command {arg0:?} not found in the container (searched PATH={path})"),
+        ),
+    }
+}

@@ -1,0 +1,384 @@
+//! The single-threaded fork path. A host never clones from its (multi-threaded, tokio)
+//! process: [`crate::Runtime::spawn`] re-executes the host binary with
+//! [`HELPER_ENV`] set, and [`crate::init`] — the one line a host puts first in `main` —
+//! turns that process into the instance's helper: it clones the namespaced child, writes
+//! its id maps, puts it in its cgroups, forwards stop requests and signals, and reports
+//! `started` / `exited` events as JSON lines over its stdin (a Unix socket).
+
+use crate::cgroup::Cgroups;
+use crate::container;
+use crate::spec::InstanceSpec;
+use crate::{sys, Exit, IdMap};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Environment variable that selects the helper role of a re-executed host binary.
+pub const HELPER_ENV: &str = "LANDSCAPE_RUNTIME_HELPER";
+
+/// What the host asks the helper to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Request {
+    pub id: String,
+    pub spec: InstanceSpec,
+    pub idmap: IdMap,
+    pub staging: PathBuf,
+    pub cgroups: Option<Cgroups>,
+    pub keep_stdin: bool,
+}
+
+/// What the helper reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Event {
+    Started { pid: i32 },
+    Exited(Exit),
+}
+
+/// The helper entry hook; see [`crate::init`].
+pub(crate) fn maybe_run() {
+    if std::env::var_os(HELPER_ENV).is_none() {
+        return;
+    }
+    std::process::exit(helper_main());
+}
+
+fn helper_main() -> i32 {
+    let stdin = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(_) => return 2,
+    };
+    let sock = UnixStream::from(stdin);
+    let Ok(write_half) = sock.try_clone() else {
+        return 2;
+    };
+    let mut reader = BufReader::new(sock);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return 2;
+    }
+    let mut out = write_half;
+    let mut emit = |ev: &Event| {
+        if let Ok(mut s) = serde_json::to_string(ev) {
+            s.push('\n');
+            let _ = out.write_all(s.as_bytes());
+        }
+    };
+    let req: Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            emit(&Event::Exited(Exit::failed(format!(
+                "bad helper request: {e}"
+            ))));
+            return 2;
+        }
+    };
+    let leftover = reader.buffer().to_vec();
+    let control = Control {
+        fd: reader.into_inner().into(),
+        buf: leftover,
+    };
+    let exit = supervise(&req, Some(control), &mut emit);
+    emit(&Event::Exited(exit));
+    0
+}
+
+/// The host's end of the helper protocol, as seen by the helper.
+pub(crate) struct Control {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+/// Runs one instance to completion from the calling (single-threaded) process; emits
+/// `Started`, returns the exit (the caller emits it).
+pub(crate) fn supervise(
+    req: &Request,
+    mut control: Option<Control>,
+    emit: &mut dyn FnMut(&Event),
+) -> Exit {
+    if sys::thread_count() != 1 {
+        return Exit::failed(
+            "the fork path must run in a single-threaded process; call landscape_runtime::init() first in main and use Runtime::spawn".into(),
+        );
+    }
+    if let Err(e) = std::fs::create_dir(&req.staging) {
+        return Exit::failed(format!(
+            "create staging directory {}: {e}",
+            req.staging.display()
+        ));
+    }
+    let exit = supervise_inner(req, control.as_mut(), emit);
+    let _ = std::fs::remove_dir(&req.staging);
+    exit
+}
+
+fn supervise_inner(
+    req: &Request,
+    control: Option<&mut Control>,
+    emit: &mut dyn FnMut(&Event),
+) -> Exit {
+    if let Some(cg) = &req.cgroups {
+        if let Err(e) = cg.create(&req.spec.limits.unwrap_or_default()) {
+            let _ = cg.remove();
+            return Exit::failed(e.to_string());
+        }
+    }
+    let exit = run_child(req, control, emit);
+    match &req.cgroups {
+        Some(cg) => {
+            let mut exit = exit;
+            exit.oom_killed = cg.oom_killed();
+            if let Err(e) = cg.remove() {
+                tracing::warn!(instance = %req.id, "{e}");
+            }
+            exit
+        }
+        None => exit,
+    }
+}
+
+fn run_child(req: &Request, control: Option<&mut Control>, emit: &mut dyn FnMut(&Event)) -> Exit {
+    let seccomp = if req.spec.no_seccomp {
+        None
+    } else {
+        match crate::seccomp::default_filter() {
+            Ok(f) => Some(f),
+            Err(e) => return Exit::failed(e),
+        }
+    };
+    let mask = container::handled_signals();
+    let mut old = nix::sys::signal::SigSet::empty();
+    if let Err(e) = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&mask),
+        Some(&mut old),
+    ) {
+        return Exit::failed(format!("block signals: {e}"));
+    }
+    let result = run_child_blocked(req, control, emit, seccomp.as_ref());
+    let _ =
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&old), None);
+    result
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), Exit> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Exit::failed(format!("create pipe: {e}")))
+}
+
+fn run_child_blocked(
+    req: &Request,
+    mut control: Option<&mut Control>,
+    emit: &mut dyn FnMut(&Event),
+    seccomp: Option<&seccompiler::BpfProgram>,
+) -> Exit {
+    let sfd = match SignalFd::with_flags(&container::handled_signals(), SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => return Exit::failed(format!("signalfd: {e}")),
+    };
+    let (go_r, go_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let (rep_r, rep_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET;
+    let pid = match sys::clone_into_namespaces(flags) {
+        Ok(sys::Forked::Child) => {
+            drop(go_w);
+            drop(rep_r);
+            drop(sfd);
+            container::child_main(req, go_r, rep_w, seccomp)
+        }
+        Ok(sys::Forked::Parent(pid)) => Pid::from_raw(pid),
+        Err(e) => {
+            return Exit::failed(format!(
+                "cannot create the instance's namespaces (user, mount, pid, uts, ipc, net): {e}; \
+                 check that unprivileged user namespaces are enabled (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)"
+            ))
+        }
+    };
+    drop(go_r);
+    drop(rep_w);
+    let kill_child = |why: String| {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        Exit::failed(why)
+    };
+    let maps = match req.idmap.maps(req.spec.user) {
+        Ok(m) => m,
+        Err(e) => return kill_child(e.to_string()),
+    };
+    let proc_dir = format!("/proc/{}", pid.as_raw());
+    if maps.2 {
+        if let Err(e) = std::fs::write(format!("{proc_dir}/setgroups"), "deny") {
+            return kill_child(format!("write setgroups: {e}"));
+        }
+    }
+    if let Err(e) = std::fs::write(format!("{proc_dir}/uid_map"), &maps.0) {
+        return kill_child(format!("write uid_map {:?}: {e}", maps.0.trim()));
+    }
+    if let Err(e) = std::fs::write(format!("{proc_dir}/gid_map"), &maps.1) {
+        return kill_child(format!("write gid_map {:?}: {e}", maps.1.trim()));
+    }
+    if let Some(cg) = &req.cgroups {
+        if let Err(e) = cg.add(pid.as_raw()) {
+            return kill_child(e.to_string());
+        }
+    }
+    let mut go = File::from(go_w);
+    if go.write_all(b"g").is_err() {
+        return kill_child("the instance's init died before starting".into());
+    }
+    drop(go);
+    emit(&Event::Started { pid: pid.as_raw() });
+
+    let mut report_fd = Some(rep_r);
+    let mut report = Vec::new();
+    let mut kill_at: Option<Instant> = None;
+    let status = loop {
+        let timeout = match kill_at {
+            Some(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                    .unwrap_or(PollTimeout::NONE)
+            }
+            None => PollTimeout::NONE,
+        };
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(r) = &report_fd {
+            fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+        }
+        let ctl_index = fds.len();
+        if let Some(c) = &control {
+            fds.push(PollFd::new(c.fd.as_fd(), PollFlags::POLLIN));
+        }
+        let pending_cmds = control.as_ref().is_some_and(|c| c.buf.contains(&b'\n'));
+        let ready = if pending_cmds {
+            0
+        } else {
+            poll(&mut fds, timeout).unwrap_or(0)
+        };
+        let revents: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready == 0 && !pending_cmds {
+            if kill_at.is_some_and(|t| Instant::now() >= t) {
+                let _ = kill(pid, Signal::SIGKILL);
+                kill_at = None;
+            }
+            continue;
+        }
+        if revents[0] {
+            if let Ok(Some(info)) = sfd.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) | Err(_) => {}
+                    Ok(sig) => {
+                        let _ = kill(pid, sig);
+                    }
+                }
+            }
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => {}
+                Ok(st) => break st,
+            }
+        }
+        if report_fd.is_some() && revents[1] {
+            let mut buf = [0u8; 4096];
+            let r = report_fd.as_ref().map(|fd| nix::unistd::read(fd, &mut buf));
+            match r {
+                Some(Ok(n)) if n > 0 => report.extend_from_slice(&buf[..n]),
+                _ => report_fd = None,
+            }
+        }
+        let mut eof = false;
+        if let Some(c) = control.as_deref_mut() {
+            if revents.get(ctl_index).copied().unwrap_or(false) {
+                let mut buf = [0u8; 512];
+                match nix::unistd::read(&c.fd, &mut buf) {
+                    Ok(0) | Err(_) => eof = true,
+                    Ok(n) => c.buf.extend_from_slice(&buf[..n]),
+                }
+            }
+            while let Some(nl) = c.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = c.buf.drain(..=nl).collect();
+                let cmd = String::from_utf8_lossy(&line).trim().to_string();
+                let mut words = cmd.split_whitespace();
+                match (
+                    words.next(),
+                    words.next().and_then(|w| w.parse::<u64>().ok()),
+                ) {
+                    (Some("stop"), grace) => {
+                        let _ = kill(pid, Signal::SIGTERM);
+                        let deadline =
+                            Instant::now() + Duration::from_millis(grace.unwrap_or(10_000));
+                        kill_at = Some(kill_at.map_or(deadline, |k| k.min(deadline)));
+                    }
+                    (Some("kill"), _) => {
+                        let _ = kill(pid, Signal::SIGKILL);
+                    }
+                    (Some("signal"), Some(n)) => {
+                        if let Ok(sig) = Signal::try_from(n as i32) {
+                            let _ = kill(pid, sig);
+                        }
+                    }
+                    _ => tracing::warn!(instance = %req.id, "unknown helper command {cmd:?}"),
+                }
+            }
+        }
+        if eof {
+            // The host is gone: nobody can stop the instance any more.
+            let _ = kill(pid, Signal::SIGKILL);
+            control = None;
+        }
+    };
+    if let Some(mut r) = report_fd.map(File::from) {
+        let _ = r.read_to_end(&mut report);
+    }
+    let mut exit = Exit::default();
+    for line in String::from_utf8_lossy(&report).lines() {
+        if let Some(msg) = line.strip_prefix('E') {
+            exit.error = Some(msg.to_string());
+        } else if let Some(st) = line.strip_prefix('S') {
+            let mut it = st.split(' ').map(|v| v.parse::<i32>().unwrap_or(0));
+            let (code, sig) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+            if sig != 0 {
+                exit.signal = Some(sig);
+            } else {
+                exit.code = Some(code);
+            }
+        }
+    }
+    if exit.code.is_none() && exit.signal.is_none() {
+        match status {
+            WaitStatus::Signaled(_, s, _) => exit.signal = Some(s as i32),
+            WaitStatus::Exited(_, c) => {
+                if exit.error.is_none() {
+                    exit.error = Some(format!(
+                        "the instance's init exited with {c} before the command ran"
+                    ));
+                }
+                exit.code = Some(if c == 0 { 1 } else { c });
+            }
+            _ => exit.signal = Some(libc::SIGKILL),
+        }
+    }
+    exit
+}

@@ -1,0 +1,486 @@
+//! The host side: [`Runtime`] starts instances through the helper, [`Instance`] controls
+//! one of them.
+
+use crate::cgroup::{self, Cgroups, Usage};
+use crate::helper::{Event, Request, HELPER_ENV};
+use crate::logs::{LogConfig, LogLine, Logs, Stream};
+use crate::{Error, IdMap, InstanceSpec, Limits, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Exit {
+    /// Exit code of the command, if it exited.
+    pub code: Option<i32>,
+    /// Signal that killed the command, if any.
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer struck inside the instance (memory limit reached).
+    pub oom_killed: bool,
+    /// Why the command could not run (setup failure, command not found...).
+    pub error: Option<String>,
+}
+
+impl Exit {
+    pub(crate) fn failed(msg: String) -> Exit {
+        Exit {
+            code: Some(125),
+            error: Some(msg),
+            ..Default::default()
+        }
+    }
+    /// Shell-style status: the exit code, or 128+N for signal N.
+    pub fn status_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (_, Some(s)) => 128 + s,
+            (Some(c), None) => c,
+            (None, None) => 125,
+        }
+    }
+    /// Exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && self.signal.is_none()
+    }
+}
+
+/// How the helper process is started.
+#[derive(Debug, Clone, Default)]
+pub enum HelperBinary {
+    /// Re-execute the current program (which calls [`crate::init`] first in `main`).
+    #[default]
+    CurrentExe,
+    /// Execute this program (which calls [`crate::init`] first in `main`).
+    Path(PathBuf),
+}
+
+/// Runtime-wide settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Directory for per-instance mount points (must be traversable by the mapped ids);
+    /// default `$TMPDIR/landscape-runtime-<uid>`.
+    pub state_dir: PathBuf,
+    /// The helper program.
+    pub helper: HelperBinary,
+    /// User whose `/etc/subuid`/`/etc/subgid` range is used when running as root.
+    pub subid_user: String,
+    /// Root of the cgroup v1 hierarchies.
+    pub cgroup_root: PathBuf,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            state_dir: std::env::temp_dir().join(format!(
+                "landscape-runtime-{}",
+                nix::unistd::geteuid().as_raw()
+            )),
+            helper: HelperBinary::CurrentExe,
+            subid_user: "root".into(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        }
+    }
+}
+
+/// Where an instance's stdout/stderr go.
+#[derive(Debug, Clone, Default)]
+pub enum Output {
+    /// Inherit the host's stdout/stderr.
+    Inherit,
+    /// Discard.
+    #[default]
+    Null,
+    /// Log files + subscribers.
+    Logs(LogConfig),
+}
+
+/// Starts instances. Cheap to share (`&Runtime` is all an instance needs).
+#[derive(Debug)]
+pub struct Runtime {
+    cfg: RuntimeConfig,
+    idmap: IdMap,
+    cgroups: std::result::Result<(), String>,
+    counter: AtomicU64,
+}
+
+impl Runtime {
+    /// Checks the machine (user namespaces, subordinate ids when root, cgroups) and
+    /// prepares the state directory.
+    pub fn new(cfg: RuntimeConfig) -> Result<Runtime> {
+        let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if max == Some(0) {
+            return Err(Error::Unsupported(
+                "user namespaces are disabled (user.max_user_namespaces = 0); enable them with `sysctl user.max_user_namespaces=15000`".into(),
+            ));
+        }
+        let idmap = IdMap::detect(&cfg.subid_user)?;
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
+            Error::io(
+                format!("create state directory {}", cfg.state_dir.display()),
+                e,
+            )
+        })?;
+        // The mapped ids must traverse it to reach the per-instance mount points.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o711)).map_err(
+            |e| {
+                Error::io(
+                    format!("chmod state directory {}", cfg.state_dir.display()),
+                    e,
+                )
+            },
+        )?;
+        let cgroups = cgroup::availability(&cfg.cgroup_root);
+        Ok(Runtime {
+            cfg,
+            idmap,
+            cgroups,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// A runtime with the default configuration.
+    pub fn with_defaults() -> Result<Runtime> {
+        Runtime::new(RuntimeConfig::default())
+    }
+
+    /// The id mapping instances get.
+    pub fn idmap(&self) -> IdMap {
+        self.idmap
+    }
+
+    /// `Ok` when plans become enforced cgroup limits, else the reason they are not.
+    pub fn limits_support(&self) -> std::result::Result<(), String> {
+        self.cgroups.clone()
+    }
+
+    /// Makes `dir` writable by container user `user` (root mode: hands the directory to
+    /// the mapped subordinate id, since host root is unmapped inside; unprivileged: a
+    /// no-op, the runtime's own files are the container user's).
+    pub fn adopt_dir(&self, dir: &Path, user: crate::User) -> Result<()> {
+        if let IdMap::Range { .. } = self.idmap {
+            let uid = self.idmap.host_uid(user.uid, user.uid);
+            let gid = self.idmap.host_gid(user.gid, user.gid);
+            nix::unistd::chown(
+                dir,
+                uid.map(nix::unistd::Uid::from_raw),
+                gid.map(nix::unistd::Gid::from_raw),
+            )
+            .map_err(|e| Error::nix(format!("chown {} to the container user", dir.display()), e))?;
+        }
+        Ok(())
+    }
+
+    fn request(&self, spec: &InstanceSpec, keep_stdin: bool) -> Result<Request> {
+        spec.validate()?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{}-{n}", spec.name, std::process::id());
+        let cgroups = match (&self.cgroups, spec.limits.is_some()) {
+            (Ok(()), _) => Some(Cgroups::new(&self.cfg.cgroup_root, &id)),
+            (Err(_), _) => None,
+        };
+        Ok(Request {
+            staging: self.cfg.state_dir.join(&id),
+            id,
+            spec: spec.clone(),
+            idmap: self.idmap,
+            cgroups,
+            keep_stdin,
+        })
+    }
+
+    /// Starts an instance through the helper process and returns once its namespaces
+    /// exist (the command is being set up or running).
+    pub fn spawn(&self, spec: &InstanceSpec, output: Output) -> Result<Instance> {
+        let req = self.request(spec, false)?;
+        let exe = match &self.cfg.helper {
+            HelperBinary::CurrentExe => std::env::current_exe()
+                .map_err(|e| Error::io("find the current executable to re-run as helper", e))?,
+            HelperBinary::Path(p) => p.clone(),
+        };
+        let (host, helper) =
+            UnixStream::pair().map_err(|e| Error::io("create the helper socket", e))?;
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.env_clear()
+            .env(HELPER_ENV, "1")
+            .stdin(std::process::Stdio::from(OwnedFd::from(helper)));
+        match &output {
+            Output::Inherit => {
+                cmd.stdout(std::process::Stdio::inherit())
+                    .stderr(std::process::Stdio::inherit());
+            }
+            Output::Null => {
+                cmd.stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            }
+            Output::Logs(_) => {
+                cmd.stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("start the runtime helper {}", exe.display()), e))?;
+        let logs = match &output {
+            Output::Logs(cfg) => {
+                let mut streams: Vec<(Stream, Box<dyn std::io::Read + Send>)> = Vec::new();
+                if let Some(o) = child.stdout.take() {
+                    streams.push((Stream::Stdout, Box::new(o)));
+                }
+                if let Some(e) = child.stderr.take() {
+                    streams.push((Stream::Stderr, Box::new(e)));
+                }
+                match Logs::start(cfg, &req.id, streams) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err(Error::io(
+                            format!("open log file in {}", cfg.dir.display()),
+                            e,
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mut inst = Instance {
+            id: req.id.clone(),
+            pid: 0,
+            writer: host
+                .try_clone()
+                .map_err(|e| Error::io("clone the helper socket", e))?,
+            reader: BufReader::new(host),
+            child,
+            cgroups: req.cgroups.clone(),
+            exit: None,
+            logs,
+        };
+        let mut line = serde_json::to_string(&req)
+            .map_err(|e| Error::Helper(format!("encode request: {e}")))?;
+        line.push('\n');
+        if let Err(e) = inst.writer.write_all(line.as_bytes()) {
+            return Err(Error::Helper(format!(
+                "{} did not accept the request ({e}); does its main() call landscape_runtime::init() first?",
+                exe.display()
+            )));
+        }
+        match inst.next_event()? {
+            Event::Started { pid } => {
+                inst.pid = pid;
+                Ok(inst)
+            }
+            Event::Exited(exit) => {
+                inst.finish(exit.clone());
+                Err(Error::Start {
+                    instance: inst.id.clone(),
+                    message: exit
+                        .error
+                        .unwrap_or_else(|| "exited before starting".into()),
+                })
+            }
+        }
+    }
+
+    /// Runs an instance to completion in the calling process, with its stdin, stdout and
+    /// stderr (as `landscape exec` does). The caller must be single-threaded (no tokio
+    /// runtime, no threads); `on_start` gets the host pid of the instance's init.
+    pub fn run_foreground(
+        &self,
+        spec: &InstanceSpec,
+        on_start: &mut dyn FnMut(i32),
+    ) -> Result<Exit> {
+        let req = self.request(spec, true)?;
+        let mut emit = |ev: &Event| {
+            if let Event::Started { pid } = ev {
+                on_start(*pid);
+            }
+        };
+        Ok(crate::helper::supervise(&req, None, &mut emit))
+    }
+}
+
+/// A running (or finished) instance. Dropping it kills the instance.
+#[derive(Debug)]
+pub struct Instance {
+    id: String,
+    pid: i32,
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+    child: std::process::Child,
+    cgroups: Option<Cgroups>,
+    exit: Option<Exit>,
+    logs: Option<Logs>,
+}
+
+impl std::fmt::Debug for Logs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logs").field("path", &self.path).finish()
+    }
+}
+
+impl Instance {
+    /// Unique instance id (`<name>-<host pid>-<n>`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Host pid of the instance's init (pid 1 inside).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether the instance runs under enforced cgroup limits.
+    pub fn limits_enforced(&self) -> bool {
+        self.cgroups.is_some()
+    }
+
+    /// The instance's cgroups, where enforced.
+    pub fn cgroups(&self) -> Option<&Cgroups> {
+        self.cgroups.as_ref()
+    }
+
+    fn next_event(&mut self) -> Result<Event> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                let status = self.child.wait().ok();
+                Err(Error::Helper(format!(
+                    "the helper exited ({status:?}) without reporting; does the host's main() call landscape_runtime::init() first?"
+                )))
+            }
+            Ok(_) => serde_json::from_str(&line)
+                .map_err(|e| Error::Helper(format!("bad event {line:?}: {e}"))),
+        }
+    }
+
+    fn finish(&mut self, exit: Exit) {
+        let _ = self.child.wait();
+        if let Some(l) = &mut self.logs {
+            l.finish();
+        }
+        self.exit = Some(exit);
+    }
+
+    /// Waits until the instance ends.
+    pub fn wait(&mut self) -> Result<Exit> {
+        while self.exit.is_none() {
+            match self.next_event() {
+                Ok(Event::Exited(exit)) => self.finish(exit),
+                Ok(Event::Started { .. }) => {}
+                Err(e) => {
+                    self.exit = Some(Exit::failed(e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.exit.clone().unwrap_or_default())
+    }
+
+    /// The exit, if the instance has ended (does not block).
+    pub fn try_wait(&mut self) -> Result<Option<Exit>> {
+        if self.exit.is_some() {
+            return Ok(self.exit.clone());
+        }
+        self.reader
+            .get_ref()
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("poll the helper", e))?;
+        let mut probe = String::new();
+        let r = self.reader.read_line(&mut probe);
+        let _ = self.reader.get_ref().set_nonblocking(false);
+        match r {
+            Ok(0) => self.wait().map(Some),
+            Ok(_) => {
+                let ev: Event = serde_json::from_str(&probe)
+                    .map_err(|e| Error::Helper(format!("bad event {probe:?}: {e}")))?;
+                if let Event::Exited(exit) = ev {
+                    self.finish(exit);
+                }
+                Ok(self.exit.clone())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(Error::io("read from the helper", e)),
+        }
+    }
+
+    fn command(&mut self, cmd: &str) -> Result<()> {
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        self.writer
+            .write_all(format!("{cmd}\n").as_bytes())
+            .map_err(|e| Error::io(format!("send {cmd:?} to the helper of {}", self.id), e))
+    }
+
+    /// Stops the instance: SIGTERM to every process of it, SIGKILL after `grace`; returns
+    /// the exit.
+    pub fn stop(&mut self, grace: Duration) -> Result<Exit> {
+        self.command(&format!("stop {}", grace.as_millis()))?;
+        self.wait()
+    }
+
+    /// Sends SIGKILL to the instance (all its processes die).
+    pub fn kill(&mut self) -> Result<()> {
+        self.command("kill")
+    }
+
+    /// Sends `signal` to the instance's command.
+    pub fn signal(&mut self, signal: i32) -> Result<()> {
+        self.command(&format!("signal {signal}"))
+    }
+
+    fn cg(&self) -> Result<&Cgroups> {
+        self.cgroups.as_ref().ok_or_else(|| {
+            Error::LimitsNotEnforced(format!(
+                "instance {} runs without cgroups (not root and no delegated cgroup tree)",
+                self.id
+            ))
+        })
+    }
+
+    /// Changes the limits of the running instance.
+    pub fn set_limits(&self, limits: &Limits) -> Result<()> {
+        self.cg()?.set_limits(limits)
+    }
+
+    /// Current resource usage.
+    pub fn usage(&self) -> Result<Usage> {
+        Ok(self.cg()?.usage())
+    }
+
+    /// Freezes every process of the instance.
+    pub fn freeze(&self) -> Result<()> {
+        self.cg()?.freeze(true)
+    }
+
+    /// Thaws a frozen instance.
+    pub fn thaw(&self) -> Result<()> {
+        self.cg()?.freeze(false)
+    }
+
+    /// Subscribes to the instance's log lines (with [`Output::Logs`]).
+    pub fn subscribe_logs(&self) -> Option<tokio::sync::broadcast::Receiver<LogLine>> {
+        self.logs.as_ref().map(|l| l.tx.subscribe())
+    }
+
+    /// Path of the log file (with [`Output::Logs`]).
+    pub fn log_path(&self) -> Option<&Path> {
+        self.logs.as_ref().map(|l| l.path.as_path())
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.command("kill");
+            let _ = self.wait();
+        }
+    }
+}

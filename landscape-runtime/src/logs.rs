@@ -1,0 +1,225 @@
+//! Instance logs: stdout/stderr become timestamped lines tagged with their stream, written
+//! to a size-rotated per-instance log file (so a host that restarts can still read them)
+//! and broadcast to async subscribers.
+
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    fn tag(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// RFC 3339 UTC timestamp with milliseconds.
+    pub timestamp: String,
+    /// The stream.
+    pub stream: Stream,
+    /// The text, without the trailing newline.
+    pub text: String,
+}
+
+/// Where and how much to log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Directory of the log files; the instance writes `<dir>/<instance-id>.log`.
+    pub dir: PathBuf,
+    /// Rotate when the file exceeds this size (the previous file becomes `.log.1`, ...).
+    pub max_bytes: u64,
+    /// How many rotated files to keep.
+    pub keep: u32,
+}
+
+impl LogConfig {
+    /// Logs into `dir` with 10 MiB files, 3 kept.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LogConfig {
+            dir: dir.into(),
+            max_bytes: 10 << 20,
+            keep: 3,
+        }
+    }
+}
+
+/// Formats a Unix time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+struct Rotating {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max: u64,
+    keep: u32,
+}
+
+impl Rotating {
+    fn open(path: &Path, max: u64, keep: u32) -> std::io::Result<Self> {
+        let file = File::options().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Rotating {
+            path: path.to_path_buf(),
+            file: Some(file),
+            size,
+            max,
+            keep,
+        })
+    }
+    fn write_line(&mut self, line: &str) {
+        if self.size + line.len() as u64 > self.max && self.size > 0 {
+            self.file = None;
+            for i in (1..self.keep).rev() {
+                let _ = std::fs::rename(
+                    format!("{}.{i}", self.path.display()),
+                    format!("{}.{}", self.path.display(), i + 1),
+                );
+            }
+            if self.keep > 0 {
+                let _ = std::fs::rename(&self.path, format!("{}.1", self.path.display()));
+            } else {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            self.file = File::options()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .ok();
+            self.size = 0;
+        }
+        if let Some(f) = &mut self.file {
+            if f.write_all(line.as_bytes()).is_ok() {
+                self.size += line.len() as u64;
+            }
+        }
+    }
+}
+
+/// The logging side of one instance: a reader thread per stream.
+pub(crate) struct Logs {
+    pub(crate) tx: broadcast::Sender<LogLine>,
+    pub(crate) path: PathBuf,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Logs {
+    pub(crate) fn start(
+        cfg: &LogConfig,
+        id: &str,
+        streams: Vec<(Stream, Box<dyn std::io::Read + Send>)>,
+    ) -> std::io::Result<Logs> {
+        std::fs::create_dir_all(&cfg.dir)?;
+        let path = cfg.dir.join(format!("{id}.log"));
+        let file = Arc::new(Mutex::new(Rotating::open(&path, cfg.max_bytes, cfg.keep)?));
+        let (tx, _) = broadcast::channel(1024);
+        let mut threads = Vec::new();
+        for (stream, reader) in streams {
+            let (file, tx) = (file.clone(), tx.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut r = BufReader::new(reader);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if buf.last() == Some(&b'\n') {
+                        buf.pop();
+                    }
+                    let line = LogLine {
+                        timestamp: rfc3339(std::time::SystemTime::now()),
+                        stream,
+                        text: String::from_utf8_lossy(&buf).into_owned(),
+                    };
+                    let text = format!("{} {} {}\n", line.timestamp, stream.tag(), line.text);
+                    if let Ok(mut f) = file.lock() {
+                        f.write_line(&text);
+                    }
+                    let _ = tx.send(line);
+                }
+            }));
+        }
+        Ok(Logs { tx, path, threads })
+    }
+
+    /// Waits until both streams reached end of file (the instance and its children closed
+    /// them).
+    pub(crate) fn finish(&mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Parses a log file line written by the runtime back into a [`LogLine`].
+pub fn parse_line(line: &str) -> Option<LogLine> {
+    let (ts, rest) = line.split_once(' ')?;
+    let (tag, text) = rest.split_once(' ').unwrap_or((rest, ""));
+    let stream = match tag {
+        "stdout" => Stream::Stdout,
+        "stderr" => Stream::Stderr,
+        _ => return None,
+    };
+    Some(LogLine {
+        timestamp: ts.to_string(),
+        stream,
+        text: text.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+    #[test]
+    fn log_lines_round_trip() {
+        let l = parse_line("2023-11-14T22:13:20.123Z stderr oops: x y").unwrap();
+        assert_eq!(l.stream, Stream::Stderr);
+        assert_eq!(l.text, "oops: x y");
+        assert!(parse_line("garbage").is_none());
+    }
+}

@@ -1,0 +1,368 @@
+//! Instances: persistence of the app directory, throwaway root, isolation, users, ports,
+//! exit statuses, mounts, logs. Runs as root and (scripts/test.d/runtime.sh) as an
+//! unprivileged user.
+
+mod common;
+use common::*;
+use landscape_runtime::{InstanceSpec, Output, PortPolicy, Process, User};
+use std::time::Duration;
+
+fn main() {
+    run(&[
+        (
+            "app_dir_persists_and_root_writes_vanish",
+            app_dir_persists_and_root_writes_vanish,
+        ),
+        (
+            "writes_to_read_only_base_fail",
+            writes_to_read_only_base_fail,
+        ),
+        ("host_processes_are_invisible", host_processes_are_invisible),
+        ("host_paths_are_invisible", host_paths_are_invisible),
+        ("hostname_is_per_instance", hostname_is_per_instance),
+        ("id_inside_equals_run_as_user", id_inside_equals_run_as_user),
+        (
+            "host_uid_of_instance_is_unprivileged",
+            host_uid_of_instance_is_unprivileged,
+        ),
+        (
+            "port_80_fails_port_3000_works",
+            port_80_fails_port_3000_works,
+        ),
+        (
+            "managed_policy_may_bind_port_80",
+            managed_policy_may_bind_port_80,
+        ),
+        (
+            "exit_codes_and_signals_are_reported",
+            exit_codes_and_signals_are_reported,
+        ),
+        (
+            "missing_command_gives_127_and_a_message",
+            missing_command_gives_127_and_a_message,
+        ),
+        (
+            "volume_mounts_dir_and_single_file",
+            volume_mounts_dir_and_single_file,
+        ),
+        (
+            "logs_go_to_file_and_subscribers",
+            logs_go_to_file_and_subscribers,
+        ),
+        ("env_and_working_directory", env_and_working_directory),
+        (
+            "dev_and_proc_are_fresh_and_minimal",
+            dev_and_proc_are_fresh_and_minimal,
+        ),
+    ]);
+}
+
+fn app_dir_persists_and_root_writes_vanish() {
+    let rt = runtime();
+    let app = app_dir(&rt);
+    let (exit, out) = sh(
+        &rt,
+        Some(app.path()),
+        "echo kept > /home/user/app/data.txt && echo gone > /rootfile && echo gone > /etc/newfile \
+         && echo gone > /usr/newfile && echo gone > /tmp/tmpfile && echo gone > /var/tmp/v && echo written",
+    );
+    assert!(exit.success(), "{exit:?} {out}");
+    assert_eq!(out, "written");
+    assert_eq!(
+        std::fs::read_to_string(app.path().join("data.txt")).unwrap(),
+        "kept\n"
+    );
+    assert!(!std::path::Path::new("/rootfile").exists());
+    assert!(!std::path::Path::new("/etc/newfile").exists());
+    assert!(!std::path::Path::new("/usr/newfile").exists());
+    let (exit, out) = sh(
+        &rt,
+        Some(app.path()),
+        "cat /home/user/app/data.txt; for f in /rootfile /etc/newfile /usr/newfile /tmp/tmpfile /var/tmp/v; do [ -e $f ] && echo present $f; done; true",
+    );
+    assert!(exit.success(), "{exit:?} {out}");
+    assert_eq!(out, "kept");
+}
+
+fn writes_to_read_only_base_fail() {
+    let rt = runtime();
+    let before = std::fs::read("/etc/passwd").unwrap();
+    let (exit, out) = sh(
+        &rt,
+        None,
+        "echo evil >> /etc/passwd && echo modified-passwd; echo evil > /usr/bin/sh && echo modified-sh; rm /usr/bin/env && echo removed; echo done",
+    );
+    assert!(exit.success(), "{exit:?} {out}");
+    assert!(
+        !out.contains("modified") && !out.contains("removed"),
+        "{out}"
+    );
+    assert!(out.ends_with("done"), "{out}");
+    assert_eq!(std::fs::read("/etc/passwd").unwrap(), before);
+    assert!(std::path::Path::new("/usr/bin/env").exists());
+}
+
+fn host_processes_are_invisible() {
+    let rt = runtime();
+    let (exit, out) = sh(&rt, None, "cd /proc && for p in [0-9]*; do echo $p; done");
+    assert!(exit.success(), "{exit:?} {out}");
+    let pids: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(pids.contains(&1), "{pids:?}");
+    // init, the shell (and nothing else of the host).
+    assert!(pids.len() <= 3 && pids.iter().all(|p| *p < 10), "{pids:?}");
+}
+
+fn host_paths_are_invisible() {
+    let rt = runtime();
+    let marker = TempDir::new("hostmarker");
+    std::fs::write(marker.path().join("secret"), "x").unwrap();
+    let script = format!(
+        "for p in {} /work /root/.cargo /home/user/app/anything /old_root/etc /sys/fs/cgroup/memory; do [ -e $p ] && echo visible $p; done; ls /tmp | wc -l; ls /home",
+        marker.path().join("secret").display()
+    );
+    let (exit, out) = sh(&rt, None, &script);
+    assert!(exit.success(), "{exit:?} {out}");
+    assert!(!out.contains("visible"), "{out}");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines, ["0", "user"], "{out}");
+}
+
+fn hostname_is_per_instance() {
+    let rt = runtime();
+    let mut spec = InstanceSpec::new("web", Process::shell("hostname; cat /etc/hostname"));
+    let (exit, out) = run_spec(&rt, &spec);
+    assert!(exit.success(), "{exit:?} {out}");
+    assert_eq!(out, "web\nweb");
+    spec.hostname = Some("replica-2".into());
+    let (_, out) = run_spec(&rt, &spec);
+    assert_eq!(out, "replica-2\nreplica-2");
+    assert_ne!(nix::unistd::gethostname().unwrap(), "replica-2");
+}
+
+fn id_inside_equals_run_as_user() {
+    let rt = runtime();
+    let app = TempDir::new("app");
+    let user = User {
+        uid: 1000,
+        gid: 1001,
+    };
+    rt.adopt_dir(app.path(), user).unwrap();
+    let mut spec = InstanceSpec::new(
+        "u",
+        Process::shell("id -u; id -g; touch /home/user/app/mine && echo ok"),
+    );
+    spec.user = user;
+    spec.app_dir = Some(app.path().to_path_buf());
+    let (exit, out) = run_spec(&rt, &spec);
+    assert!(exit.success(), "{exit:?} {out}");
+    assert_eq!(out, "1000\n1001\nok");
+    let (exit, out) = sh(&rt, None, "id -u");
+    assert!(exit.success());
+    assert_eq!(out, "0");
+}
+
+fn host_uid_of_instance_is_unprivileged() {
+    let rt = runtime();
+    let app = app_dir(&rt);
+    let mut spec = InstanceSpec::new(
+        "w",
+        Process::shell("touch /home/user/app/ready; exec sleep 1000"),
+    );
+    spec.app_dir = Some(app.path().to_path_buf());
+    let mut inst = rt.spawn(&spec, Output::Null).unwrap();
+    poll(Duration::from_secs(10), || {
+        app.path().join("ready").exists().then_some(())
+    })
+    .expect("instance did not start");
+    let init = inst.pid();
+    let kids = poll(Duration::from_secs(5), || {
+        let k = children_of(init);
+        (!k.is_empty()).then_some(k)
+    })
+    .expect("the command runs as a child of init");
+    let me = nix::unistd::geteuid().as_raw();
+    for pid in std::iter::once(init).chain(kids) {
+        let uid = host_uid_of(pid).unwrap();
+        if me == 0 {
+            assert!(uid >= 1000, "pid {pid} runs as host uid {uid}");
+        } else {
+            assert_eq!(uid, me, "pid {pid}");
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(app.path().join("ready")).unwrap().uid();
+    assert_ne!(
+        owner, 0,
+        "file written by container root is owned by host root"
+    );
+    let exit = inst.stop(Duration::from_secs(5)).unwrap();
+    assert_eq!(exit.signal, Some(15), "{exit:?}");
+}
+
+const BIND: &str = r#"perl -e 'use Socket; socket(S,PF_INET,SOCK_STREAM,0) or die "socket: $!"; setsockopt(S,SOL_SOCKET,SO_REUSEADDR,1); if (bind(S, sockaddr_in($ARGV[0], INADDR_ANY))) { listen(S,5) or die; print "bound $ARGV[0]\n" } else { print "denied $ARGV[0]: $!\n" }'"#;
+
+fn port_80_fails_port_3000_works() {
+    let rt = runtime();
+    let (exit, out) = sh(&rt, None, &format!("{BIND} 80; {BIND} 3000"));
+    assert!(exit.success(), "{exit:?} {out}");
+    assert_eq!(out, "denied 80: Permission denied\nbound 3000");
+}
+
+fn managed_policy_may_bind_port_80() {
+    let rt = runtime();
+    let mut spec = InstanceSpec::new("mail", Process::shell(format!("{BIND} 80; {BIND} 25")));
+    spec.ports = PortPolicy::AllowPrivileged;
+    let (exit, out) = run_spec(&rt, &spec);
+    assert!(exit.success(), "{exit:?} {out}");
+    assert_eq!(out, "bound 80\nbound 25");
+}
+
+fn exit_codes_and_signals_are_reported() {
+    let rt = runtime();
+    let (exit, _) = sh(&rt, None, "exit 7");
+    assert_eq!(
+        (exit.code, exit.signal, exit.status_code()),
+        (Some(7), None, 7)
+    );
+    let (exit, _) = sh(&rt, None, "kill -USR1 $$");
+    assert_eq!(exit.signal, Some(10), "{exit:?}");
+    assert_eq!(exit.status_code(), 138);
+    let (exit, _) = sh(&rt, None, "true");
+    assert!(exit.success());
+}
+
+fn missing_command_gives_127_and_a_message() {
+    let rt = runtime();
+    let spec = InstanceSpec::new("x", Process::argv(["no-such-command-xyz", "arg"]));
+    let (exit, _) = run_spec(&rt, &spec);
+    assert_eq!(exit.code, Some(127), "{exit:?}");
+    let msg = exit.error.unwrap();
+    assert!(msg.contains("\"no-such-command-xyz\" not found"), "{msg}");
+    let (exit, out) = sh(&rt, None, "no-such-command-xyz");
+    assert_eq!(exit.code, Some(127));
+    assert!(out.contains("not found"), "{out}");
+}
+
+fn volume_mounts_dir_and_single_file() {
+    let rt = runtime();
+    let app = app_dir(&rt);
+    std::fs::create_dir_all(app.path().join("data/db")).unwrap();
+    std::fs::write(app.path().join("config.ini"), "a=1\n").unwrap();
+    rt.adopt_dir(&app.path().join("data/db"), Default::default())
+        .unwrap();
+    rt.adopt_dir(&app.path().join("config.ini"), Default::default())
+        .unwrap();
+    let mut spec = InstanceSpec::new(
+        "db",
+        Process::shell("cat /etc/app.ini && echo b=2 >> /etc/app.ini && echo row > /var/lib/db/table && ls /home/user/app"),
+    );
+    spec.volume(app.path(), "data/db", "/var/lib/db").unwrap();
+    spec.volume(app.path(), "config.ini", "/etc/app.ini")
+        .unwrap();
+    let (exit, out) = run_spec(&rt, &spec);
+    assert!(exit.success(), "{exit:?} {out}");
+    assert_eq!(out, "a=1");
+    assert_eq!(
+        std::fs::read_to_string(app.path().join("config.ini")).unwrap(),
+        "a=1\nb=2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(app.path().join("data/db/table")).unwrap(),
+        "row\n"
+    );
+    let mut bad = InstanceSpec::new("db", Process::shell("true"));
+    let err = bad
+        .volume(app.path(), "../etc", "/x")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inside the app directory"), "{err}");
+    let err = bad
+        .volume(app.path(), "missing", "/x")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    bad.mounts.push(landscape_runtime::BindMount {
+        source: app.path().to_path_buf(),
+        target: "relative/path".into(),
+        read_only: false,
+    });
+    let err = rt.spawn(&bad, Output::Null).unwrap_err().to_string();
+    assert!(err.contains("mount path \"relative/path\""), "{err}");
+}
+
+fn logs_go_to_file_and_subscribers() {
+    let rt = runtime();
+    let app = app_dir(&rt);
+    let logs = TempDir::new("logs");
+    let mut spec = InstanceSpec::new(
+        "log",
+        Process::shell("while [ ! -e go ]; do sleep 0.01; done; echo out-line; echo err-line >&2"),
+    );
+    spec.app_dir = Some(app.path().to_path_buf());
+    let mut inst = rt
+        .spawn(
+            &spec,
+            Output::Logs(landscape_runtime::LogConfig::new(logs.path())),
+        )
+        .unwrap();
+    let mut rx = inst.subscribe_logs().unwrap();
+    std::fs::write(app.path().join("go"), "").unwrap();
+    let exit = inst.wait().unwrap();
+    assert!(exit.success());
+    let mut got = Vec::new();
+    while let Ok(l) = rx.try_recv() {
+        got.push((l.stream, l.text, l.timestamp.len()));
+    }
+    got.sort_by(|a, b| a.1.cmp(&b.1));
+    use landscape_runtime::Stream;
+    assert_eq!(
+        got,
+        [
+            (Stream::Stderr, "err-line".to_string(), 24),
+            (Stream::Stdout, "out-line".to_string(), 24)
+        ]
+    );
+    let file = std::fs::read_to_string(inst.log_path().unwrap()).unwrap();
+    assert!(
+        file.contains(" stdout out-line\n") && file.contains(" stderr err-line\n"),
+        "{file}"
+    );
+}
+
+fn env_and_working_directory() {
+    let rt = runtime();
+    let mut spec = InstanceSpec::new(
+        "env",
+        Process::shell("echo $GREETING; pwd; echo $HOME; echo $PATH")
+            .with_env("GREETING", "hello world"),
+    );
+    spec.app_dir = None;
+    let (exit, out) = run_spec(&rt, &spec);
+    assert!(exit.success(), "{exit:?} {out}");
+    assert_eq!(
+        out,
+        format!(
+            "hello world\n/home/user/app\n/home/user\n{}",
+            landscape_runtime::DEFAULT_PATH
+        )
+    );
+}
+
+fn dev_and_proc_are_fresh_and_minimal() {
+    let rt = runtime();
+    let (exit, out) = sh(
+        &rt,
+        None,
+        "ls /dev | tr '\\n' ' '; echo; head -c 4 /dev/urandom | wc -c; echo x > /dev/null && echo null-ok; cat /proc/kcore 2>/dev/null | wc -c; echo 1 > /proc/sys/kernel/domainname || echo sys-ro",
+    );
+    assert!(exit.success(), "{exit:?} {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].trim(),
+        "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero"
+    );
+    assert_eq!(lines[1].trim(), "4");
+    assert_eq!(lines[2], "null-ok");
+    assert_eq!(lines[3].trim(), "0");
+    assert!(out.contains("sys-ro"), "{out}");
+}
