@@ -302,8 +302,16 @@ impl<'a> Cursor<'a> {
         &self.s[start..]
     }
     fn err(&self, message: impl Into<String>, help: impl Into<String>) -> TemplateError {
+        self.err_at(self.pos, message, help)
+    }
+    fn err_at(
+        &self,
+        pos: usize,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> TemplateError {
         TemplateError {
-            offset: self.base + self.pos,
+            offset: self.base + pos,
             message: message.into(),
             help: help.into(),
         }
@@ -404,20 +412,21 @@ fn parse_reference(inner: &str, base: usize) -> Result<Reference, TemplateError>
                 ))
             }
         },
-        "team" => match c.member()?.as_deref() {
-            Some("id") => Reference::TeamId,
-            Some(other) => {
-                return Err(c.err(
+        "team" => match (c.pos, c.member()?.as_deref()) {
+            (_, Some("id")) => Reference::TeamId,
+            (at, Some(other)) => {
+                return Err(c.err_at(
+                    at + 1,
                     format!("unknown member `team.{other}`"),
                     "expected one of: id",
                 ))
             }
-            None => return Err(c.err("`team` needs a member", "expected one of: id")),
+            (_, None) => return Err(c.err("`team` needs a member", "expected one of: id")),
         },
-        "workspace" => match c.member()?.as_deref() {
-            Some("id") => Reference::WorkspaceId,
-            Some("devDomain") => Reference::WorkspaceDevDomain,
-            Some("env") => match c.member()? {
+        "workspace" => match (c.pos, c.member()?.as_deref()) {
+            (_, Some("id")) => Reference::WorkspaceId,
+            (_, Some("devDomain")) => Reference::WorkspaceDevDomain,
+            (_, Some("env")) => match c.member()? {
                 Some(k) => Reference::WorkspaceEnv(k),
                 None => {
                     return Err(c.err(
@@ -426,13 +435,14 @@ fn parse_reference(inner: &str, base: usize) -> Result<Reference, TemplateError>
                     ))
                 }
             },
-            Some(other) => {
-                return Err(c.err(
+            (at, Some(other)) => {
+                return Err(c.err_at(
+                    at + 1,
                     format!("unknown member `workspace.{other}`"),
                     "expected one of: id, devDomain, env",
                 ))
             }
-            None => {
+            (_, None) => {
                 return Err(c.err(
                     "`workspace` needs a member",
                     "expected one of: id, devDomain, env",
