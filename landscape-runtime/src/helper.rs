@@ -281,6 +281,7 @@ fn run_child_blocked(
         drop(fds);
         if ready == 0 && !pending_cmds {
             if kill_at.is_some_and(|t| Instant::now() >= t) {
+                thaw(req);
                 let _ = kill(pid, Signal::SIGKILL);
                 kill_at = None;
             }
@@ -326,12 +327,14 @@ fn run_child_blocked(
                     words.next().and_then(|w| w.parse::<u64>().ok()),
                 ) {
                     (Some("stop"), grace) => {
+                        thaw(req);
                         let _ = kill(pid, Signal::SIGTERM);
                         let deadline =
                             Instant::now() + Duration::from_millis(grace.unwrap_or(10_000));
                         kill_at = Some(kill_at.map_or(deadline, |k| k.min(deadline)));
                     }
                     (Some("kill"), _) => {
+                        thaw(req);
                         let _ = kill(pid, Signal::SIGKILL);
                     }
                     (Some("signal"), Some(n)) => {
@@ -345,6 +348,7 @@ fn run_child_blocked(
         }
         if eof {
             // The host is gone: nobody can stop the instance any more.
+            thaw(req);
             let _ = kill(pid, Signal::SIGKILL);
             control = None;
         }
@@ -381,4 +385,11 @@ fn run_child_blocked(
         }
     }
     exit
+}
+
+/// A frozen (cgroup v1) process does not act on signals, not even SIGKILL: thaw first.
+fn thaw(req: &Request) {
+    if let Some(cg) = &req.cgroups {
+        let _ = std::fs::write(cg.path("freezer").join("freezer.state"), "THAWED");
+    }
 }

@@ -11,13 +11,13 @@
 //! the host binary as a single-threaded helper. **A host adds one line, first in `main`:
 //! `landscape_runtime::init();`**
 //!
-//! ```no_run
+//! ```
 //! use landscape_runtime::{InstanceSpec, Output, Process, Runtime};
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     landscape_runtime::init(); // the helper hook: must come first
 //!     let runtime = Runtime::with_defaults()?;
-//!     let app = std::env::temp_dir().join("my-app");
+//!     let app = std::env::temp_dir().join(format!("my-app-{}", std::process::id()));
 //!     std::fs::create_dir_all(&app)?;
 //!     runtime.adopt_dir(&app, Default::default())?;
 //!     let mut spec = InstanceSpec::new("web", Process::shell("echo hi > /home/user/app/out"));
@@ -25,6 +25,7 @@
 //!     let exit = runtime.spawn(&spec, Output::Inherit)?.wait()?;
 //!     assert!(exit.success());
 //!     assert_eq!(std::fs::read_to_string(app.join("out"))?, "hi\n");
+//!     std::fs::remove_dir_all(&app)?;
 //!     Ok(())
 //! }
 //! ```

@@ -1,5 +1,361 @@
-//! Robustness: stop semantics, repeated start/stop leaves nothing behind.
+//! Robustness and limits: stop semantics, 200 start/stop cycles that leave nothing
+//! behind, cgroup limits (as root), freeze/thaw, usage.
+
 mod common;
+use common::*;
+use landscape_runtime::{Error, InstanceSpec, Limits, Output, Process};
+use std::time::Duration;
+
 fn main() {
-    common::run(&[]);
+    run(&[
+        (
+            "stop_instance_that_ignores_sigterm",
+            stop_instance_that_ignores_sigterm,
+        ),
+        ("stop_reaches_every_process", stop_reaches_every_process),
+        ("orphans_are_reaped_by_init", orphans_are_reaped_by_init),
+        (
+            "start_stop_200_cycles_leave_nothing_behind",
+            start_stop_200_cycles_leave_nothing_behind,
+        ),
+        (
+            "limits_enforced_matches_cgroup_access",
+            limits_enforced_matches_cgroup_access,
+        ),
+        (
+            "memory_limit_reports_oom_as_root",
+            memory_limit_reports_oom_as_root,
+        ),
+        ("pids_limit_as_root", pids_limit_as_root),
+        (
+            "limit_raised_on_running_instance_as_root",
+            limit_raised_on_running_instance_as_root,
+        ),
+        (
+            "freeze_thaw_and_usage_as_root",
+            freeze_thaw_and_usage_as_root,
+        ),
+    ]);
+}
+
+fn wait_ready(app: &TempDir) {
+    poll(Duration::from_secs(10), || {
+        app.path().join("ready").exists().then_some(())
+    })
+    .expect("the instance did not get ready");
+}
+
+fn spawn_ready(
+    rt: &landscape_runtime::Runtime,
+    script: &str,
+    limits: Option<Limits>,
+) -> (TempDir, landscape_runtime::Instance) {
+    let app = app_dir(rt);
+    let mut spec = InstanceSpec::new("r", Process::shell(script));
+    spec.app_dir = Some(app.path().to_path_buf());
+    spec.limits = limits;
+    let inst = rt.spawn(&spec, Output::Null).unwrap();
+    wait_ready(&app);
+    (app, inst)
+}
+
+fn stop_instance_that_ignores_sigterm() {
+    let rt = runtime();
+    let (_app, mut inst) = spawn_ready(
+        &rt,
+        "trap '' TERM; touch ready; while :; do sleep 1; done",
+        None,
+    );
+    let pid = inst.pid();
+    let exit = inst.stop(Duration::from_millis(300)).unwrap();
+    assert_eq!(exit.signal, Some(9), "{exit:?}");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+fn stop_reaches_every_process() {
+    let rt = runtime();
+    // A background process that outlives its shell would be left behind without pid 1.
+    let (app, mut inst) = spawn_ready(
+        &rt,
+        "(trap 'echo bg-term > /home/user/app/bg; exit 0' TERM; while :; do sleep 0.05; done) & touch ready; wait",
+        None,
+    );
+    let exit = inst.stop(Duration::from_secs(10)).unwrap();
+    assert_eq!(exit.signal, Some(15), "{exit:?}");
+    assert_eq!(
+        std::fs::read_to_string(app.path().join("bg")).unwrap(),
+        "bg-term\n"
+    );
+}
+
+fn orphans_are_reaped_by_init() {
+    let rt = runtime();
+    // Double-forked children become children of pid 1, which must reap them.
+    let (_app, mut inst) = spawn_ready(
+        &rt,
+        "for i in 1 2 3 4 5; do (true &) ; done; touch ready; sleep 1000",
+        None,
+    );
+    let init = inst.pid();
+    let kids = poll(Duration::from_secs(10), || {
+        let kids = children_of(init);
+        let zombies = kids
+            .iter()
+            .filter(|k| {
+                std::fs::read_to_string(format!("/proc/{k}/stat"))
+                    .map(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .unwrap_or("")
+                            .trim_start()
+                            .starts_with('Z')
+                    })
+                    .unwrap_or(false)
+            })
+            .count();
+        (kids.len() == 1 && zombies == 0).then_some(kids)
+    });
+    assert!(
+        kids.is_some(),
+        "init keeps zombies: {:?}",
+        children_of(init)
+    );
+    inst.stop(Duration::from_secs(5)).unwrap();
+}
+
+fn leftovers(state_dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(state_dir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(prefix) {
+                found.push(format!("staging dir {n}"));
+            }
+        }
+    }
+    for c in ["memory", "cpu", "cpuacct", "pids", "freezer"] {
+        if let Ok(rd) = std::fs::read_dir(format!("/sys/fs/cgroup/{c}/landscape")) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(prefix) {
+                    found.push(format!("cgroup {c}/{n}"));
+                }
+            }
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for l in mounts.lines() {
+        if l.contains(&state_dir.display().to_string()) {
+            found.push(format!("mount {l}"));
+        }
+    }
+    let me = std::process::id() as i32;
+    for k in children_of(me) {
+        found.push(format!("child process {k}"));
+    }
+    found
+}
+
+fn start_stop_200_cycles_leave_nothing_behind() {
+    let rt = runtime();
+    let state_dir = landscape_runtime::RuntimeConfig::default().state_dir;
+    let prefix = format!("cycle-{}-", std::process::id());
+    let mut inits = Vec::new();
+    for i in 0..200 {
+        let spec = InstanceSpec::new("cycle", Process::argv(["sleep", "1000"]));
+        let mut inst = rt.spawn(&spec, Output::Null).unwrap();
+        inits.push(inst.pid());
+        let exit = if i % 2 == 0 {
+            inst.stop(Duration::from_secs(5)).unwrap()
+        } else {
+            drop(inst); // dropping kills
+            continue;
+        };
+        assert!(
+            exit.signal == Some(15) || exit.signal == Some(9),
+            "{exit:?}"
+        );
+    }
+    let left = leftovers(&state_dir, &prefix);
+    assert!(left.is_empty(), "{left:#?}");
+    let me = nix::unistd::geteuid().as_raw();
+    for pid in inits {
+        // A recycled pid would belong to someone else: only our mapped users count.
+        if let Some(uid) = host_uid_of(pid) {
+            assert!(
+                me != 0 && uid != me || me == 0 && uid < 1000,
+                "instance init {pid} survived"
+            );
+        }
+    }
+}
+
+fn limits_enforced_matches_cgroup_access() {
+    let rt = runtime();
+    let spec = {
+        let mut s = InstanceSpec::new("lim", Process::argv(["sleep", "1000"]));
+        s.limits = Some(Limits {
+            memory_bytes: Some(64 << 20),
+            ..Default::default()
+        });
+        s
+    };
+    let mut inst = rt.spawn(&spec, Output::Null).unwrap();
+    match rt.limits_support() {
+        Ok(()) => {
+            assert!(is_root() || inst.limits_enforced());
+            assert!(inst.limits_enforced());
+            assert!(inst.usage().is_ok());
+        }
+        Err(reason) => {
+            println!("limits not enforced here: {reason}");
+            assert!(!inst.limits_enforced());
+            assert!(matches!(inst.usage(), Err(Error::LimitsNotEnforced(_))));
+            assert!(matches!(
+                inst.set_limits(&Limits::default()),
+                Err(Error::LimitsNotEnforced(_))
+            ));
+            assert!(
+                !is_root(),
+                "root on this machine must have cgroups: {reason}"
+            );
+        }
+    }
+    inst.stop(Duration::from_secs(5)).unwrap();
+}
+
+fn root_with_cgroups() -> bool {
+    if !is_root() {
+        println!("skipped: cgroup limits need root on this machine (cgroup v1, nothing delegated)");
+        return false;
+    }
+    true
+}
+
+fn memory_limit_reports_oom_as_root() {
+    if !root_with_cgroups() {
+        return;
+    }
+    let rt = runtime();
+    let mut spec = InstanceSpec::new(
+        "oom",
+        Process::shell("head -c 400000000 /dev/zero | tail > /dev/null; echo survived"),
+    );
+    spec.limits = Some(Limits {
+        memory_bytes: Some(32 << 20),
+        ..Default::default()
+    });
+    let (exit, out) = run_spec(&rt, &spec);
+    assert!(exit.oom_killed, "{exit:?} {out}");
+    assert!(!out.contains("survived") || exit.oom_killed);
+    let mut spec = InstanceSpec::new(
+        "fits",
+        Process::shell("head -c 4000000 /dev/zero | tail > /dev/null; echo survived"),
+    );
+    spec.limits = Some(Limits {
+        memory_bytes: Some(64 << 20),
+        ..Default::default()
+    });
+    let (exit, out) = run_spec(&rt, &spec);
+    assert!(!exit.oom_killed && exit.success(), "{exit:?} {out}");
+    assert_eq!(out, "survived");
+}
+
+fn pids_limit_as_root() {
+    if !root_with_cgroups() {
+        return;
+    }
+    let rt = runtime();
+    let script = "n=0; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 100 & n=$((n+1)); done; echo started $n";
+    let mut spec = InstanceSpec::new("pids", Process::shell(script));
+    spec.limits = Some(Limits {
+        pids: Some(6),
+        ..Default::default()
+    });
+    let (exit, out) = run_spec(&rt, &spec);
+    assert!(!out.contains("started 12"), "{exit:?} {out}");
+    assert!(out.to_lowercase().contains("fork"), "{exit:?} {out}");
+    spec.limits = Some(Limits {
+        pids: Some(64),
+        ..Default::default()
+    });
+    let (exit, out) = run_spec(&rt, &spec);
+    assert!(exit.success(), "{exit:?} {out}");
+    assert_eq!(out, "started 12");
+}
+
+fn limit_raised_on_running_instance_as_root() {
+    if !root_with_cgroups() {
+        return;
+    }
+    let rt = runtime();
+    // The command waits for "go", then needs ~48 MiB: too much for the initial 32 MiB.
+    let (app, mut inst) = spawn_ready(
+        &rt,
+        "touch ready; while [ ! -e go ]; do sleep 0.01; done; head -c 48000000 /dev/zero | tail > /dev/null && echo ok > done",
+        Some(Limits { memory_bytes: Some(32 << 20), cpu_cores: Some(0.5), pids: Some(100) }),
+    );
+    let cg = inst.cgroups().unwrap().clone();
+    let read = |c: &str, f: &str| {
+        std::fs::read_to_string(cg.path(c).join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    inst.set_limits(&Limits {
+        memory_bytes: Some(256 << 20),
+        cpu_cores: Some(1.0),
+        pids: Some(100),
+    })
+    .unwrap();
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        (256u64 << 20).to_string()
+    );
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "100000");
+    std::fs::write(app.path().join("go"), "").unwrap();
+    let exit = inst.wait().unwrap();
+    assert!(exit.success() && !exit.oom_killed, "{exit:?}");
+    assert_eq!(
+        std::fs::read_to_string(app.path().join("done")).unwrap(),
+        "ok\n"
+    );
+}
+
+fn freeze_thaw_and_usage_as_root() {
+    if !root_with_cgroups() {
+        return;
+    }
+    let rt = runtime();
+    let (_app, mut inst) = spawn_ready(&rt, "touch ready; while :; do :; done", None);
+    let u1 = poll(Duration::from_secs(10), || {
+        let u = inst.usage().unwrap();
+        (u.cpu_time_ns > 0 && u.memory_current > 0 && u.pids_current >= 2).then_some(u)
+    })
+    .expect("usage grows");
+    inst.freeze().unwrap();
+    let frozen = inst.usage().unwrap().cpu_time_ns;
+    let state = std::fs::read_to_string(
+        inst.cgroups()
+            .unwrap()
+            .path("freezer")
+            .join("freezer.state"),
+    )
+    .unwrap();
+    assert_eq!(state.trim(), "FROZEN");
+    inst.thaw().unwrap();
+    poll(Duration::from_secs(10), || {
+        (inst.usage().unwrap().cpu_time_ns > frozen).then_some(())
+    })
+    .expect("cpu time grows again after thaw");
+    assert!(u1.memory_peak >= u1.memory_current);
+    // A frozen instance can still be stopped.
+    inst.freeze().unwrap();
+    let exit = inst.stop(Duration::from_millis(200)).unwrap();
+    assert!(exit.signal.is_some(), "{exit:?}");
 }
