@@ -328,6 +328,7 @@ impl Inner {
         }
 
         // Build the upstream request.
+        let client_version = req.version();
         let upgrade = is_upgrade_request(&req);
         let client_upgrade = if upgrade {
             Some(hyper::upgrade::on(&mut req))
@@ -418,6 +419,7 @@ impl Inner {
                 finish.picked = Some(picked);
                 cr.stats.count(finish.status);
                 self.metrics.observe(started.elapsed());
+                *resp.version_mut() = client_version;
                 let switching = status == StatusCode::SWITCHING_PROTOCOLS;
                 remove_hop_by_hop(resp.headers_mut(), switching && upgrade);
                 if let Some(ms) = finish.cold_start_ms {
