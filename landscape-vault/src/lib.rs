@@ -8,7 +8,7 @@
 //! - [`FileBackend`]: the embedded default — one encrypted store file per scope directory
 //!   (envelope encryption, XChaCha20-Poly1305, Argon2id or a key file, store MAC, atomic writes).
 //! - [`OpenBaoBackend`]: KV v2 on an OpenBao (or Vault) server.
-//! - `resolve`: renders each service's final environment from a parsed landscape, or lists every
+//! - [`resolve`]: renders each service's final environment from a parsed landscape, or lists every
 //!   missing / denied reference with its position in the ci.yml.
 //! - [`Redactor`]: masks secret values (and their encodings) in streamed output.
 //! - [`AuditLog`]: the HMAC-chained, append-only audit log.
@@ -37,13 +37,13 @@
 
 pub mod audit;
 mod backend;
-// pub mod cli;
+pub mod cli;
 mod crypto;
 mod error;
 pub mod file;
 pub mod openbao;
 pub mod redact;
-// pub mod resolve;
+pub mod resolve;
 mod secret;
 mod vault;
 
@@ -54,7 +54,7 @@ pub use error::{Error, Result};
 pub use file::{FileBackend, FileOptions, MasterKey};
 pub use openbao::OpenBaoBackend;
 pub use redact::{RedactStream, RedactWriter, Redactor};
-// pub use resolve::{resolve, Context, Problem, ProblemKind, Resolved, ServiceEnv};
+pub use resolve::{resolve, Context, Problem, ProblemKind, ResolveError, Resolved, ServiceEnv, Use};
 pub use secret::{validate_scope, validate_secret_name, Secret, SecretMeta, SecretValue};
 pub use vault::{AccessPolicy, Change, ChangeKind, Found, PutOutcome, Vault};
 

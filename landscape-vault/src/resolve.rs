@@ -197,7 +197,7 @@ pub async fn resolve(vault: &Vault, file: &str, landscape: &Landscape, ctx: &Con
             current = Some(ServiceEnv { service: site.service.to_string(), vars: Vec::new(), secrets: Vec::new() });
         }
         let mut site_problems = Vec::new();
-        let rendered = site.value.render(|r| -> Result<String, ()> {
+        let rendered = site.value.render(|r| -> Result<String, std::convert::Infallible> {
             let unset = |what: &str| {
                 (ProblemKind::Unset, format!("{} is not provided by the host (no value for {what})", r.to_source()))
             };
@@ -226,7 +226,7 @@ pub async fn resolve(vault: &Vault, file: &str, landscape: &Landscape, ctx: &Con
                 }
             }
         });
-        let Ok(rendered) = rendered;
+        let rendered = rendered.unwrap_or_else(|never| match never {});
         for (reference, kind, message) in site_problems {
             problems.push(Problem {
                 file: file.to_string(),
