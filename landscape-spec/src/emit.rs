@@ -55,12 +55,19 @@ fn is_plain_safe(s: &str) -> bool {
     {
         return false;
     }
-    if s.chars()
-        .any(|c| c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}' | '\u{85}'))
-    {
+    if s.chars().any(needs_escape) {
         return false;
     }
     matches!(resolve_plain(s), Resolved::Str(_))
+}
+
+/// Characters YAML does not allow raw (outside its printable set) or that readers mangle.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{feff}' | '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}'
+        )
 }
 
 /// A double-quoted YAML string.
@@ -74,7 +81,7 @@ pub fn quoted(s: &str) -> String {
             '\n' => o.push_str("\\n"),
             '\t' => o.push_str("\\t"),
             '\r' => o.push_str("\\r"),
-            c if c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}') => {
+            c if needs_escape(c) => {
                 let _ = write!(o, "\\u{:04x}", c as u32);
             }
             c => o.push(c),

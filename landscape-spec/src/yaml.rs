@@ -327,12 +327,22 @@ pub fn parse_document<'a>(
             None => break,
             Some(Ok(e)) => e,
             Some(Err(e)) => {
-                let m = e.marker();
-                diags.push(Diagnostic::error(
-                    codes::YAML_SYNTAX,
-                    Span::at(pos(m)),
-                    format!("invalid YAML: {}", e.info()),
-                ));
+                let at = Span::at(pos(e.marker()));
+                diags.push(if e.info().contains("recursion limit") {
+                    // The scanner's own bound on flow nesting, hit while it looks ahead.
+                    Diagnostic::error(
+                        codes::LIMIT,
+                        at,
+                        "nesting too deep (the YAML scanner's flow-nesting limit)",
+                    )
+                    .with_help("flatten the structure; a ci.yml needs fewer than 10 levels")
+                } else {
+                    Diagnostic::error(
+                        codes::YAML_SYNTAX,
+                        at,
+                        format!("invalid YAML: {}", e.info()),
+                    )
+                });
                 return None;
             }
         };
