@@ -190,7 +190,8 @@ pub fn render_human(file: &str, src: &str, diags: &[Diagnostic]) -> String {
             snippet(&mut out, file, src, r.span, Some(&r.message));
         }
         if let Some(h) = &d.help {
-            let _ = writeln!(out, "   = help: {h}");
+            let pad = " ".repeat(d.span.start.line.to_string().len());
+            let _ = writeln!(out, "{pad} = help: {h}");
         }
         out.push('\n');
     }
