@@ -153,7 +153,7 @@ fn sites(l: &Landscape) -> Vec<Site<'_>> {
 }
 
 enum Looked {
-    Found { owner: String, version: u64, value: SecretValue },
+    Found { owner: String, name: String, version: u64, value: SecretValue },
     Problem(ProblemKind, String),
 }
 
@@ -170,7 +170,7 @@ pub async fn resolve(vault: &Vault, file: &str, landscape: &Landscape, ctx: &Con
                 continue;
             }
             let l = match vault.lookup(&ctx.scope, name).await {
-                Ok(f) => Looked::Found { owner: f.owner, version: f.version, value: f.value },
+                Ok(f) => Looked::Found { owner: f.owner, name: f.name, version: f.version, value: f.value },
                 Err(Error::NotFound { .. }) => Looked::Problem(
                     ProblemKind::Missing,
                     format!("vault secret \"{name}\" is not set in scope \"{}\" (or its shared scopes); set it with `landscape vault set {name}`", ctx.scope),
@@ -202,8 +202,8 @@ pub async fn resolve(vault: &Vault, file: &str, landscape: &Landscape, ctx: &Con
                 (ProblemKind::Unset, format!("{} is not provided by the host (no value for {what})", r.to_source()))
             };
             let res = match r {
-                Reference::Vault(name) => match &looked[name] {
-                    Looked::Found { owner, version, value } => {
+                Reference::Vault(reference) => match &looked[reference] {
+                    Looked::Found { owner, name, version, value } => {
                         let u = Use { service: site.service.into(), owner: owner.clone(), name: name.clone(), version: *version };
                         if !out.uses.contains(&u) {
                             out.uses.push(u);
