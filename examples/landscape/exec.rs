@@ -1,20 +1,203 @@
-//! `landscape exec` (under construction).
+//! `landscape exec`: run one command in a rootless container, like `podman run --rm`.
 
+use landscape::runtime::{
+    image, InstanceSpec, Limits, PortPolicy, Process, Rootfs, Runtime, RuntimeConfig, User,
+};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `landscape exec`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Arguments (not yet implemented).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// The app directory, mounted read-write at /home/user/app (persists across runs).
+    #[arg(long, value_name = "DIR")]
+    app: Option<PathBuf>,
+    /// Base image: `host`, `oci-layout:PATH[:TAG]`, `oci-archive:PATH[:TAG]`,
+    /// `rootfs:PATH` (an unpacked root filesystem) or a registry reference
+    /// (`127.0.0.1:5000/busybox:latest`).
+    #[arg(long, default_value = "host", value_name = "IMAGE")]
+    image: String,
+    /// Plan id whose limits (memory, cpu, pids) the instance gets; needs --plans.
+    #[arg(long, value_name = "ID", requires = "plans")]
+    plan: Option<u64>,
+    /// Plan catalogue (JSON array of {id, title, cpu, memory, ...}).
+    #[arg(long, value_name = "FILE")]
+    plans: Option<PathBuf>,
+    /// Container user (runAsUser[:runAsGroup]); default 0:0.
+    #[arg(long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Environment variable (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    env: Vec<String>,
+    /// Mount a part of the app directory (repeatable): WORKSPACE_PATH:MOUNT_PATH.
+    #[arg(long = "mount", value_name = "WORKSPACE_PATH:MOUNT_PATH")]
+    mounts: Vec<String>,
+    /// Hostname inside the container (default "landscape").
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Allow binding ports below 1024 (Managed Container policy).
+    #[arg(long)]
+    privileged_ports: bool,
+    /// Image cache directory (default $TMPDIR/landscape-images-<uid>).
+    #[arg(long, value_name = "DIR")]
+    image_cache: Option<PathBuf>,
+    /// The command and its arguments (default: the image's entrypoint + cmd).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<String>,
 }
 
-/// Runs `landscape exec`.
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("landscape exec: not implemented yet");
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("landscape exec: {msg}");
     ExitCode::from(2)
 }
 
-/// Hook that must run first in `main` (the runtime's helper-process entry point).
-pub fn early_init() {}
+/// Runs `landscape exec`.
+pub fn run(args: Args) -> ExitCode {
+    let runtime = match Runtime::new(RuntimeConfig::default()) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let user = match args.user.as_deref().map(parse_user).transpose() {
+        Ok(u) => u.unwrap_or_default(),
+        Err(e) => return fail(e),
+    };
+    let mut process = Process::default();
+    let mut spec_rootfs = Rootfs::Host;
+    let mut image_user = None;
+    if args.image != "host" {
+        let reference = match image::ImageRef::parse(&args.image) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let cache = args
+            .image_cache
+            .clone()
+            .unwrap_or_else(image::default_cache_dir);
+        let store = image::ImageStore::new(cache, runtime.idmap());
+        let mut report = |p: image::Progress| eprintln!("landscape exec: {p}");
+        let img = match store.resolve(&reference, &mut report) {
+            Ok(i) => i,
+            Err(e) => return fail(e),
+        };
+        spec_rootfs = Rootfs::Dir(img.rootfs.clone());
+        process = img.config.process();
+        image_user = img.config.user();
+    }
+    if !args.command.is_empty() {
+        process.args = args.command.clone();
+    }
+    if process.args.is_empty() {
+        return fail(
+            "no command given and the image has no entrypoint or cmd; add `-- CMD [ARG...]`",
+        );
+    }
+    for kv in &args.env {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                process.env.retain(|(ek, _)| ek != k);
+                process.env.push((k.to_string(), v.to_string()));
+            }
+            _ => return fail(format!("--env {kv:?}: expected KEY=VALUE")),
+        }
+    }
+    let mut spec = InstanceSpec::new("exec", process);
+    spec.rootfs = spec_rootfs;
+    spec.user = if args.user.is_some() {
+        user
+    } else {
+        image_user.unwrap_or(user)
+    };
+    spec.hostname = Some(args.hostname.clone().unwrap_or_else(|| "landscape".into()));
+    if args.privileged_ports {
+        spec.ports = PortPolicy::AllowPrivileged;
+    }
+    if let Some(app) = &args.app {
+        let app = match std::fs::canonicalize(app) {
+            Ok(a) if a.is_dir() => a,
+            _ => return fail(format!("--app {}: not a directory", app.display())),
+        };
+        if let Err(e) = ensure_writable(&runtime, &app, spec.user) {
+            return fail(e);
+        }
+        spec.app_dir = Some(app.clone());
+        for m in &args.mounts {
+            let Some((ws, mp)) = m.split_once(':') else {
+                return fail(format!("--mount {m:?}: expected WORKSPACE_PATH:MOUNT_PATH"));
+            };
+            if let Err(e) = spec.volume(&app, ws, mp) {
+                return fail(e);
+            }
+        }
+    } else if !args.mounts.is_empty() {
+        return fail("--mount needs --app (mount paths are parts of the app directory)");
+    }
+    if let Some(id) = args.plan {
+        let Some(file) = &args.plans else {
+            return fail("--plan needs --plans FILE");
+        };
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => return fail(format!("--plans {}: {e}", file.display())),
+        };
+        let cat = match landscape::spec::PlanCatalogue::from_json(&text) {
+            Ok(c) => c,
+            Err(e) => return fail(format!("--plans {}: {e}", file.display())),
+        };
+        let Some(plan) = cat.get(id) else {
+            return fail(format!(
+                "--plan {id}: not in {}; expected one of {:?}",
+                file.display(),
+                cat.ids()
+            ));
+        };
+        if let Err(reason) = runtime.limits_support() {
+            eprintln!("landscape exec: plan {id} limits are not enforced: {reason}");
+        }
+        spec.limits = Some(Limits::from_plan(plan));
+    }
+    match runtime.run_foreground(&spec, &mut |_| {}) {
+        Ok(exit) => {
+            if let Some(e) = &exit.error {
+                eprintln!("landscape exec: {e}");
+            }
+            if exit.oom_killed {
+                eprintln!("landscape exec: out of memory: the plan's memory limit was reached");
+            }
+            if exit.error.is_some() && exit.code == Some(125) {
+                return ExitCode::from(2);
+            }
+            ExitCode::from(exit.status_code().clamp(0, 255) as u8)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn parse_user(s: &str) -> Result<User, String> {
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    match (u.parse(), g.parse()) {
+        (Ok(uid), Ok(gid)) => Ok(User { uid, gid }),
+        _ => Err(format!("--user {s:?}: expected UID[:GID] (numbers)")),
+    }
+}
+
+/// As root, container ids map to a subordinate range: hand the app directory to the
+/// container user when it belongs to host root (which is unmapped inside).
+fn ensure_writable(runtime: &Runtime, app: &std::path::Path, user: User) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(app).map_err(|e| format!("--app {}: {e}", app.display()))?;
+    if meta.uid() == 0 && matches!(runtime.idmap(), landscape::runtime::IdMap::Range { .. }) {
+        runtime
+            .adopt_dir(app, user)
+            .map_err(|e| format!("--app {}: {e}", app.display()))?;
+    }
+    Ok(())
+}
+
+/// Hook that must run first in `main`: the runtime's helper-process entry point.
+pub fn early_init() {
+    landscape::runtime::init();
+}

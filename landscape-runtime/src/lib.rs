@@ -36,8 +36,10 @@ mod container;
 mod error;
 mod helper;
 mod idmap;
+pub mod image;
 mod instance;
 pub mod logs;
+mod plan;
 pub mod seccomp;
 mod spec;
 mod sys;
@@ -48,6 +50,7 @@ pub use helper::HELPER_ENV;
 pub use idmap::IdMap;
 pub use instance::{Exit, HelperBinary, Instance, Output, Runtime, RuntimeConfig};
 pub use logs::{LogConfig, LogLine, Stream};
+pub use plan::{MIN_PIDS, PIDS_PER_GIB};
 pub use spec::{
     BindMount, InstanceSpec, Limits, PortPolicy, Process, Rlimits, Rootfs, User, APP_MOUNT_PATH,
     DEFAULT_PATH,
