@@ -39,6 +39,7 @@ pub mod routes;
 mod server;
 mod service;
 pub mod spec;
+pub mod standalone;
 pub mod upstream;
 
 pub use body::{ReqBody, RespBody};

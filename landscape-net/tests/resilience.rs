@@ -221,6 +221,10 @@ async fn one_gigabyte_body_streams_through_with_bounded_memory() {
         "the upstream received nothing until the client had sent half the body"
     );
     let growth_mib = peak_rss.load(SeqCst).saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "streamed {} MiB; peak RSS growth {growth_mib} MiB",
+        total >> 20
+    );
     // Client, router and upstream share this process: a buffered body would add `total`.
     assert!(
         growth_mib < 64,

@@ -108,7 +108,7 @@ impl ServiceWaker for NeverReady {
 async fn queue_overflow_and_deadline_get_503_with_retry_after() {
     let cfg = RouterConfig {
         max_held_per_service: 5,
-        hold_timeout: Duration::from_millis(500),
+        hold_timeout: Duration::from_secs(3),
         ..RouterConfig::default()
     };
     let waker = Arc::new(NeverReady(AtomicUsize::new(0)));
