@@ -93,7 +93,11 @@ pub fn run(args: Args) -> ExitCode {
         store: args.store,
         scope: Some(args.scope),
         shared: args.shared,
-        backend: if args.backend == "openbao" { BackendKind::OpenBao } else { BackendKind::File },
+        backend: if args.backend == "openbao" {
+            BackendKind::OpenBao
+        } else {
+            BackendKind::File
+        },
         addr: args.addr,
         mount: args.mount,
         key_file: args.key_file,
@@ -105,11 +109,22 @@ pub fn run(args: Args) -> ExitCode {
         Sub::List => Command::List,
         Sub::Rm { name } => Command::Rm { name },
         Sub::RotateKey { new_key_file } => Command::RotateKey { new_key_file },
-        Sub::Audit { command: AuditSub::Verify } => Command::AuditVerify,
+        Sub::Audit {
+            command: AuditSub::Verify,
+        } => Command::AuditVerify,
         Sub::Check { file } => Command::Check { file },
     };
     let env = |k: &str| std::env::var(k).ok();
-    let (mut stdin, mut stdout, mut stderr) = (std::io::stdin().lock(), std::io::stdout().lock(), std::io::stderr().lock());
-    let mut io = Io { stdin: &mut stdin, stdout: &mut stdout, stderr: &mut stderr, env: &env };
+    let (mut stdin, mut stdout, mut stderr) = (
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+        std::io::stderr().lock(),
+    );
+    let mut io = Io {
+        stdin: &mut stdin,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        env: &env,
+    };
     ExitCode::from(cli::run(&opts, &cmd, &mut io))
 }

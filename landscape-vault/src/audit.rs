@@ -73,7 +73,10 @@ pub struct AuditLog {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("path", &self.path).field("scope", &self.scope).finish_non_exhaustive()
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,12 +90,20 @@ pub struct AuditReport {
 impl AuditLog {
     /// The audit log of a scope of the embedded store (its key lives wrapped in the store).
     pub fn for_scope(backend: &FileBackend, scope: &str) -> Result<Self> {
-        Ok(AuditLog { path: backend.audit_path(scope), scope: scope.to_string(), key: backend.audit_key(scope)? })
+        Ok(AuditLog {
+            path: backend.audit_path(scope),
+            scope: scope.to_string(),
+            key: backend.audit_key(scope)?,
+        })
     }
 
     /// An audit log at `path` chained with `key` (for hosts that keep their own).
     pub fn open(path: impl Into<PathBuf>, scope: &str, key: [u8; 32]) -> Self {
-        AuditLog { path: path.into(), scope: scope.to_string(), key: Zeroizing::new(key) }
+        AuditLog {
+            path: path.into(),
+            scope: scope.to_string(),
+            key: Zeroizing::new(key),
+        }
     }
 
     /// The log file.
@@ -101,10 +112,17 @@ impl AuditLog {
     }
 
     fn line_mac(&self, l: &Line) -> Result<String> {
-        let mut c = Line { mac: String::new(), ..clone_line(l) };
+        let mut c = Line {
+            mac: String::new(),
+            ..clone_line(l)
+        };
         c.mac.clear();
-        let bytes = serde_json::to_vec(&c).map_err(|e| Error::Crypto(format!("encode audit line: {e}")))?;
-        Ok(hex::encode(crypto::mac(self.key.as_ref(), &[b"landscape-vault/1 audit", &bytes])))
+        let bytes =
+            serde_json::to_vec(&c).map_err(|e| Error::Crypto(format!("encode audit line: {e}")))?;
+        Ok(hex::encode(crypto::mac(
+            self.key.as_ref(),
+            &[b"landscape-vault/1 audit", &bytes],
+        )))
     }
 
     /// Appends one event, chained to the last line. Takes an exclusive lock on the file.
@@ -118,18 +136,24 @@ impl AuditLog {
             .map_err(|e| Error::io("open audit log", &self.path, e))?;
         rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| Error::io("lock audit log", &self.path, e.into()))?;
-        let (seq, prev) = match last_line(&mut f).map_err(|e| Error::io("read audit log", &self.path, e))? {
+        let (seq, prev) = match last_line(&mut f)
+            .map_err(|e| Error::io("read audit log", &self.path, e))?
+        {
             None => (1, GENESIS.to_string()),
             Some(text) => {
                 let l: Line = serde_json::from_str(&text).map_err(|_| Error::AuditTampered {
                     path: self.path.clone(),
                     line: 0,
-                    reason: "the last line does not parse; run `landscape vault audit verify`".into(),
+                    reason: "the last line does not parse; run `landscape vault audit verify`"
+                        .into(),
                 })?;
                 (l.seq + 1, l.mac)
             }
         };
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let mut line = Line {
             seq,
             ts,
@@ -143,17 +167,22 @@ impl AuditLog {
             mac: String::new(),
         };
         line.mac = self.line_mac(&line)?;
-        let mut out = serde_json::to_vec(&line).map_err(|e| Error::Crypto(format!("encode audit line: {e}")))?;
+        let mut out = serde_json::to_vec(&line)
+            .map_err(|e| Error::Crypto(format!("encode audit line: {e}")))?;
         out.push(b'\n');
-        f.write_all(&out).map_err(|e| Error::io("append to audit log", &self.path, e))?;
-        f.sync_data().map_err(|e| Error::io("fsync audit log", &self.path, e))
+        f.write_all(&out)
+            .map_err(|e| Error::io("append to audit log", &self.path, e))?;
+        f.sync_data()
+            .map_err(|e| Error::io("fsync audit log", &self.path, e))
     }
 
     /// Checks the whole chain. An absent log verifies as empty.
     pub fn verify(&self) -> Result<AuditReport> {
         let text = match fs::read(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AuditReport { lines: 0 }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(AuditReport { lines: 0 })
+            }
             Err(e) => return Err(Error::io("read audit log", &self.path, e)),
         };
         let bad = |line: u64, reason: &str| Error::AuditTampered {
@@ -168,18 +197,30 @@ impl AuditLog {
                 continue;
             }
             n += 1;
-            let l: Line = serde_json::from_slice(raw).map_err(|_| bad(n, "the line does not parse"))?;
+            let l: Line =
+                serde_json::from_slice(raw).map_err(|_| bad(n, "the line does not parse"))?;
             if l.seq != n {
-                return Err(bad(n, "the sequence number is out of order (lines removed or inserted)"));
+                return Err(bad(
+                    n,
+                    "the sequence number is out of order (lines removed or inserted)",
+                ));
             }
             if l.prev != prev {
-                return Err(bad(n, "the chain is broken (a previous line was removed or changed)"));
+                return Err(bad(
+                    n,
+                    "the chain is broken (a previous line was removed or changed)",
+                ));
             }
             let tag = hex::decode(&l.mac).map_err(|_| bad(n, "the MAC is malformed"))?;
             let mut c = clone_line(&l);
             c.mac.clear();
-            let bytes = serde_json::to_vec(&c).map_err(|e| Error::Crypto(format!("encode audit line: {e}")))?;
-            if !crypto::mac_verify(self.key.as_ref(), &[b"landscape-vault/1 audit", &bytes], &tag) {
+            let bytes = serde_json::to_vec(&c)
+                .map_err(|e| Error::Crypto(format!("encode audit line: {e}")))?;
+            if !crypto::mac_verify(
+                self.key.as_ref(),
+                &[b"landscape-vault/1 audit", &bytes],
+                &tag,
+            ) {
                 return Err(bad(n, "the MAC does not match (the line was changed)"));
             }
             prev = l.mac;
@@ -221,7 +262,9 @@ fn last_line(f: &mut std::fs::File) -> std::io::Result<Option<String>> {
         tail = buf;
         let trimmed = tail.strip_suffix(b"\n").unwrap_or(&tail);
         if let Some(i) = trimmed.iter().rposition(|&b| b == b'\n') {
-            return Ok(Some(String::from_utf8_lossy(&trimmed[i + 1..]).into_owned()));
+            return Ok(Some(
+                String::from_utf8_lossy(&trimmed[i + 1..]).into_owned(),
+            ));
         }
         if pos == 0 {
             return Ok(Some(String::from_utf8_lossy(trimmed).into_owned()));

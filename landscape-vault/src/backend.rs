@@ -20,7 +20,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Writes a new version and returns its number. `cas`: `Some(0)` = must not exist yet,
     /// `Some(n)` = the current version must be `n` (else [`Error::Conflict`]); `None` = always.
-    async fn put(&self, scope: &str, name: &str, value: &SecretValue, cas: Option<u64>) -> Result<u64>;
+    async fn put(
+        &self,
+        scope: &str,
+        name: &str,
+        value: &SecretValue,
+        cas: Option<u64>,
+    ) -> Result<u64>;
 
     /// Deletes a secret with all its versions; returns whether it existed.
     async fn delete(&self, scope: &str, name: &str) -> Result<bool>;
@@ -54,8 +60,19 @@ impl Backend for FileBackend {
         blocking(move || b.get_sync(&s, &n, version)).await
     }
 
-    async fn put(&self, scope: &str, name: &str, value: &SecretValue, cas: Option<u64>) -> Result<u64> {
-        let (b, s, n, v) = (self.clone(), scope.to_string(), name.to_string(), value.clone());
+    async fn put(
+        &self,
+        scope: &str,
+        name: &str,
+        value: &SecretValue,
+        cas: Option<u64>,
+    ) -> Result<u64> {
+        let (b, s, n, v) = (
+            self.clone(),
+            scope.to_string(),
+            name.to_string(),
+            value.clone(),
+        );
         blocking(move || b.put_sync(&s, &n, &v, cas)).await
     }
 

@@ -140,10 +140,16 @@ fn usage(msg: impl Into<String>) -> Fail {
 
 /// Runs one subcommand; returns the exit code. Errors go to `io.stderr`, never with values.
 pub fn run(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> u8 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = writeln!(io.stderr, "landscape vault: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                io.stderr,
+                "landscape vault: cannot start the async runtime: {e}"
+            );
             return 2;
         }
     };
@@ -166,15 +172,21 @@ fn default_store(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, Fail> 
     if let Some(h) = env("HOME").filter(|s| !s.is_empty()) {
         return Ok(PathBuf::from(h).join(".local/share/landscape/vault"));
     }
-    Err(usage("no store directory: pass --store DIR or set LANDSCAPE_VAULT_DIR"))
+    Err(usage(
+        "no store directory: pass --store DIR or set LANDSCAPE_VAULT_DIR",
+    ))
 }
 
 fn kdf_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<KdfParams, Fail> {
-    let Some(s) = env(ENV_KDF) else { return Ok(KdfParams::default()) };
+    let Some(s) = env(ENV_KDF) else {
+        return Ok(KdfParams::default());
+    };
     let n: Vec<u32> = s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
     match n[..] {
         [m_kib, t, p] => Ok(KdfParams { m_kib, t, p }),
-        _ => Err(usage(format!("{ENV_KDF} must be M_KIB,T,P (e.g. 19456,2,1)"))),
+        _ => Err(usage(format!(
+            "{ENV_KDF} must be M_KIB,T,P (e.g. 19456,2,1)"
+        ))),
     }
 }
 
@@ -184,7 +196,9 @@ fn master_key(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<Ma
     }
     match env(ENV_PASSPHRASE) {
         Some(p) if !p.is_empty() => Ok(MasterKey::passphrase(SecretValue::from_string(p))),
-        _ => Err(usage(format!("no master key: set {ENV_PASSPHRASE} or pass --key-file FILE"))),
+        _ => Err(usage(format!(
+            "no master key: set {ENV_PASSPHRASE} or pass --key-file FILE"
+        ))),
     }
 }
 
@@ -195,12 +209,23 @@ fn open(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<Opened, 
                 Some(s) => s.clone(),
                 None => default_store(env)?,
             };
-            let mut fo = FileOptions { kdf: kdf_from_env(env)?, ..Default::default() };
+            let mut fo = FileOptions {
+                kdf: kdf_from_env(env)?,
+                ..Default::default()
+            };
             if let Some(ms) = env(ENV_LOCK_TIMEOUT) {
-                let ms: u64 = ms.trim().parse().map_err(|_| usage(format!("{ENV_LOCK_TIMEOUT} must be a number of milliseconds")))?;
+                let ms: u64 = ms.trim().parse().map_err(|_| {
+                    usage(format!(
+                        "{ENV_LOCK_TIMEOUT} must be a number of milliseconds"
+                    ))
+                })?;
                 fo.lock_timeout = std::time::Duration::from_millis(ms);
             }
-            Ok(Opened::File(FileBackend::with_options(root, master_key(opts, env)?, fo)?))
+            Ok(Opened::File(FileBackend::with_options(
+                root,
+                master_key(opts, env)?,
+                fo,
+            )?))
         }
         BackendKind::OpenBao => {
             let addr = opts
@@ -249,22 +274,32 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
     .with_policy(policy);
     let file_backend = |what: &str| match &opened {
         Opened::File(b) => Ok(b.clone()),
-        Opened::Bao(_) => Err(usage(format!("{what} is only for the embedded store; OpenBao has its own"))),
+        Opened::Bao(_) => Err(usage(format!(
+            "{what} is only for the embedded store; OpenBao has its own"
+        ))),
     };
     let missing_store = |b: &FileBackend| {
         if b.exists(&scope) {
             Ok(())
         } else {
-            Err(Fail::from(Error::StoreMissing { scope: scope.clone(), store: b.store_path(&scope) }))
+            Err(Fail::from(Error::StoreMissing {
+                scope: scope.clone(),
+                store: b.store_path(&scope),
+            }))
         }
     };
 
     match cmd {
         Command::Set { name, cas } => {
             let mut raw = Vec::new();
-            io.stdin.read_to_end(&mut raw).map_err(|e| Fail(2, format!("cannot read the value from stdin: {e}")))?;
+            io.stdin
+                .read_to_end(&mut raw)
+                .map_err(|e| Fail(2, format!("cannot read the value from stdin: {e}")))?;
             let mut value = SecretValue::new(raw);
-            let trimmed = value.expose().strip_suffix(b"\n").map(|v| v.strip_suffix(b"\r").unwrap_or(v).len());
+            let trimmed = value
+                .expose()
+                .strip_suffix(b"\n")
+                .map(|v| v.strip_suffix(b"\r").unwrap_or(v).len());
             if let Some(n) = trimmed {
                 value = SecretValue::new(value.expose()[..n].to_vec());
             }
@@ -296,8 +331,15 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
             }
             for m in vault.list(&scope).await? {
                 let kept: Vec<String> = m.versions.iter().map(u64::to_string).collect();
-                writeln!(io.stdout, "{}\tversion {}\tkept {}\tupdated {}", m.name, m.version, kept.join(","), m.updated_unix)
-                    .map_err(out_err)?;
+                writeln!(
+                    io.stdout,
+                    "{}\tversion {}\tkept {}\tupdated {}",
+                    m.name,
+                    m.version,
+                    kept.join(","),
+                    m.updated_unix
+                )
+                .map_err(out_err)?;
             }
             Ok(0)
         }
@@ -309,19 +351,29 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
                 writeln!(io.stderr, "removed {scope}/{name}").map_err(out_err)?;
                 Ok(0)
             } else {
-                Err(Fail::from(Error::NotFound { scope: scope.clone(), name: name.clone() }))
+                Err(Fail::from(Error::NotFound {
+                    scope: scope.clone(),
+                    name: name.clone(),
+                }))
             }
         }
         Command::RotateKey { new_key_file } => {
             let b = file_backend("rotate-key")?;
             missing_store(&b)?;
-            let new_master = match (new_key_file, env(ENV_NEW_PASSPHRASE).filter(|p| !p.is_empty())) {
+            let new_master = match (
+                new_key_file,
+                env(ENV_NEW_PASSPHRASE).filter(|p| !p.is_empty()),
+            ) {
                 (Some(f), _) if f.exists() => Some(MasterKey::from_key_file(f)?),
                 (Some(f), _) => Some(MasterKey::generate_key_file(f)?),
                 (None, Some(p)) => Some(MasterKey::passphrase(SecretValue::from_string(p))),
                 (None, None) => None,
             };
-            let what = if new_master.is_some() { "master key" } else { "data key" };
+            let what = if new_master.is_some() {
+                "master key"
+            } else {
+                "data key"
+            };
             let b2 = b.clone();
             let scope2 = scope.clone();
             tokio::task::spawn_blocking(move || match new_master {
@@ -331,9 +383,14 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
             .await
             .map_err(|e| Fail(2, format!("rotation task failed: {e}")))??;
             // The audit key survives rotation; open the log with the backend that now unlocks it.
-            let log_backend = match (new_key_file, env(ENV_NEW_PASSPHRASE).filter(|p| !p.is_empty())) {
+            let log_backend = match (
+                new_key_file,
+                env(ENV_NEW_PASSPHRASE).filter(|p| !p.is_empty()),
+            ) {
                 (Some(f), _) => FileBackend::new(b.root(), MasterKey::from_key_file(f)?)?,
-                (None, Some(p)) => FileBackend::new(b.root(), MasterKey::passphrase(SecretValue::from_string(p)))?,
+                (None, Some(p)) => {
+                    FileBackend::new(b.root(), MasterKey::passphrase(SecretValue::from_string(p)))?
+                }
                 (None, None) => b.clone(),
             };
             AuditLog::for_scope(&log_backend, &scope)?.append(&AuditEvent {
@@ -350,8 +407,12 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
             let b = file_backend("audit verify")?;
             missing_store(&b)?;
             let report = AuditLog::for_scope(&b, &scope)?.verify()?;
-            writeln!(io.stdout, "audit log of scope \"{scope}\" verified: {} lines, chain intact", report.lines)
-                .map_err(out_err)?;
+            writeln!(
+                io.stdout,
+                "audit log of scope \"{scope}\" verified: {} lines, chain intact",
+                report.lines
+            )
+            .map_err(out_err)?;
             Ok(0)
         }
         Command::Check { file } => {
@@ -361,10 +422,19 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
             let parsed = landscape_spec::parse_str(&name, &src);
             let Some(landscape) = parsed.landscape else {
                 for d in parsed.diagnostics.iter().filter(|d| d.is_error()) {
-                    writeln!(io.stdout, "{name}:{}:{}: error[{}]: {}", d.span.start.line, d.span.start.col, d.code, d.message)
-                        .map_err(out_err)?;
+                    writeln!(
+                        io.stdout,
+                        "{name}:{}:{}: error[{}]: {}",
+                        d.span.start.line, d.span.start.col, d.code, d.message
+                    )
+                    .map_err(out_err)?;
                 }
-                return Err(Fail(1, format!("{name} could not be read as a ci.yml; run `landscape validate {name}`")));
+                return Err(Fail(
+                    1,
+                    format!(
+                        "{name} could not be read as a ci.yml; run `landscape validate {name}`"
+                    ),
+                ));
             };
             // Only vault references are checked; workspace/team values come from the host at run time.
             let mut ctx = Context::new(scope.clone());
@@ -374,7 +444,11 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
             let mut problems = match resolve::resolve(&vault, &name, &landscape, &ctx).await {
                 Ok(r) => {
                     let refs = r.uses.len();
-                    writeln!(io.stderr, "{name}: all {refs} vault reference(s) resolve in scope \"{scope}\"").map_err(out_err)?;
+                    writeln!(
+                        io.stderr,
+                        "{name}: all {refs} vault reference(s) resolve in scope \"{scope}\""
+                    )
+                    .map_err(out_err)?;
                     return Ok(0);
                 }
                 Err(ResolveError::Vault(e)) => return Err(e.into()),
@@ -382,14 +456,23 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
             };
             problems.retain(|p| p.kind != ProblemKind::Unset);
             if problems.is_empty() {
-                writeln!(io.stderr, "{name}: all vault references resolve in scope \"{scope}\"").map_err(out_err)?;
+                writeln!(
+                    io.stderr,
+                    "{name}: all vault references resolve in scope \"{scope}\""
+                )
+                .map_err(out_err)?;
                 return Ok(0);
             }
             resolve::refine_positions(&mut problems, &src);
             for p in &problems {
                 writeln!(io.stdout, "{p}").map_err(out_err)?;
             }
-            writeln!(io.stderr, "{name}: {} unresolved vault reference(s)", problems.len()).map_err(out_err)?;
+            writeln!(
+                io.stderr,
+                "{name}: {} unresolved vault reference(s)",
+                problems.len()
+            )
+            .map_err(out_err)?;
             Ok(1)
         }
     }

@@ -24,14 +24,19 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// OWASP's recommendation for Argon2id: 19 MiB, 2 iterations, 1 lane.
     fn default() -> Self {
-        KdfParams { m_kib: 19 * 1024, t: 2, p: 1 }
+        KdfParams {
+            m_kib: 19 * 1024,
+            t: 2,
+            p: 1,
+        }
     }
 }
 
 /// Fills a fresh array from the OS random number generator.
 pub(crate) fn random<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
-    getrandom::fill(&mut b).map_err(|e| Error::Crypto(format!("OS random number generator: {e}")))?;
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::Crypto(format!("OS random number generator: {e}")))?;
     Ok(b)
 }
 
@@ -40,18 +45,32 @@ pub(crate) fn seal(key: &[u8; 32], ad: &[u8], plaintext: &[u8]) -> Result<([u8; 
     let nonce = random::<24>()?;
     let cipher = XChaCha20Poly1305::new(key.into());
     let ct = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: ad })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: ad,
+            },
+        )
         .map_err(|_| Error::Crypto("encryption failed".into()))?;
     Ok((nonce, ct))
 }
 
 /// Opens a sealed value; `None` when authentication fails (wrong key, wrong AD, altered bytes).
-pub(crate) fn open(key: &[u8; 32], nonce: &[u8], ad: &[u8], ct: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+pub(crate) fn open(
+    key: &[u8; 32],
+    nonce: &[u8],
+    ad: &[u8],
+    ct: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
     if nonce.len() != 24 {
         return None;
     }
     let cipher = XChaCha20Poly1305::new(key.into());
-    cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: ad }).ok().map(Zeroizing::new)
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: ad })
+        .ok()
+        .map(Zeroizing::new)
 }
 
 /// HMAC-SHA256 over the concatenation of `parts`, each prefixed with its length.

@@ -108,8 +108,10 @@ impl MasterKey {
             .mode(0o600)
             .open(path)
             .map_err(|e| Error::io("create key file", path, e))?;
-        f.write_all(key.as_ref()).map_err(|e| Error::io("write key file", path, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync key file", path, e))?;
+        f.write_all(key.as_ref())
+            .map_err(|e| Error::io("write key file", path, e))?;
+        f.sync_all()
+            .map_err(|e| Error::io("fsync key file", path, e))?;
         Ok(MasterKey::Key(key))
     }
 }
@@ -129,14 +131,24 @@ pub struct FileOptions {
 
 impl Default for FileOptions {
     fn default() -> Self {
-        FileOptions { keep_versions: 10, kdf: KdfParams::default(), lock_timeout: Duration::from_secs(10), app_dir: None }
+        FileOptions {
+            keep_versions: 10,
+            kdf: KdfParams::default(),
+            lock_timeout: Duration::from_secs(10),
+            app_dir: None,
+        }
     }
 }
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 enum KdfHeader {
-    Argon2id { salt: String, m_kib: u32, t: u32, p: u32 },
+    Argon2id {
+        salt: String,
+        m_kib: u32,
+        t: u32,
+        p: u32,
+    },
     Keyfile {},
 }
 
@@ -180,26 +192,45 @@ struct Keys {
 
 impl Keys {
     fn mac_key(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(crypto::mac(self.data.as_ref(), &[b"landscape-vault/1 store-mac key"]))
+        Zeroizing::new(crypto::mac(
+            self.data.as_ref(),
+            &[b"landscape-vault/1 store-mac key"],
+        ))
     }
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn value_ad(scope: &str, name: &str, version: u64) -> Vec<u8> {
-    crypto::ad(&[b"landscape-vault/1 value", scope.as_bytes(), name.as_bytes(), &version.to_be_bytes()])
+    crypto::ad(&[
+        b"landscape-vault/1 value",
+        scope.as_bytes(),
+        name.as_bytes(),
+        &version.to_be_bytes(),
+    ])
 }
 
 fn wrap_ad(scope: &str, kdf: &KdfHeader) -> Result<Vec<u8>> {
-    let kdf_json = serde_json::to_vec(kdf).map_err(|e| Error::Crypto(format!("encode key header: {e}")))?;
-    Ok(crypto::ad(&[b"landscape-vault/1 wrap", scope.as_bytes(), &kdf_json]))
+    let kdf_json =
+        serde_json::to_vec(kdf).map_err(|e| Error::Crypto(format!("encode key header: {e}")))?;
+    Ok(crypto::ad(&[
+        b"landscape-vault/1 wrap",
+        scope.as_bytes(),
+        &kdf_json,
+    ]))
 }
 
 fn b64d(s: &str) -> Option<Vec<u8>> {
     B64.decode(s).ok()
 }
+
+/// Derived master keys by (scope, key header JSON).
+type DerivedKeys = HashMap<(String, String), Zeroizing<[u8; 32]>>;
 
 /// The embedded, encrypted file backend. Cheap to clone (shared inside).
 #[derive(Clone)]
@@ -212,12 +243,15 @@ struct Inner {
     master: MasterKey,
     opts: FileOptions,
     /// Derived master keys per (scope, key header), so Argon2id runs once per store, not per call.
-    derived: Mutex<HashMap<(String, String), Zeroizing<[u8; 32]>>>,
+    derived: Mutex<DerivedKeys>,
 }
 
 impl fmt::Debug for FileBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileBackend").field("root", &self.inner.root).field("master", &self.inner.master).finish()
+        f.debug_struct("FileBackend")
+            .field("root", &self.inner.root)
+            .field("master", &self.inner.master)
+            .finish()
     }
 }
 
@@ -233,18 +267,33 @@ impl FileBackend {
     }
 
     /// Like [`FileBackend::new`] with explicit options.
-    pub fn with_options(root: impl Into<PathBuf>, master: MasterKey, opts: FileOptions) -> Result<Self> {
+    pub fn with_options(
+        root: impl Into<PathBuf>,
+        master: MasterKey,
+        opts: FileOptions,
+    ) -> Result<Self> {
         let root = root.into();
         if let Some(app) = &opts.app_dir {
             let abs = |p: &Path| {
-                fs::canonicalize(p).unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+                fs::canonicalize(p)
+                    .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
             };
             let (r, a) = (abs(&root), abs(app));
             if r.starts_with(&a) {
-                return Err(Error::InsideAppDir { store: root, app_dir: app.clone() });
+                return Err(Error::InsideAppDir {
+                    store: root,
+                    app_dir: app.clone(),
+                });
             }
         }
-        Ok(FileBackend { inner: Arc::new(Inner { root, master, opts, derived: Mutex::new(HashMap::new()) }) })
+        Ok(FileBackend {
+            inner: Arc::new(Inner {
+                root,
+                master,
+                opts,
+                derived: Mutex::new(HashMap::new()),
+            }),
+        })
     }
 
     /// The store root.
@@ -283,17 +332,34 @@ impl FileBackend {
     }
 
     fn require_file(&self, scope: &str) -> Result<StoreFile> {
-        self.read_file(scope)?
-            .ok_or_else(|| Error::StoreMissing { scope: scope.to_string(), store: self.store_path(scope) })
+        self.read_file(scope)?.ok_or_else(|| Error::StoreMissing {
+            scope: scope.to_string(),
+            store: self.store_path(scope),
+        })
     }
 
-    fn derive_master(&self, scope: &str, kdf: &KdfHeader, master: &MasterKey) -> Result<Zeroizing<[u8; 32]>> {
-        let wrong = || Error::WrongKey { store: self.store_path(scope) };
+    fn derive_master(
+        &self,
+        scope: &str,
+        kdf: &KdfHeader,
+        master: &MasterKey,
+    ) -> Result<Zeroizing<[u8; 32]>> {
+        let wrong = || Error::WrongKey {
+            store: self.store_path(scope),
+        };
         match (kdf, master) {
             (KdfHeader::Keyfile {}, MasterKey::Key(k)) => Ok(k.clone()),
             (KdfHeader::Argon2id { salt, m_kib, t, p }, MasterKey::Passphrase(pass)) => {
                 let salt = b64d(salt).ok_or_else(wrong)?;
-                crypto::argon2id(pass.expose(), &salt, &KdfParams { m_kib: *m_kib, t: *t, p: *p })
+                crypto::argon2id(
+                    pass.expose(),
+                    &salt,
+                    &KdfParams {
+                        m_kib: *m_kib,
+                        t: *t,
+                        p: *p,
+                    },
+                )
             }
             _ => Err(wrong()),
         }
@@ -306,7 +372,11 @@ impl FileBackend {
             return Ok(k.clone());
         }
         let k = self.derive_master(scope, kdf, &self.inner.master)?;
-        self.inner.derived.lock().map_err(|_| poisoned())?.insert(key, k.clone());
+        self.inner
+            .derived
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(key, k.clone());
         Ok(k)
     }
 
@@ -314,7 +384,10 @@ impl FileBackend {
     fn unlock(&self, scope: &str, f: &StoreFile) -> Result<Keys> {
         let store = self.store_path(scope);
         if f.scope != scope {
-            return Err(Error::Tampered { store, what: format!("the store belongs to scope \"{}\"", f.scope) });
+            return Err(Error::Tampered {
+                store,
+                what: format!("the store belongs to scope \"{}\"", f.scope),
+            });
         }
         let master = self.cached_master(scope, &f.kdf)?;
         let keys = unwrap_keys(&store, scope, f, &master)?;
@@ -360,12 +433,20 @@ impl FileBackend {
     }
 
     fn new_store(&self, scope: &str) -> Result<(StoreFile, Keys)> {
-        let keys = Keys { data: Zeroizing::new(crypto::random()?), audit: Zeroizing::new(crypto::random()?) };
+        let keys = Keys {
+            data: Zeroizing::new(crypto::random()?),
+            audit: Zeroizing::new(crypto::random()?),
+        };
         let kdf = match &self.inner.master {
             MasterKey::Key(_) => KdfHeader::Keyfile {},
             MasterKey::Passphrase(_) => {
                 let p = self.inner.opts.kdf;
-                KdfHeader::Argon2id { salt: B64.encode(crypto::random::<16>()?), m_kib: p.m_kib, t: p.t, p: p.p }
+                KdfHeader::Argon2id {
+                    salt: B64.encode(crypto::random::<16>()?),
+                    m_kib: p.m_kib,
+                    t: p.t,
+                    p: p.p,
+                }
             }
         };
         let master = self.cached_master(scope, &kdf)?;
@@ -399,7 +480,12 @@ impl FileBackend {
                 (f, k)
             }
             None if create => self.new_store(scope)?,
-            None => return Err(Error::StoreMissing { scope: scope.to_string(), store: self.store_path(scope) }),
+            None => {
+                return Err(Error::StoreMissing {
+                    scope: scope.to_string(),
+                    store: self.store_path(scope),
+                })
+            }
         };
         let (r, changed) = op(&mut f, &mut keys)?;
         if changed {
@@ -418,28 +504,49 @@ impl FileBackend {
     }
 
     /// Reads the current (or a given, still kept) version of a secret.
-    pub fn get_sync(&self, scope: &str, name: &str, version: Option<u64>) -> Result<Option<Secret>> {
+    pub fn get_sync(
+        &self,
+        scope: &str,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<Option<Secret>> {
         validate_scope(scope)?;
         validate_secret_name(name)?;
         let f = self.require_file(scope)?;
         let keys = self.unlock(scope, &f)?;
-        let Some(entry) = f.secrets.get(name) else { return Ok(None) };
+        let Some(entry) = f.secrets.get(name) else {
+            return Ok(None);
+        };
         let rec = match version {
             None => entry.versions.last(),
             Some(v) => entry.versions.iter().find(|r| r.version == v),
         };
         let Some(rec) = rec else { return Ok(None) };
         let value = open_value(&self.store_path(scope), scope, name, rec, &keys)?;
-        Ok(Some(Secret { value, version: rec.version }))
+        Ok(Some(Secret {
+            value,
+            version: rec.version,
+        }))
     }
 
     /// Writes a new version. `cas`: `Some(0)` = the secret must not exist, `Some(n)` = its
     /// current version must be `n`; `None` = unconditional. Returns the new version.
-    pub fn put_sync(&self, scope: &str, name: &str, value: &SecretValue, cas: Option<u64>) -> Result<u64> {
+    pub fn put_sync(
+        &self,
+        scope: &str,
+        name: &str,
+        value: &SecretValue,
+        cas: Option<u64>,
+    ) -> Result<u64> {
         validate_secret_name(name)?;
         check_value(name, value)?;
         self.modify(scope, true, |f, keys| {
-            let current = f.secrets.get(name).and_then(|e| e.versions.last()).map(|r| r.version).unwrap_or(0);
+            let current = f
+                .secrets
+                .get(name)
+                .and_then(|e| e.versions.last())
+                .map(|r| r.version)
+                .unwrap_or(0);
             if let Some(expected) = cas {
                 if expected != current {
                     return Err(Error::Conflict {
@@ -451,11 +558,20 @@ impl FileBackend {
                 }
             }
             let version = current + 1;
-            let (nonce, ct) = crypto::seal(&keys.data, &value_ad(scope, name, version), value.expose())?;
+            let (nonce, ct) =
+                crypto::seal(&keys.data, &value_ad(scope, name, version), value.expose())?;
             let t = now();
             let keep = f.keep_versions.max(1) as usize;
-            let entry = f.secrets.entry(name.to_string()).or_insert_with(|| Entry { created: t, versions: Vec::new() });
-            entry.versions.push(VersionRec { version, created: t, nonce: B64.encode(nonce), ct: B64.encode(ct) });
+            let entry = f.secrets.entry(name.to_string()).or_insert_with(|| Entry {
+                created: t,
+                versions: Vec::new(),
+            });
+            entry.versions.push(VersionRec {
+                version,
+                created: t,
+                nonce: B64.encode(nonce),
+                ct: B64.encode(ct),
+            });
             if entry.versions.len() > keep {
                 let drop_n = entry.versions.len() - keep;
                 entry.versions.drain(..drop_n);
@@ -478,8 +594,7 @@ impl FileBackend {
         validate_scope(scope)?;
         let f = self.require_file(scope)?;
         self.unlock(scope, &f)?;
-        Ok(f
-            .secrets
+        Ok(f.secrets
             .iter()
             .map(|(name, e)| SecretMeta {
                 scope: scope.to_string(),
@@ -520,7 +635,11 @@ impl FileBackend {
             for (name, entry) in f.secrets.iter_mut() {
                 for rec in entry.versions.iter_mut() {
                     let value = open_value(&store, scope, name, rec, keys)?;
-                    let (nonce, ct) = crypto::seal(&new_data, &value_ad(scope, name, rec.version), value.expose())?;
+                    let (nonce, ct) = crypto::seal(
+                        &new_data,
+                        &value_ad(scope, name, rec.version),
+                        value.expose(),
+                    )?;
                     rec.nonce = B64.encode(nonce);
                     rec.ct = B64.encode(ct);
                 }
@@ -540,7 +659,12 @@ impl FileBackend {
                 MasterKey::Key(_) => KdfHeader::Keyfile {},
                 MasterKey::Passphrase(_) => {
                     let p = self.inner.opts.kdf;
-                    KdfHeader::Argon2id { salt: B64.encode(crypto::random::<16>()?), m_kib: p.m_kib, t: p.t, p: p.p }
+                    KdfHeader::Argon2id {
+                        salt: B64.encode(crypto::random::<16>()?),
+                        m_kib: p.m_kib,
+                        t: p.t,
+                        p: p.p,
+                    }
                 }
             };
             let master = self.derive_master(scope, &kdf, new)?;
@@ -585,10 +709,16 @@ fn poisoned() -> Error {
 
 fn check_value(name: &str, v: &SecretValue) -> Result<()> {
     if v.is_empty() {
-        return Err(Error::InvalidValue { name: name.to_string(), reason: "it is empty" });
+        return Err(Error::InvalidValue {
+            name: name.to_string(),
+            reason: "it is empty",
+        });
     }
     if v.len() > MAX_VALUE {
-        return Err(Error::InvalidValue { name: name.to_string(), reason: "it is larger than 1 MiB" });
+        return Err(Error::InvalidValue {
+            name: name.to_string(),
+            reason: "it is larger than 1 MiB",
+        });
     }
     Ok(())
 }
@@ -598,11 +728,16 @@ fn wrap_keys(scope: &str, kdf: &KdfHeader, keys: &Keys, master: &[u8; 32]) -> Re
     pt[..32].copy_from_slice(keys.data.as_ref());
     pt[32..].copy_from_slice(keys.audit.as_ref());
     let (nonce, ct) = crypto::seal(master, &wrap_ad(scope, kdf)?, pt.as_ref())?;
-    Ok(Sealed { nonce: B64.encode(nonce), ct: B64.encode(ct) })
+    Ok(Sealed {
+        nonce: B64.encode(nonce),
+        ct: B64.encode(ct),
+    })
 }
 
 fn unwrap_keys(store: &Path, scope: &str, f: &StoreFile, master: &[u8; 32]) -> Result<Keys> {
-    let wrong = || Error::WrongKey { store: store.to_path_buf() };
+    let wrong = || Error::WrongKey {
+        store: store.to_path_buf(),
+    };
     let nonce = b64d(&f.wrap.nonce).ok_or_else(wrong)?;
     let ct = b64d(&f.wrap.ct).ok_or_else(wrong)?;
     let pt = crypto::open(master, &nonce, &wrap_ad(scope, &f.kdf)?, &ct).ok_or_else(wrong)?;
@@ -619,37 +754,56 @@ fn unwrap_keys(store: &Path, scope: &str, f: &StoreFile, master: &[u8; 32]) -> R
 fn compute_mac(f: &StoreFile, keys: &Keys) -> Result<String> {
     let mut body = f.clone();
     body.mac.clear();
-    let bytes = serde_json::to_vec(&body).map_err(|e| Error::Crypto(format!("encode store: {e}")))?;
-    Ok(hex::encode(crypto::mac(keys.mac_key().as_ref(), &[b"landscape-vault/1 store", &bytes])))
+    let bytes =
+        serde_json::to_vec(&body).map_err(|e| Error::Crypto(format!("encode store: {e}")))?;
+    Ok(hex::encode(crypto::mac(
+        keys.mac_key().as_ref(),
+        &[b"landscape-vault/1 store", &bytes],
+    )))
 }
 
 fn verify_mac(store: &Path, f: &StoreFile, keys: &Keys) -> Result<()> {
     let tampered = || Error::Tampered {
         store: store.to_path_buf(),
-        what: "the store MAC does not match: entries were changed, added, removed or rolled back".into(),
+        what: "the store MAC does not match: entries were changed, added, removed or rolled back"
+            .into(),
     };
     let tag = hex::decode(&f.mac).map_err(|_| tampered())?;
     let mut body = f.clone();
     body.mac.clear();
-    let bytes = serde_json::to_vec(&body).map_err(|e| Error::Crypto(format!("encode store: {e}")))?;
-    if crypto::mac_verify(keys.mac_key().as_ref(), &[b"landscape-vault/1 store", &bytes], &tag) {
+    let bytes =
+        serde_json::to_vec(&body).map_err(|e| Error::Crypto(format!("encode store: {e}")))?;
+    if crypto::mac_verify(
+        keys.mac_key().as_ref(),
+        &[b"landscape-vault/1 store", &bytes],
+        &tag,
+    ) {
         Ok(())
     } else {
         Err(tampered())
     }
 }
 
-fn open_value(store: &Path, scope: &str, name: &str, rec: &VersionRec, keys: &Keys) -> Result<SecretValue> {
-    let tampered = || Error::Tampered {
+fn open_value(
+    store: &Path,
+    scope: &str,
+    name: &str,
+    rec: &VersionRec,
+    keys: &Keys,
+) -> Result<SecretValue> {
+    let tampered = || {
+        Error::Tampered {
         store: store.to_path_buf(),
         what: format!(
             "secret \"{name}\" version {} fails authentication (ciphertext altered or moved from another entry)",
             rec.version
         ),
+    }
     };
     let nonce = b64d(&rec.nonce).ok_or_else(tampered)?;
     let ct = b64d(&rec.ct).ok_or_else(tampered)?;
-    let mut pt = crypto::open(&keys.data, &nonce, &value_ad(scope, name, rec.version), &ct).ok_or_else(tampered)?;
+    let mut pt = crypto::open(&keys.data, &nonce, &value_ad(scope, name, rec.version), &ct)
+        .ok_or_else(tampered)?;
     Ok(SecretValue::new(std::mem::take(&mut *pt)))
 }
 
@@ -667,7 +821,10 @@ fn serialize_store(f: &StoreFile) -> Result<Vec<u8>> {
 }
 
 fn parse_store(path: &Path, bytes: &[u8]) -> Result<StoreFile> {
-    let corrupted = |reason: &str| Error::Corrupted { store: path.to_path_buf(), reason: reason.to_string() };
+    let corrupted = |reason: &str| Error::Corrupted {
+        store: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
     // Layout: MAGIC \n JSON \n sha256=HEX \n
     let body_end = bytes
         .strip_suffix(b"\n")
@@ -681,7 +838,9 @@ fn parse_store(path: &Path, bytes: &[u8]) -> Result<StoreFile> {
         .ok_or_else(|| corrupted("the checksum line is damaged"))?;
     let expected = hex::encode(Sha256::digest(body));
     if sum_hex != expected.as_bytes() {
-        return Err(corrupted("the checksum does not match (the file was damaged or cut short)"));
+        return Err(corrupted(
+            "the checksum does not match (the file was damaged or cut short)",
+        ));
     }
     let json = body
         .strip_prefix(MAGIC.as_bytes())
@@ -690,10 +849,15 @@ fn parse_store(path: &Path, bytes: &[u8]) -> Result<StoreFile> {
         .ok_or_else(|| corrupted("it is not a landscape-vault store (bad magic line)"))?;
     let f: StoreFile = serde_json::from_slice(json).map_err(|e| {
         // serde_json errors name positions and expected types, never the input.
-        Error::Corrupted { store: path.to_path_buf(), reason: format!("the body does not parse: {e}") }
+        Error::Corrupted {
+            store: path.to_path_buf(),
+            reason: format!("the body does not parse: {e}"),
+        }
     })?;
     if f.format != FORMAT {
-        return Err(corrupted("unknown store format version; upgrade landscape-vault"));
+        return Err(corrupted(
+            "unknown store format version; upgrade landscape-vault",
+        ));
     }
     Ok(f)
 }
@@ -718,11 +882,14 @@ fn atomic_write(dir: &Path, target: &Path, bytes: &[u8]) -> Result<()> {
         .open(&tmp)
         .map_err(|e| Error::io("create temp file", &tmp, e))?;
     let res = (|| {
-        f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
         drop(f);
         fs::rename(&tmp, target).map_err(|e| Error::io("rename into place", target, e))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync directory", dir, e))
     })();
     if res.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -744,22 +911,38 @@ mod tests {
     fn swapped_ciphertexts_fail_even_with_a_valid_mac() {
         let tmp = tempfile::tempdir().unwrap();
         let b = backend(tmp.path());
-        b.put_sync("s", "alpha", &SecretValue::from("alpha-value-1234"), None).unwrap();
-        b.put_sync("s", "beta", &SecretValue::from("beta-value-56789"), None).unwrap();
+        b.put_sync("s", "alpha", &SecretValue::from("alpha-value-1234"), None)
+            .unwrap();
+        b.put_sync("s", "beta", &SecretValue::from("beta-value-56789"), None)
+            .unwrap();
         let mut f = b.require_file("s").unwrap();
         let keys = b.unlock("s", &f).unwrap();
         let a = f.secrets["alpha"].versions[0].clone();
         let bb = f.secrets["beta"].versions[0].clone();
-        f.secrets.get_mut("alpha").unwrap().versions[0] = VersionRec { version: a.version, ..bb };
-        f.secrets.get_mut("beta").unwrap().versions[0] = VersionRec { version: bb.version, ..a };
+        f.secrets.get_mut("alpha").unwrap().versions[0] = VersionRec {
+            version: a.version,
+            ..bb
+        };
+        f.secrets.get_mut("beta").unwrap().versions[0] = VersionRec {
+            version: bb.version,
+            ..a
+        };
         f.mac = compute_mac(&f, &keys).unwrap();
-        atomic_write(&b.scope_dir("s"), &b.store_path("s"), &serialize_store(&f).unwrap()).unwrap();
+        atomic_write(
+            &b.scope_dir("s"),
+            &b.store_path("s"),
+            &serialize_store(&f).unwrap(),
+        )
+        .unwrap();
         let err = b.get_sync("s", "alpha", None).unwrap_err();
         assert!(matches!(err, Error::Tampered { .. }), "{err}");
         assert!(err.to_string().contains("\"alpha\""), "{err}");
         // The same store moved to another scope name does not open either.
         fs::rename(b.scope_dir("s"), b.scope_dir("t")).unwrap();
-        assert!(matches!(b.list_sync("t").unwrap_err(), Error::Tampered { .. }));
+        assert!(matches!(
+            b.list_sync("t").unwrap_err(),
+            Error::Tampered { .. }
+        ));
     }
 
     #[test]
@@ -768,25 +951,49 @@ mod tests {
         let b = FileBackend::with_options(
             tmp.path().join("v"),
             MasterKey::Key(Zeroizing::new([1u8; 32])),
-            FileOptions { keep_versions: 3, ..Default::default() },
+            FileOptions {
+                keep_versions: 3,
+                ..Default::default()
+            },
         )
         .unwrap();
         for i in 1..=5 {
-            let v = b.put_sync("s", "k", &SecretValue::from(format!("value-{i}").as_str()), None).unwrap();
+            let v = b
+                .put_sync(
+                    "s",
+                    "k",
+                    &SecretValue::from(format!("value-{i}").as_str()),
+                    None,
+                )
+                .unwrap();
             assert_eq!(v, i);
         }
         let meta = b.list_sync("s").unwrap();
         assert_eq!(meta[0].versions, vec![3, 4, 5]);
         assert!(b.get_sync("s", "k", Some(2)).unwrap().is_none());
-        assert_eq!(b.get_sync("s", "k", Some(4)).unwrap().unwrap().value.expose(), b"value-4");
+        assert_eq!(
+            b.get_sync("s", "k", Some(4))
+                .unwrap()
+                .unwrap()
+                .value
+                .expose(),
+            b"value-4"
+        );
     }
 
     #[test]
     fn store_inside_app_dir_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let opts = FileOptions { app_dir: Some(tmp.path().to_path_buf()), ..Default::default() };
-        let err = FileBackend::with_options(tmp.path().join("secrets"), MasterKey::Key(Zeroizing::new([1; 32])), opts)
-            .unwrap_err();
+        let opts = FileOptions {
+            app_dir: Some(tmp.path().to_path_buf()),
+            ..Default::default()
+        };
+        let err = FileBackend::with_options(
+            tmp.path().join("secrets"),
+            MasterKey::Key(Zeroizing::new([1; 32])),
+            opts,
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::InsideAppDir { .. }));
     }
 }

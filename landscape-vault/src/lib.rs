@@ -54,7 +54,9 @@ pub use error::{Error, Result};
 pub use file::{FileBackend, FileOptions, MasterKey};
 pub use openbao::OpenBaoBackend;
 pub use redact::{RedactStream, RedactWriter, Redactor};
-pub use resolve::{resolve, Context, Problem, ProblemKind, ResolveError, Resolved, ServiceEnv, Use};
+pub use resolve::{
+    resolve, Context, Problem, ProblemKind, ResolveError, Resolved, ServiceEnv, Use,
+};
 pub use secret::{validate_scope, validate_secret_name, Secret, SecretMeta, SecretValue};
 pub use vault::{AccessPolicy, Change, ChangeKind, Found, PutOutcome, Vault};
 

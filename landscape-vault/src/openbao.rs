@@ -49,18 +49,33 @@ impl OpenBaoBackend {
     /// A backend for the server at `addr` (e.g. `http://127.0.0.1:8200`), KV v2 mounted at `secret`.
     pub fn new(addr: &str, token: SecretValue) -> Result<Self> {
         let base = addr.trim_end_matches('/').to_string();
-        let bad = |reason: &str| Error::Backend { backend: "openbao", op: "connect", path: base.clone(), reason: reason.into() };
+        let bad = |reason: &str| Error::Backend {
+            backend: "openbao",
+            op: "connect",
+            path: base.clone(),
+            reason: reason.into(),
+        };
         if base.starts_with("https://") {
-            return Err(bad("https is not built in; use http on 127.0.0.1 or a local TLS proxy"));
+            return Err(bad(
+                "https is not built in; use http on 127.0.0.1 or a local TLS proxy",
+            ));
         }
         if !base.starts_with("http://") || base.parse::<hyper::Uri>().is_err() {
             return Err(bad("expected an address like http://127.0.0.1:8200"));
         }
         if token.is_empty() || HeaderValue::from_bytes(token.expose()).is_err() {
-            return Err(bad("the token is empty or not a valid header value (set BAO_TOKEN)"));
+            return Err(bad(
+                "the token is empty or not a valid header value (set BAO_TOKEN)",
+            ));
         }
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Ok(OpenBaoBackend { base, mount: "secret".into(), token, timeout: Duration::from_secs(30), client })
+        Ok(OpenBaoBackend {
+            base,
+            mount: "secret".into(),
+            token,
+            timeout: Duration::from_secs(30),
+            client,
+        })
     }
 
     /// Uses the KV v2 engine mounted at `mount` instead of `secret`.
@@ -76,10 +91,22 @@ impl OpenBaoBackend {
     }
 
     fn err(&self, op: &'static str, path: &str, reason: String) -> Error {
-        Error::Backend { backend: "openbao", op, path: path.to_string(), reason }
+        Error::Backend {
+            backend: "openbao",
+            op,
+            path: path.to_string(),
+            reason,
+        }
     }
 
-    async fn request(&self, op: &'static str, method: Method, path: &str, query: &str, body: Option<Zeroizing<Vec<u8>>>) -> Result<Resp> {
+    async fn request(
+        &self,
+        op: &'static str,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<Resp> {
         let uri = format!("{}/v1/{}{}", self.base, path, query);
         let mut token = HeaderValue::from_bytes(self.token.expose())
             .map_err(|_| self.err(op, path, "the token is not a valid header value".into()))?;
@@ -112,7 +139,10 @@ impl OpenBaoBackend {
                 .await
                 .map_err(|e| self.err(op, path, format!("reading the response failed: {e}")))?
                 .to_bytes();
-            Ok(Resp { status, body: Zeroizing::new(body.to_vec()) })
+            Ok(Resp {
+                status,
+                body: Zeroizing::new(body.to_vec()),
+            })
         };
         tokio::time::timeout(self.timeout, fut)
             .await
@@ -121,7 +151,9 @@ impl OpenBaoBackend {
 
     fn status_err(&self, op: &'static str, path: &str, status: StatusCode) -> Error {
         let hint = match status.as_u16() {
-            401 | 403 => "; the token is missing, wrong or lacks a policy for this path (check BAO_TOKEN)",
+            401 | 403 => {
+                "; the token is missing, wrong or lacks a policy for this path (check BAO_TOKEN)"
+            }
             404 => "; is a KV v2 engine mounted there? (see --mount)",
             503 => "; the server is sealed or not ready",
             _ => "",
@@ -130,7 +162,8 @@ impl OpenBaoBackend {
     }
 
     fn json(&self, op: &'static str, path: &str, r: &Resp) -> Result<Value> {
-        serde_json::from_slice(&r.body).map_err(|_| self.err(op, path, "the response is not JSON".into()))
+        serde_json::from_slice(&r.body)
+            .map_err(|_| self.err(op, path, "the response is not JSON".into()))
     }
 
     fn data_path(&self, scope: &str, name: &str) -> String {
@@ -143,7 +176,9 @@ impl OpenBaoBackend {
 
     async fn metadata(&self, scope: &str, name: &str) -> Result<Option<SecretMeta>> {
         let path = self.meta_path(scope, name);
-        let r = self.request("metadata", Method::GET, &path, "", None).await?;
+        let r = self
+            .request("metadata", Method::GET, &path, "", None)
+            .await?;
         match r.status {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),
@@ -156,7 +191,10 @@ impl OpenBaoBackend {
             .as_object()
             .map(|m| {
                 m.iter()
-                    .filter(|(_, x)| x["destroyed"] != Value::Bool(true) && x["deletion_time"].as_str().unwrap_or("").is_empty())
+                    .filter(|(_, x)| {
+                        x["destroyed"] != Value::Bool(true)
+                            && x["deletion_time"].as_str().unwrap_or("").is_empty()
+                    })
                     .filter_map(|(k, _)| k.parse().ok())
                     .collect()
             })
@@ -170,8 +208,14 @@ impl OpenBaoBackend {
             name: name.into(),
             version,
             versions,
-            created_unix: d["created_time"].as_str().and_then(rfc3339_unix).unwrap_or(0),
-            updated_unix: d["updated_time"].as_str().and_then(rfc3339_unix).unwrap_or(0),
+            created_unix: d["created_time"]
+                .as_str()
+                .and_then(rfc3339_unix)
+                .unwrap_or(0),
+            updated_unix: d["updated_time"]
+                .as_str()
+                .and_then(rfc3339_unix)
+                .unwrap_or(0),
         }))
     }
 }
@@ -179,7 +223,13 @@ impl OpenBaoBackend {
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac]Z` into Unix seconds.
 fn rfc3339_unix(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -207,51 +257,83 @@ impl Backend for OpenBaoBackend {
         validate_secret_name(name)?;
         let path = self.data_path(scope, name);
         let query = version.map(|v| format!("?version={v}")).unwrap_or_default();
-        let r = self.request("get", Method::GET, &path, &query, None).await?;
+        let r = self
+            .request("get", Method::GET, &path, &query, None)
+            .await?;
         match r.status {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),
             s => return Err(self.status_err("get", &path, s)),
         }
         let v = Zeroizing::new(self.json("get", &path, &r)?.to_string());
-        let v: Value = serde_json::from_str(&v).map_err(|_| self.err("get", &path, "bad JSON".into()))?;
+        let v: Value =
+            serde_json::from_str(&v).map_err(|_| self.err("get", &path, "bad JSON".into()))?;
         let Some(value) = v["data"]["data"]["value"].as_str() else {
             return Ok(None); // deleted version (data is null) or not one of ours
         };
         let version = v["data"]["metadata"]["version"].as_u64().unwrap_or(0);
-        Ok(Some(Secret { value: SecretValue::from(value), version }))
+        Ok(Some(Secret {
+            value: SecretValue::from(value),
+            version,
+        }))
     }
 
-    async fn put(&self, scope: &str, name: &str, value: &SecretValue, cas: Option<u64>) -> Result<u64> {
+    async fn put(
+        &self,
+        scope: &str,
+        name: &str,
+        value: &SecretValue,
+        cas: Option<u64>,
+    ) -> Result<u64> {
         validate_scope(scope)?;
         validate_secret_name(name)?;
         let Some(text) = value.expose_str() else {
-            return Err(Error::InvalidValue { name: name.into(), reason: "the OpenBao backend stores UTF-8 values only" });
+            return Err(Error::InvalidValue {
+                name: name.into(),
+                reason: "the OpenBao backend stores UTF-8 values only",
+            });
         };
         if text.is_empty() {
-            return Err(Error::InvalidValue { name: name.into(), reason: "it is empty" });
+            return Err(Error::InvalidValue {
+                name: name.into(),
+                reason: "it is empty",
+            });
         }
         let mut body = serde_json::json!({ "data": { "value": text } });
         if let Some(c) = cas {
             body["options"] = serde_json::json!({ "cas": c });
         }
-        let bytes = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| Error::Crypto(e.to_string()))?);
+        let bytes =
+            Zeroizing::new(serde_json::to_vec(&body).map_err(|e| Error::Crypto(e.to_string()))?);
         // Wipe the value from the JSON tree too.
         if let Some(Value::String(s)) = body.get_mut("data").and_then(|d| d.get_mut("value")) {
             zeroize::Zeroize::zeroize(s);
         }
         let path = self.data_path(scope, name);
-        let r = self.request("put", Method::POST, &path, "", Some(bytes)).await?;
+        let r = self
+            .request("put", Method::POST, &path, "", Some(bytes))
+            .await?;
         match r.status {
             StatusCode::OK | StatusCode::NO_CONTENT => {}
             StatusCode::BAD_REQUEST if cas.is_some() => {
-                let current = self.metadata(scope, name).await?.map(|m| m.version).unwrap_or(0);
-                return Err(Error::Conflict { scope: scope.into(), name: name.into(), expected: cas.unwrap_or(0), current });
+                let current = self
+                    .metadata(scope, name)
+                    .await?
+                    .map(|m| m.version)
+                    .unwrap_or(0);
+                return Err(Error::Conflict {
+                    scope: scope.into(),
+                    name: name.into(),
+                    expected: cas.unwrap_or(0),
+                    current,
+                });
             }
             s => return Err(self.status_err("put", &path, s)),
         }
         let v = self.json("put", &path, &r)?;
-        v["data"]["version"].as_u64().ok_or_else(|| self.err("put", &path, "the response has no version".into()))
+        v["data"]["version"]
+            .as_u64()
+            .ok_or_else(|| self.err("put", &path, "the response has no version".into()))
     }
 
     async fn delete(&self, scope: &str, name: &str) -> Result<bool> {
@@ -259,7 +341,9 @@ impl Backend for OpenBaoBackend {
         validate_secret_name(name)?;
         let existed = self.metadata(scope, name).await?.is_some();
         let path = self.meta_path(scope, name);
-        let r = self.request("delete", Method::DELETE, &path, "", None).await?;
+        let r = self
+            .request("delete", Method::DELETE, &path, "", None)
+            .await?;
         match r.status {
             StatusCode::OK | StatusCode::NO_CONTENT | StatusCode::NOT_FOUND => Ok(existed),
             s => Err(self.status_err("delete", &path, s)),
@@ -269,7 +353,8 @@ impl Backend for OpenBaoBackend {
     async fn list(&self, scope: &str) -> Result<Vec<SecretMeta>> {
         validate_scope(scope)?;
         let path = format!("{}/metadata/{}/", self.mount, scope);
-        let list = Method::from_bytes(b"LIST").map_err(|e| self.err("list", &path, e.to_string()))?;
+        let list =
+            Method::from_bytes(b"LIST").map_err(|e| self.err("list", &path, e.to_string()))?;
         let r = self.request("list", list, &path, "", None).await?;
         match r.status {
             StatusCode::OK => {}
@@ -279,7 +364,13 @@ impl Backend for OpenBaoBackend {
         let v = self.json("list", &path, &r)?;
         let mut names: Vec<String> = v["data"]["keys"]
             .as_array()
-            .map(|a| a.iter().filter_map(|k| k.as_str()).filter(|k| !k.ends_with('/')).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str())
+                    .filter(|k| !k.ends_with('/'))
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         let mut out = Vec::new();
@@ -309,7 +400,10 @@ mod tests {
     #[test]
     fn parses_rfc3339() {
         assert_eq!(rfc3339_unix("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(rfc3339_unix("2026-11-23T05:28:12.595560184Z"), Some(1795411692));
+        assert_eq!(
+            rfc3339_unix("2026-11-23T05:28:12.595560184Z"),
+            Some(1795411692)
+        );
         assert_eq!(rfc3339_unix("garbage"), None);
     }
 
@@ -317,7 +411,11 @@ mod tests {
     fn refuses_https_and_bad_tokens_without_echoing_them() {
         let e = OpenBaoBackend::new("https://x:8200", SecretValue::from("tok")).unwrap_err();
         assert!(e.to_string().contains("https"));
-        let e = OpenBaoBackend::new("http://127.0.0.1:8200", SecretValue::from("bad\ntoken-value")).unwrap_err();
+        let e = OpenBaoBackend::new(
+            "http://127.0.0.1:8200",
+            SecretValue::from("bad\ntoken-value"),
+        )
+        .unwrap_err();
         assert!(!e.to_string().contains("token-value"));
     }
 }

@@ -44,7 +44,11 @@ impl fmt::Debug for Redactor {
 }
 
 fn percent(v: &[u8], upper: bool, plus_space: bool) -> Vec<u8> {
-    let digits: &[u8; 16] = if upper { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
+    let digits: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
     let mut out = Vec::with_capacity(v.len() * 3);
     for &b in v {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -109,7 +113,12 @@ pub fn encoded_forms(value: &[u8]) -> Vec<Vec<u8>> {
             v.push(j[1..j.len() - 1].to_vec());
         }
         v.push(json_ascii(s));
-        v.push(json_ascii(s).iter().flat_map(|&b| if b == b'/' { b"\\/".to_vec() } else { vec![b] }).collect());
+        v.push(
+            json_ascii(s)
+                .iter()
+                .flat_map(|&b| if b == b'/' { b"\\/".to_vec() } else { vec![b] })
+                .collect(),
+        );
     }
     v.retain(|p| p.len() >= MIN_PATTERN);
     v.sort();
@@ -125,7 +134,10 @@ impl Redactor {
 
     /// A redactor for `values`; values shorter than `min_len` bytes are skipped (and counted in
     /// [`Redactor::skipped`]).
-    pub fn with_min_len<'a>(values: impl IntoIterator<Item = &'a SecretValue>, min_len: usize) -> Self {
+    pub fn with_min_len<'a>(
+        values: impl IntoIterator<Item = &'a SecretValue>,
+        min_len: usize,
+    ) -> Self {
         let mut pats: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         let mut skipped = 0;
         for value in values {
@@ -133,7 +145,11 @@ impl Redactor {
                 skipped += 1;
                 continue;
             }
-            pats.extend(encoded_forms(value.expose()).into_iter().map(Zeroizing::new));
+            pats.extend(
+                encoded_forms(value.expose())
+                    .into_iter()
+                    .map(Zeroizing::new),
+            );
         }
         pats.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
         pats.dedup_by(|a, b| a.as_slice() == b.as_slice());
@@ -142,7 +158,14 @@ impl Redactor {
             by_first[p[0] as usize].push(i as u32);
         }
         let max_len = pats.iter().map(|p| p.len()).max().unwrap_or(0);
-        Redactor { p: Arc::new(Patterns { pats, by_first, max_len, skipped }) }
+        Redactor {
+            p: Arc::new(Patterns {
+                pats,
+                by_first,
+                max_len,
+                skipped,
+            }),
+        }
     }
 
     /// Number of patterns (all encodings of all values).
@@ -157,7 +180,10 @@ impl Redactor {
 
     /// A new stream (per output: one for stdout, one for stderr, ...).
     pub fn stream(&self) -> RedactStream {
-        RedactStream { p: self.p.clone(), carry: Zeroizing::new(Vec::new()) }
+        RedactStream {
+            p: self.p.clone(),
+            carry: Zeroizing::new(Vec::new()),
+        }
     }
 
     /// Redacts a complete buffer.
@@ -172,7 +198,11 @@ impl Redactor {
     /// Wraps a writer: everything written through it is redacted. Call
     /// [`RedactWriter::finish`] (or drop it) at the end of the stream.
     pub fn writer<W: Write>(&self, inner: W) -> RedactWriter<W> {
-        RedactWriter { stream: self.stream(), inner: Some(inner), buf: Vec::new() }
+        RedactWriter {
+            stream: self.stream(),
+            inner: Some(inner),
+            buf: Vec::new(),
+        }
     }
 }
 
@@ -184,7 +214,11 @@ pub struct RedactStream {
 
 impl fmt::Debug for RedactStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedactStream(holding {} bytes, [redacted])", self.carry.len())
+        write!(
+            f,
+            "RedactStream(holding {} bytes, [redacted])",
+            self.carry.len()
+        )
     }
 }
 
@@ -262,7 +296,9 @@ impl<W: Write> RedactWriter<W> {
     /// Flushes the held-back tail and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.flush_tail()?;
-        self.inner.take().ok_or_else(|| io::Error::other("redact writer already finished"))
+        self.inner
+            .take()
+            .ok_or_else(|| io::Error::other("redact writer already finished"))
     }
 
     fn flush_tail(&mut self) -> io::Result<()> {
@@ -278,7 +314,10 @@ impl<W: Write> RedactWriter<W> {
 
 impl<W: Write> Write for RedactWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let w = self.inner.as_mut().ok_or_else(|| io::Error::other("redact writer already finished"))?;
+        let w = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| io::Error::other("redact writer already finished"))?;
         self.buf.clear();
         self.stream.feed(data, &mut self.buf);
         w.write_all(&self.buf)?;

@@ -26,7 +26,10 @@ pub struct Context {
 impl Context {
     /// A context for `scope` with no workspace or team values.
     pub fn new(scope: impl Into<String>) -> Self {
-        Context { scope: scope.into(), ..Default::default() }
+        Context {
+            scope: scope.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -117,7 +120,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.span.start.line, self.span.start.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.span.start.line, self.span.start.col, self.message
+        )
     }
 }
 
@@ -143,23 +150,43 @@ fn sites(l: &Landscape) -> Vec<Site<'_>> {
     let mut v = Vec::new();
     for s in l.services() {
         for (k, e) in s.env() {
-            v.push(Site { service: &s.name, key: k, value: &e.value, secret_field: false });
+            v.push(Site {
+                service: &s.name,
+                key: k,
+                value: &e.value,
+                secret_field: false,
+            });
         }
         for (k, t) in s.secrets.iter().flat_map(|m| m.iter()) {
-            v.push(Site { service: &s.name, key: k, value: t, secret_field: true });
+            v.push(Site {
+                service: &s.name,
+                key: k,
+                value: t,
+                secret_field: true,
+            });
         }
     }
     v
 }
 
 enum Looked {
-    Found { owner: String, name: String, version: u64, value: SecretValue },
+    Found {
+        owner: String,
+        name: String,
+        version: u64,
+        value: SecretValue,
+    },
     Problem(ProblemKind, String),
 }
 
 /// Resolves every service's `env` (and Managed Services' `secrets`) of `landscape`, read from
 /// `file`, against `vault` in `ctx.scope`. Reports *all* unresolved references at once.
-pub async fn resolve(vault: &Vault, file: &str, landscape: &Landscape, ctx: &Context) -> Result<Resolved, ResolveError> {
+pub async fn resolve(
+    vault: &Vault,
+    file: &str,
+    landscape: &Landscape,
+    ctx: &Context,
+) -> Result<Resolved, ResolveError> {
     let sites = sites(landscape);
     // Look every distinct vault name up once.
     let mut looked: HashMap<String, Looked> = HashMap::new();
@@ -194,38 +221,68 @@ pub async fn resolve(vault: &Vault, file: &str, landscape: &Landscape, ctx: &Con
     for site in &sites {
         if current.as_ref().map(|c| c.service.as_str()) != Some(site.service) {
             out.services.extend(current.take());
-            current = Some(ServiceEnv { service: site.service.to_string(), vars: Vec::new(), secrets: Vec::new() });
+            current = Some(ServiceEnv {
+                service: site.service.to_string(),
+                vars: Vec::new(),
+                secrets: Vec::new(),
+            });
         }
         let mut site_problems = Vec::new();
-        let rendered = site.value.render(|r| -> Result<String, std::convert::Infallible> {
-            let unset = |what: &str| {
-                (ProblemKind::Unset, format!("{} is not provided by the host (no value for {what})", r.to_source()))
-            };
-            let res = match r {
-                Reference::Vault(reference) => match &looked[reference] {
-                    Looked::Found { owner, name, version, value } => {
-                        let u = Use { service: site.service.into(), owner: owner.clone(), name: name.clone(), version: *version };
-                        if !out.uses.contains(&u) {
-                            out.uses.push(u);
+        let rendered = site
+            .value
+            .render(|r| -> Result<String, std::convert::Infallible> {
+                let unset = |what: &str| {
+                    (
+                        ProblemKind::Unset,
+                        format!(
+                            "{} is not provided by the host (no value for {what})",
+                            r.to_source()
+                        ),
+                    )
+                };
+                let res = match r {
+                    Reference::Vault(reference) => match &looked[reference] {
+                        Looked::Found {
+                            owner,
+                            name,
+                            version,
+                            value,
+                        } => {
+                            let u = Use {
+                                service: site.service.into(),
+                                owner: owner.clone(),
+                                name: name.clone(),
+                                version: *version,
+                            };
+                            if !out.uses.contains(&u) {
+                                out.uses.push(u);
+                            }
+                            // Env values are text; a non-UTF-8 secret is passed lossily.
+                            Ok(String::from_utf8_lossy(value.expose()).into_owned())
                         }
-                        // Env values are text; a non-UTF-8 secret is passed lossily.
-                        Ok(String::from_utf8_lossy(value.expose()).into_owned())
+                        Looked::Problem(k, m) => Err((k.clone(), m.clone())),
+                    },
+                    Reference::WorkspaceId => ctx
+                        .workspace_id
+                        .clone()
+                        .ok_or_else(|| unset("workspace.id")),
+                    Reference::WorkspaceDevDomain => ctx
+                        .dev_domain
+                        .clone()
+                        .ok_or_else(|| unset("workspace.devDomain")),
+                    Reference::TeamId => ctx.team_id.clone().ok_or_else(|| unset("team.id")),
+                    Reference::WorkspaceEnv(k) => {
+                        ctx.workspace_env.get(k).cloned().ok_or_else(|| unset(k))
                     }
-                    Looked::Problem(k, m) => Err((k.clone(), m.clone())),
-                },
-                Reference::WorkspaceId => ctx.workspace_id.clone().ok_or_else(|| unset("workspace.id")),
-                Reference::WorkspaceDevDomain => ctx.dev_domain.clone().ok_or_else(|| unset("workspace.devDomain")),
-                Reference::TeamId => ctx.team_id.clone().ok_or_else(|| unset("team.id")),
-                Reference::WorkspaceEnv(k) => ctx.workspace_env.get(k).cloned().ok_or_else(|| unset(k)),
-            };
-            match res {
-                Ok(v) => Ok(v),
-                Err((kind, message)) => {
-                    site_problems.push((r.to_source(), kind, message));
-                    Ok(String::new()) // keep going: report every reference
+                };
+                match res {
+                    Ok(v) => Ok(v),
+                    Err((kind, message)) => {
+                        site_problems.push((r.to_source(), kind, message));
+                        Ok(String::new()) // keep going: report every reference
+                    }
                 }
-            }
-        });
+            });
         let rendered = rendered.unwrap_or_else(|never| match never {});
         for (reference, kind, message) in site_problems {
             problems.push(Problem {
@@ -235,7 +292,12 @@ pub async fn resolve(vault: &Vault, file: &str, landscape: &Landscape, ctx: &Con
                 key: site.key.to_string(),
                 reference,
                 kind,
-                message: format!("service \"{}\" {} {}: {message}", site.service, if site.secret_field { "secret" } else { "env" }, site.key),
+                message: format!(
+                    "service \"{}\" {} {}: {message}",
+                    site.service,
+                    if site.secret_field { "secret" } else { "env" },
+                    site.key
+                ),
             });
         }
         if let Some(c) = current.as_mut() {
@@ -251,11 +313,21 @@ pub async fn resolve(vault: &Vault, file: &str, landscape: &Landscape, ctx: &Con
     // Services without env still get an (empty) entry.
     for s in landscape.services() {
         if out.service(&s.name).is_none() {
-            out.services.push(ServiceEnv { service: s.name.to_string(), vars: Vec::new(), secrets: Vec::new() });
+            out.services.push(ServiceEnv {
+                service: s.name.to_string(),
+                vars: Vec::new(),
+                secrets: Vec::new(),
+            });
         }
     }
-    let result = if problems.is_empty() { "ok".to_string() } else { format!("{} unresolved", problems.len()) };
-    vault.audit_resolve(&ctx.scope, &format!("landscape {file}"), &result).await?;
+    let result = if problems.is_empty() {
+        "ok".to_string()
+    } else {
+        format!("{} unresolved", problems.len())
+    };
+    vault
+        .audit_resolve(&ctx.scope, &format!("landscape {file}"), &result)
+        .await?;
     if problems.is_empty() {
         Ok(out)
     } else {
@@ -268,17 +340,27 @@ pub async fn resolve(vault: &Vault, file: &str, landscape: &Landscape, ctx: &Con
 pub fn refine_positions(problems: &mut [Problem], source: &str) {
     let lines: Vec<&str> = source.lines().collect();
     for p in problems.iter_mut() {
-        let Some(line) = lines.get((p.span.start.line as usize).wrapping_sub(1)) else { continue };
+        let Some(line) = lines.get((p.span.start.line as usize).wrapping_sub(1)) else {
+            continue;
+        };
         let from = (p.span.start.col as usize).saturating_sub(1);
-        let Some(tail) = line.get(from..) else { continue };
-        let needle = match Template::parse(&p.reference).ok().and_then(|t| t.references().next().cloned()) {
+        let Some(tail) = line.get(from..) else {
+            continue;
+        };
+        let needle = match Template::parse(&p.reference)
+            .ok()
+            .and_then(|t| t.references().next().cloned())
+        {
             Some(Reference::Vault(n)) | Some(Reference::WorkspaceEnv(n)) => n,
             _ => continue,
         };
         let mut search = 0;
         while let Some(i) = tail[search..].find("${{") {
             let start = search + i;
-            let end = tail[start..].find("}}").map(|e| start + e).unwrap_or(tail.len());
+            let end = tail[start..]
+                .find("}}")
+                .map(|e| start + e)
+                .unwrap_or(tail.len());
             if tail[start..end].contains(needle.as_str()) {
                 // Columns count characters, 1-based.
                 p.span.start.col = (line[..from + start].chars().count() + 1) as u32;

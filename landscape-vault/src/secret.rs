@@ -85,7 +85,13 @@ pub struct Secret {
 const MAX_NAME: usize = 128;
 
 fn check_name(kind: &'static str, name: &str) -> Result<()> {
-    let bad = |reason| Err(Error::InvalidName { kind, name: name.to_string(), reason });
+    let bad = |reason| {
+        Err(Error::InvalidName {
+            kind,
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -95,7 +101,10 @@ fn check_name(kind: &'static str, name: &str) -> Result<()> {
     if name.starts_with('.') || name.starts_with('-') {
         return bad("it must not start with '.' or '-'");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
         return bad("use only letters, digits, '_', '-' and '.'");
     }
     Ok(())

@@ -118,7 +118,13 @@ impl Vault {
     /// Like [`Vault::new`] for a shared backend.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
         let (changes, _) = broadcast::channel(256);
-        Vault { backend, policy: AccessPolicy::new(), actor: "unknown".into(), changes, min_mask_len: DEFAULT_MIN_LEN }
+        Vault {
+            backend,
+            policy: AccessPolicy::new(),
+            actor: "unknown".into(),
+            changes,
+            min_mask_len: DEFAULT_MIN_LEN,
+        }
     }
 
     /// Sets who acts, for the audit log.
@@ -154,7 +160,14 @@ impl Vault {
         self.changes.subscribe()
     }
 
-    async fn audit(&self, scope: &str, action: AuditAction, name: &str, version: Option<u64>, result: &str) -> Result<()> {
+    async fn audit(
+        &self,
+        scope: &str,
+        action: AuditAction,
+        name: &str,
+        version: Option<u64>,
+        result: &str,
+    ) -> Result<()> {
         let ev = AuditEvent {
             actor: self.actor.clone(),
             action,
@@ -174,29 +187,46 @@ impl Vault {
                 validate_scope(owner)?;
                 validate_secret_name(name)?;
                 if !self.policy.may_read(scope, owner) {
-                    self.audit(scope, AuditAction::Get, reference, None, "denied").await?;
-                    return Err(Error::Denied { scope: scope.into(), owner: owner.into(), name: name.into() });
+                    self.audit(scope, AuditAction::Get, reference, None, "denied")
+                        .await?;
+                    return Err(Error::Denied {
+                        scope: scope.into(),
+                        owner: owner.into(),
+                        name: name.into(),
+                    });
                 }
                 vec![owner.to_string()]
             }
             None => {
                 validate_secret_name(reference)?;
-                std::iter::once(scope.to_string()).chain(self.policy.shared_for(scope).iter().cloned()).collect()
+                std::iter::once(scope.to_string())
+                    .chain(self.policy.shared_for(scope).iter().cloned())
+                    .collect()
             }
         };
         let name = reference.rsplit('/').next().unwrap_or(reference);
         for owner in candidates {
             match self.backend.get(&owner, name, None).await {
                 Ok(Some(s)) => {
-                    self.audit(&owner, AuditAction::Get, name, Some(s.version), "ok").await?;
-                    return Ok(Found { owner, name: name.to_string(), version: s.version, value: s.value });
+                    self.audit(&owner, AuditAction::Get, name, Some(s.version), "ok")
+                        .await?;
+                    return Ok(Found {
+                        owner,
+                        name: name.to_string(),
+                        version: s.version,
+                        value: s.value,
+                    });
                 }
                 Ok(None) | Err(Error::StoreMissing { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        self.audit(scope, AuditAction::Get, reference, None, "not-found").await?;
-        Err(Error::NotFound { scope: scope.into(), name: reference.into() })
+        self.audit(scope, AuditAction::Get, reference, None, "not-found")
+            .await?;
+        Err(Error::NotFound {
+            scope: scope.into(),
+            name: reference.into(),
+        })
     }
 
     /// The value of `reference` as seen from `scope` (see [`Vault::lookup`]).
@@ -208,28 +238,45 @@ impl Vault {
     pub async fn get_version(&self, scope: &str, name: &str, version: u64) -> Result<SecretValue> {
         match self.backend.get(scope, name, Some(version)).await? {
             Some(s) => {
-                self.audit(scope, AuditAction::Get, name, Some(version), "ok").await?;
+                self.audit(scope, AuditAction::Get, name, Some(version), "ok")
+                    .await?;
                 Ok(s.value)
             }
-            None => Err(Error::NotFound { scope: scope.into(), name: format!("{name} (version {version})") }),
+            None => Err(Error::NotFound {
+                scope: scope.into(),
+                name: format!("{name} (version {version})"),
+            }),
         }
     }
 
     /// Writes a new version of `name` in `scope` (check-and-set with `cas`, see [`Backend::put`]).
-    pub async fn put(&self, scope: &str, name: &str, value: SecretValue, cas: Option<u64>) -> Result<PutOutcome> {
+    pub async fn put(
+        &self,
+        scope: &str,
+        name: &str,
+        value: SecretValue,
+        cas: Option<u64>,
+    ) -> Result<PutOutcome> {
         validate_scope(scope)?;
         validate_secret_name(name)?;
         let res = self.backend.put(scope, name, &value, cas).await;
         let version = match res {
             Ok(v) => v,
             Err(e) => {
-                let result = if matches!(e, Error::Conflict { .. }) { "conflict" } else { "error" };
+                let result = if matches!(e, Error::Conflict { .. }) {
+                    "conflict"
+                } else {
+                    "error"
+                };
                 // Best effort: the store may not be readable (that is why the put failed).
-                let _ = self.audit(scope, AuditAction::Set, name, None, result).await;
+                let _ = self
+                    .audit(scope, AuditAction::Set, name, None, result)
+                    .await;
                 return Err(e);
             }
         };
-        self.audit(scope, AuditAction::Set, name, Some(version), "ok").await?;
+        self.audit(scope, AuditAction::Set, name, Some(version), "ok")
+            .await?;
         let mut warnings = Vec::new();
         if value.len() < self.min_mask_len {
             let w = format!(
@@ -253,7 +300,14 @@ impl Vault {
         validate_scope(scope)?;
         validate_secret_name(name)?;
         let existed = self.backend.delete(scope, name).await?;
-        self.audit(scope, AuditAction::Delete, name, None, if existed { "ok" } else { "not-found" }).await?;
+        self.audit(
+            scope,
+            AuditAction::Delete,
+            name,
+            None,
+            if existed { "ok" } else { "not-found" },
+        )
+        .await?;
         if existed {
             let _ = self.changes.send(Change {
                 scope: scope.into(),
@@ -279,7 +333,8 @@ impl Vault {
 
     /// Records a resolution in the audit log of `scope`.
     pub(crate) async fn audit_resolve(&self, scope: &str, what: &str, result: &str) -> Result<()> {
-        self.audit(scope, AuditAction::Resolve, what, None, result).await
+        self.audit(scope, AuditAction::Resolve, what, None, result)
+            .await
     }
 
     /// A redactor for the output of anything running in `scope`: it masks the current value of
@@ -287,8 +342,9 @@ impl Vault {
     pub async fn redactor(&self, scope: &str) -> Result<Redactor> {
         validate_scope(scope)?;
         let mut values = Vec::new();
-        let owners: Vec<String> =
-            std::iter::once(scope.to_string()).chain(self.policy.shared_for(scope).iter().cloned()).collect();
+        let owners: Vec<String> = std::iter::once(scope.to_string())
+            .chain(self.policy.shared_for(scope).iter().cloned())
+            .collect();
         for owner in owners {
             let metas = match self.backend.list(&owner).await {
                 Ok(m) => m,

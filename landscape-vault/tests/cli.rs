@@ -23,25 +23,51 @@ impl Cli {
         let mut env = HashMap::new();
         env.insert("LANDSCAPE_VAULT_KDF".to_string(), "256,1,1".to_string());
         env.insert("USER".to_string(), "alice".to_string());
-        let opts = Options { store: Some(dir.join("store")), scope: Some("team".into()), ..Default::default() };
-        Cli { root: dir.to_path_buf(), env, opts }
+        let opts = Options {
+            store: Some(dir.join("store")),
+            scope: Some("team".into()),
+            ..Default::default()
+        };
+        Cli {
+            root: dir.to_path_buf(),
+            env,
+            opts,
+        }
     }
     fn run_in(&self, cmd: Command, stdin: &[u8]) -> Out {
         let mut input = stdin;
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let env = |k: &str| self.env.get(k).cloned();
-        let mut io = Io { stdin: &mut input, stdout: &mut out, stderr: &mut err, env: &env };
+        let mut io = Io {
+            stdin: &mut input,
+            stdout: &mut out,
+            stderr: &mut err,
+            env: &env,
+        };
         let code = cli::run(&self.opts, &cmd, &mut io);
-        Out { code, stdout: String::from_utf8(out).unwrap(), stderr: String::from_utf8(err).unwrap() }
+        Out {
+            code,
+            stdout: String::from_utf8(out).unwrap(),
+            stderr: String::from_utf8(err).unwrap(),
+        }
     }
     fn run(&self, cmd: Command) -> Out {
         self.run_in(cmd, b"")
     }
     fn set(&self, name: &str, value: &str) -> Out {
-        self.run_in(Command::Set { name: name.into(), cas: None }, value.as_bytes())
+        self.run_in(
+            Command::Set {
+                name: name.into(),
+                cas: None,
+            },
+            value.as_bytes(),
+        )
     }
     fn get(&self, name: &str) -> Out {
-        self.run(Command::Get { name: name.into(), version: None })
+        self.run(Command::Get {
+            name: name.into(),
+            version: None,
+        })
     }
     fn store_file(&self) -> PathBuf {
         self.root.join("store/team/store.lv")
@@ -54,32 +80,75 @@ const PW: &str = "s3cr3t-Pa55word-for-db";
 fn set_get_list_rm_with_a_passphrase() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = Cli::new(tmp.path());
-    c.env.insert("LANDSCAPE_VAULT_PASSPHRASE".into(), "pass phrase one".into());
+    c.env.insert(
+        "LANDSCAPE_VAULT_PASSPHRASE".into(),
+        "pass phrase one".into(),
+    );
 
     let o = c.set("dbPassword", &format!("{PW}\n"));
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stderr.contains("version 1"));
     let o = c.get("dbPassword");
-    assert_eq!((o.code, o.stdout.as_str()), (0, format!("{PW}\n").as_str()), "{}", o.stderr);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, format!("{PW}\n").as_str()),
+        "{}",
+        o.stderr
+    );
 
-    let o = c.run_in(Command::Set { name: "dbPassword".into(), cas: Some(0) }, b"another-value-1");
+    let o = c.run_in(
+        Command::Set {
+            name: "dbPassword".into(),
+            cas: Some(0),
+        },
+        b"another-value-1",
+    );
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("is at version 1, not 0"), "{}", o.stderr);
-    assert_eq!(c.run_in(Command::Set { name: "dbPassword".into(), cas: Some(1) }, b"second-value").code, 0);
-    let o = c.run(Command::Get { name: "dbPassword".into(), version: Some(1) });
+    assert_eq!(
+        c.run_in(
+            Command::Set {
+                name: "dbPassword".into(),
+                cas: Some(1)
+            },
+            b"second-value"
+        )
+        .code,
+        0
+    );
+    let o = c.run(Command::Get {
+        name: "dbPassword".into(),
+        version: Some(1),
+    });
     assert_eq!(o.stdout, format!("{PW}\n"));
 
     let o = c.set("short", "abc");
     assert_eq!(o.code, 0);
-    assert!(o.stderr.contains("warning") && o.stderr.contains("not be masked"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("warning") && o.stderr.contains("not be masked"),
+        "{}",
+        o.stderr
+    );
 
     let o = c.run(Command::List);
     assert_eq!(o.code, 0);
-    assert!(o.stdout.contains("dbPassword\tversion 2\tkept 1,2"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("dbPassword\tversion 2\tkept 1,2"),
+        "{}",
+        o.stdout
+    );
     assert!(!o.stdout.contains(PW) && !o.stdout.contains("second-value"));
 
-    assert_eq!(c.run(Command::Rm { name: "short".into() }).code, 0);
-    let o = c.run(Command::Rm { name: "short".into() });
+    assert_eq!(
+        c.run(Command::Rm {
+            name: "short".into()
+        })
+        .code,
+        0
+    );
+    let o = c.run(Command::Rm {
+        name: "short".into(),
+    });
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("not found"));
     let o = c.get("short");
@@ -106,7 +175,11 @@ fn key_errors_missing_corrupted_tampered_and_locked_stores_are_told_apart() {
     c.opts.key_file = Some(key.clone());
     let o = c.get("x");
     assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("no store for scope \"team\""), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("no store for scope \"team\""),
+        "{}",
+        o.stderr
+    );
 
     assert_eq!(c.set("db", PW).code, 0);
     let other = tmp.path().join("k2");
@@ -114,16 +187,25 @@ fn key_errors_missing_corrupted_tampered_and_locked_stores_are_told_apart() {
     c.opts.key_file = Some(other);
     let o = c.get("db");
     assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("wrong passphrase or key file"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("wrong passphrase or key file"),
+        "{}",
+        o.stderr
+    );
     c.opts.key_file = Some(key);
 
     // Locked by another writer.
-    c.env.insert("LANDSCAPE_VAULT_LOCK_TIMEOUT_MS".into(), "100".into());
+    c.env
+        .insert("LANDSCAPE_VAULT_LOCK_TIMEOUT_MS".into(), "100".into());
     let lock = fs::File::open(tmp.path().join("store/team/store.lock")).unwrap();
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
     let o = c.set("db", "new-value-123");
     assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("locked by another writer"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("locked by another writer"),
+        "{}",
+        o.stderr
+    );
     drop(lock);
 
     // Corrupted (a flipped byte) versus tampered (valid checksum, wrong MAC).
@@ -154,7 +236,8 @@ fn key_errors_missing_corrupted_tampered_and_locked_stores_are_told_apart() {
 fn rotate_keys_and_verify_the_audit_log() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = Cli::new(tmp.path());
-    c.env.insert("LANDSCAPE_VAULT_PASSPHRASE".into(), "old pass".into());
+    c.env
+        .insert("LANDSCAPE_VAULT_PASSPHRASE".into(), "old pass".into());
     assert_eq!(c.set("db", PW).code, 0);
     assert_eq!(c.get("db").code, 0);
 
@@ -164,17 +247,25 @@ fn rotate_keys_and_verify_the_audit_log() {
     assert_eq!(c.get("db").stdout, format!("{PW}\n"));
 
     // To a new passphrase.
-    c.env.insert("LANDSCAPE_VAULT_NEW_PASSPHRASE".into(), "new pass".into());
+    c.env
+        .insert("LANDSCAPE_VAULT_NEW_PASSPHRASE".into(), "new pass".into());
     let o = c.run(Command::RotateKey { new_key_file: None });
     assert_eq!(o.code, 0, "{}", o.stderr);
     c.env.remove("LANDSCAPE_VAULT_NEW_PASSPHRASE");
-    assert_eq!(c.get("db").code, 2, "the old passphrase must no longer work");
-    c.env.insert("LANDSCAPE_VAULT_PASSPHRASE".into(), "new pass".into());
+    assert_eq!(
+        c.get("db").code,
+        2,
+        "the old passphrase must no longer work"
+    );
+    c.env
+        .insert("LANDSCAPE_VAULT_PASSPHRASE".into(), "new pass".into());
     assert_eq!(c.get("db").stdout, format!("{PW}\n"));
 
     // To a freshly generated key file.
     let key = tmp.path().join("new.key");
-    let o = c.run(Command::RotateKey { new_key_file: Some(key.clone()) });
+    let o = c.run(Command::RotateKey {
+        new_key_file: Some(key.clone()),
+    });
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(fs::metadata(&key).unwrap().len(), 32);
     c.env.remove("LANDSCAPE_VAULT_PASSPHRASE");
@@ -193,14 +284,19 @@ fn rotate_keys_and_verify_the_audit_log() {
     fs::write(tmp.path().join("store/team/audit.jsonl"), tampered).unwrap();
     let o = c.run(Command::AuditVerify);
     assert_eq!(o.code, 1);
-    assert!(o.stderr.contains("line 1: the MAC does not match"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("line 1: the MAC does not match"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]
 fn check_reports_every_unresolved_reference_with_its_position() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = Cli::new(tmp.path());
-    c.env.insert("LANDSCAPE_VAULT_PASSPHRASE".into(), "pp".into());
+    c.env
+        .insert("LANDSCAPE_VAULT_PASSPHRASE".into(), "pp".into());
     let ci = tmp.path().join("ci.yml");
     fs::write(
         &ci,
@@ -228,8 +324,20 @@ fn check_reports_every_unresolved_reference_with_its_position() {
     let name = ci.display().to_string();
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", o.stdout);
-    assert!(lines[0].starts_with(&format!("{name}:9:56: service \"web\" env API_URL: vault secret \"api-key\"")), "{}", lines[0]);
-    assert!(lines[1].starts_with(&format!("{name}:16:14: service \"worker\" env TOKEN: vault secret \"workerToken\"")), "{}", lines[1]);
+    assert!(
+        lines[0].starts_with(&format!(
+            "{name}:9:56: service \"web\" env API_URL: vault secret \"api-key\""
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{name}:16:14: service \"worker\" env TOKEN: vault secret \"workerToken\""
+        )),
+        "{}",
+        lines[1]
+    );
     assert!(o.stderr.contains("2 unresolved"));
     assert!(!o.stdout.contains(PW) && !o.stderr.contains(PW));
 
@@ -242,9 +350,15 @@ fn check_reports_every_unresolved_reference_with_its_position() {
     c.opts.shared = vec!["shared".into()];
     let o = c.run(Command::Check { file: ci.clone() });
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
-    assert!(o.stderr.contains("all 3 vault reference(s) resolve"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("all 3 vault reference(s) resolve"),
+        "{}",
+        o.stderr
+    );
 
     // Unreadable input.
-    let o = c.run(Command::Check { file: tmp.path().join("nope.yml") });
+    let o = c.run(Command::Check {
+        file: tmp.path().join("nope.yml"),
+    });
     assert_eq!(o.code, 2);
 }

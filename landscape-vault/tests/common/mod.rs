@@ -14,7 +14,14 @@ pub fn test_key() -> MasterKey {
 
 /// A passphrase backend with cheap Argon2id parameters (debug builds are slow).
 pub fn cheap_kdf() -> FileOptions {
-    FileOptions { kdf: KdfParams { m_kib: 256, t: 1, p: 1 }, ..Default::default() }
+    FileOptions {
+        kdf: KdfParams {
+            m_kib: 256,
+            t: 1,
+            p: 1,
+        },
+        ..Default::default()
+    }
 }
 
 pub fn key_backend(root: &Path) -> FileBackend {
@@ -26,9 +33,16 @@ pub struct Rng(pub u64);
 
 impl Rng {
     pub fn from_time(label: &str) -> Rng {
-        let seed = std::env::var("LV_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
+        let seed = std::env::var("LV_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
         eprintln!("{label}: seed {seed} (set LV_TEST_SEED to replay)");
         Rng(seed)
     }
