@@ -434,6 +434,10 @@ fn init(req: &Request, mut report: File, seccomp: Option<&seccompiler::BpfProgra
             sys::exit_now(1)
         }
     };
+    // After a stop request every process gets the grace period (the helper sends SIGKILL
+    // when it ends): init waits for all of them, not only for the command.
+    let mut stopping = false;
+    let mut main_done = false;
     loop {
         let Ok(Some(info)) = sfd.read_signal() else {
             continue;
@@ -446,17 +450,27 @@ fn init(req: &Request, mut report: File, seccomp: Option<&seccompiler::BpfProgra
                 match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::Exited(pid, code)) if pid == main => {
                         let _ = writeln!(report, "S{code} 0");
-                        sys::exit_now(0)
+                        main_done = true;
                     }
                     Ok(WaitStatus::Signaled(pid, s, _)) if pid == main => {
                         let _ = writeln!(report, "S0 {}", s as i32);
-                        sys::exit_now(0)
+                        main_done = true;
                     }
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(WaitStatus::StillAlive) => break,
+                    Err(_) => {
+                        if main_done {
+                            sys::exit_now(0)
+                        }
+                        break;
+                    }
                     Ok(_) => continue,
+                }
+                if main_done && !stopping {
+                    sys::exit_now(0)
                 }
             },
             Signal::SIGTERM => {
+                stopping = true;
                 let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
             }
             other => {

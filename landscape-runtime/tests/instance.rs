@@ -238,9 +238,12 @@ fn missing_command_gives_127_and_a_message() {
     assert_eq!(exit.code, Some(127), "{exit:?}");
     let msg = exit.error.unwrap();
     assert!(msg.contains("\"no-such-command-xyz\" not found"), "{msg}");
-    let (exit, out) = sh(&rt, None, "no-such-command-xyz");
+    let (exit, _, err) = run_spec3(
+        &rt,
+        &InstanceSpec::new("x", Process::shell("no-such-command-xyz")),
+    );
     assert_eq!(exit.code, Some(127));
-    assert!(out.contains("not found"), "{out}");
+    assert!(err.contains("not found"), "{err}");
 }
 
 fn volume_mounts_dir_and_single_file() {

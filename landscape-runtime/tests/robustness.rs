@@ -272,9 +272,9 @@ fn pids_limit_as_root() {
         pids: Some(6),
         ..Default::default()
     });
-    let (exit, out) = run_spec(&rt, &spec);
+    let (exit, out, err) = run_spec3(&rt, &spec);
     assert!(!out.contains("started 12"), "{exit:?} {out}");
-    assert!(out.to_lowercase().contains("fork"), "{exit:?} {out}");
+    assert!(err.to_lowercase().contains("fork"), "{exit:?} {err}");
     spec.limits = Some(Limits {
         pids: Some(64),
         ..Default::default()

@@ -118,20 +118,39 @@ pub fn sh(rt: &Runtime, app: Option<&Path>, script: &str) -> (Exit, String) {
     run_spec(rt, &spec)
 }
 
-/// Runs `spec` to completion, capturing its output through the log files.
+/// Runs `spec` to completion, capturing its output through the log files; returns the
+/// exit and its stdout lines.
 pub fn run_spec(rt: &Runtime, spec: &InstanceSpec) -> (Exit, String) {
+    let (exit, out, _) = run_spec3(rt, spec);
+    (exit, out)
+}
+
+/// Like [`run_spec`], also returning stderr (the two streams are read concurrently, so
+/// only the order within each stream is defined).
+pub fn run_spec3(rt: &Runtime, spec: &InstanceSpec) -> (Exit, String, String) {
     let logs = TempDir::new("logs");
     let mut inst = rt
         .spawn(spec, Output::Logs(LogConfig::new(logs.path())))
         .expect("spawn");
     let exit = inst.wait().expect("wait");
     let text = std::fs::read_to_string(inst.log_path().unwrap()).unwrap_or_default();
-    let out: Vec<String> = text
+    let lines: Vec<landscape_runtime::LogLine> = text
         .lines()
         .filter_map(landscape_runtime::logs::parse_line)
-        .map(|l| l.text)
         .collect();
-    (exit, out.join("\n"))
+    let pick = |s: landscape_runtime::Stream| {
+        lines
+            .iter()
+            .filter(|l| l.stream == s)
+            .map(|l| l.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    (
+        exit,
+        pick(landscape_runtime::Stream::Stdout),
+        pick(landscape_runtime::Stream::Stderr),
+    )
 }
 
 /// Polls `f` until it returns `Some` or `limit` passes.
