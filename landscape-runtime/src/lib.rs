@@ -41,6 +41,7 @@ mod instance;
 pub mod logs;
 mod plan;
 pub mod seccomp;
+mod service;
 mod spec;
 mod sys;
 

@@ -54,6 +54,10 @@ fn main() {
             "dev_and_proc_are_fresh_and_minimal",
             dev_and_proc_are_fresh_and_minimal,
         ),
+        (
+            "service_from_ci_yml_runs_with_its_mounts_user_and_plan",
+            service_from_ci_yml_runs_with_its_mounts_user_and_plan,
+        ),
     ]);
 }
 
@@ -368,4 +372,56 @@ fn dev_and_proc_are_fresh_and_minimal() {
     assert_eq!(lines[2], "null-ok");
     assert_eq!(lines[3].trim(), "0");
     assert!(out.contains("sys-ro"), "{out}");
+}
+
+const CI_YML: &str = r#"schemaVersion: v0.2
+run:
+  api:
+    plan: 8
+    runAsUser: 1000
+    runAsGroup: 1000
+    steps:
+      - command: echo step-one > /home/user/app/one
+      - command: id -u > /srv/data/uid && cat /home/user/app/one && echo "$GREETING"
+    volumeMounts:
+      - name: _workspace
+        mountPath: /srv/data
+        workspacePath: data
+"#;
+
+fn service_from_ci_yml_runs_with_its_mounts_user_and_plan() {
+    let parsed = landscape_spec::parse_str("ci.yml", CI_YML);
+    assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
+    let landscape = parsed.landscape.unwrap();
+    let landscape_spec::Run::Services(services) = &landscape.run else {
+        panic!("expected services");
+    };
+    let plans = landscape_spec::PlanCatalogue::from_json(
+        r#"[{"id": 8, "title": "Micro", "cpu": 0.5, "memory": 536870912, "disk": 0}]"#,
+    )
+    .unwrap();
+    let rt = runtime();
+    let app = TempDir::new("app");
+    std::fs::create_dir_all(app.path().join("data")).unwrap();
+    let user = User {
+        uid: 1000,
+        gid: 1000,
+    };
+    rt.adopt_dir(app.path(), user).unwrap();
+    rt.adopt_dir(&app.path().join("data"), user).unwrap();
+    let env = vec![("GREETING".to_string(), "hi from env".to_string())];
+    let spec = InstanceSpec::for_service(&services["api"], app.path(), env, Some(&plans)).unwrap();
+    assert_eq!(spec.limits.unwrap().memory_bytes, Some(512 << 20));
+    assert_eq!(spec.ports, PortPolicy::UnprivilegedOnly);
+    let (exit, out) = run_spec(&rt, &spec);
+    assert!(exit.success(), "{exit:?} {out}");
+    assert_eq!(out, "step-one\nhi from env");
+    assert_eq!(
+        std::fs::read_to_string(app.path().join("data/uid")).unwrap(),
+        "1000\n"
+    );
+    let err = InstanceSpec::for_service(&services["api"], app.path(), vec![], None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("plan 8 is not in the plan catalogue"), "{err}");
 }

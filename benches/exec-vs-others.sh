@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Cold-start comparison: run /bin/true in a busybox root filesystem (Debian busybox-static)
+# with landscape's executor and, interleaved in the same run, with runc (as root),
+# bwrap --unshare-all and crun (where it runs), plus a plain fork+exec of /bin/true as
+# the floor. Prints one line per tool:
+#   tool=<name> p50_ms=<x> ratio_to_landscape=<tool time / landscape time>
+# Benchmark, not a test. Needs: busybox-static; optional: runc, bubblewrap, crun.
+# Usage: benches/exec-vs-others.sh [RUNS]   (default 200; env LANDSCAPE=path to a built
+# `landscape` binary, default: cargo build --release --example landscape)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-200}
+
+busybox=$(command -v busybox || true)
+[ -x /bin/busybox ] && busybox=/bin/busybox
+if [ -z "$busybox" ]; then
+  echo "exec-vs-others: busybox missing; apt-get install busybox-static" >&2
+  exit 2
+fi
+
+if [ -z "${LANDSCAPE:-}" ]; then
+  cargo build --release --example landscape >&2
+  LANDSCAPE=target/release/examples/landscape
+fi
+
+work=$(mktemp -d /tmp/landscape-bench.XXXXXX)
+chmod 755 "$work"
+cleanup() {
+  for id in $(seq 0 3); do
+    runc delete -f "lsbench-$$-$id" >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The busybox root filesystem, shared by every tool.
+rootfs=$work/bundle/rootfs
+mkdir -p "$rootfs"/{bin,proc,dev,sys,tmp,etc,home/user/app}
+cp "$busybox" "$rootfs/bin/busybox"
+for a in sh true ls cat; do ln -s busybox "$rootfs/bin/$a"; done
+app=$work/app
+mkdir -p "$app"
+# As root, landscape maps the container to a subordinate id: give it the app dir.
+if [ "$(id -u)" -eq 0 ] && sub=$(grep -E '^(root|0):' /etc/subuid | head -1 | cut -d: -f2); then
+  chown "$sub:$sub" "$app"
+fi
+
+# An OCI bundle for runc/crun.
+have_runc=0 have_crun=0 have_bwrap=0
+if [ "$(id -u)" -eq 0 ] && command -v runc >/dev/null; then
+  (cd "$work/bundle" && runc spec)
+  sed -i -e 's/"terminal": true/"terminal": false/' \
+         -e '/"args": \[/,/\]/c\		"args": [ "/bin/true" ],' "$work/bundle/config.json"
+  have_runc=1
+  if command -v crun >/dev/null; then
+    if out=$(crun run --bundle "$work/bundle" "lsbench-$$-probe" 2>&1); then
+      have_crun=1
+    else
+      crun delete -f "lsbench-$$-probe" >/dev/null 2>&1 || true
+      echo "tool=crun skipped: $(crun --version | head -1) fails here: ${out//$'\n'/ }" >&2
+    fi
+  fi
+elif [ "$(id -u)" -ne 0 ]; then
+  echo "tool=runc skipped: needs root" >&2
+fi
+command -v bwrap >/dev/null && have_bwrap=1
+
+
+declare -A samples
+record() { samples[$1]+="$2 "; }
+
+time_cmd() { # name cmd...
+  local name=$1; shift
+  local t0=${EPOCHREALTIME/./}
+  "$@" >/dev/null 2>&1 || { echo "exec-vs-others: $name failed: $*" >&2; return 1; }
+  local t1=${EPOCHREALTIME/./}
+  record "$name" $((t1 - t0))
+}
+
+# Warm up page cache and binaries.
+"$LANDSCAPE" exec --image "rootfs:$rootfs" --app "$app" -- /bin/true
+for i in $(seq 1 "$runs"); do
+  time_cmd fork+exec /bin/true
+  time_cmd landscape "$LANDSCAPE" exec --image "rootfs:$rootfs" --app "$app" -- /bin/true
+  if [ $have_bwrap = 1 ]; then
+    time_cmd bwrap bwrap --unshare-all --ro-bind "$rootfs" / --proc /proc --dev /dev --tmpfs /tmp \
+      --bind "$app" /home/user/app /bin/true
+  fi
+  if [ $have_runc = 1 ]; then
+    time_cmd runc runc run --bundle "$work/bundle" "lsbench-$$-1"
+  fi
+  if [ $have_crun = 1 ]; then
+    time_cmd crun crun run --bundle "$work/bundle" "lsbench-$$-2"
+  fi
+done
+
+median_ms() { # "us us us ..."
+  tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; printf "%.2f", m / 1000}'
+}
+
+base=$(median_ms "${samples[landscape]}")
+for tool in fork+exec landscape bwrap runc crun; do
+  [ -n "${samples[$tool]:-}" ] || continue
+  p50=$(median_ms "${samples[$tool]}")
+  ratio=$(awk -v a="$p50" -v b="$base" 'BEGIN { printf "%.2f", a / b }')
+  echo "tool=$tool p50_ms=$p50 ratio_to_landscape=$ratio"
+done

@@ -1,0 +1,109 @@
+//! From a `ci.yml` service (landscape-spec) to an [`InstanceSpec`].
+
+use crate::{Error, InstanceSpec, Limits, PortPolicy, Process, Result, User};
+use landscape_spec::{PlanCatalogue, Service, ServiceKind};
+use std::path::Path;
+
+impl InstanceSpec {
+    /// The spec of one replica of `service`:
+    ///
+    /// * steps run through `/bin/sh -c` one after the other (stopping at the first that
+    ///   fails); a `command` list runs directly;
+    /// * `env` is given already rendered (templates such as `${{ vault.X }}` resolved by
+    ///   the host, e.g. with landscape-vault), in order;
+    /// * the app directory (or its `mountSubPath` part) is mounted at `/home/user/app`,
+    ///   each `volumeMounts` entry at its `mountPath`;
+    /// * `runAsUser` / `runAsGroup` become the container user;
+    /// * the plan becomes cgroup limits (`plans` must then hold it);
+    /// * Managed Containers may bind ports below 1024, Reactives may not.
+    ///
+    /// The root filesystem is the host base; for a service with an `image`, resolve it
+    /// with [`crate::image::ImageStore`] and set [`InstanceSpec::rootfs`] (and, without
+    /// `command`/`steps`, the image's default process).
+    pub fn for_service(
+        service: &Service,
+        app_dir: &Path,
+        env: Vec<(String, String)>,
+        plans: Option<&PlanCatalogue>,
+    ) -> Result<InstanceSpec> {
+        let name = service.name.value.clone();
+        let mut process = if let Some(cmd) = &service.command {
+            Process::argv(cmd.value.iter().cloned())
+        } else {
+            let steps: Vec<String> = service
+                .steps
+                .iter()
+                .flatten()
+                .map(|s| s.command.value.clone())
+                .collect();
+            if steps.is_empty() {
+                Process::default()
+            } else {
+                Process::shell(format!("set -e\n{}", steps.join("\n")))
+            }
+        };
+        process.env = env;
+        let mut spec = InstanceSpec::new(sanitize(&name), process);
+        spec.hostname = Some(sanitize(&name));
+        spec.user = User {
+            uid: service.run_as_user.as_ref().map_or(0, |u| u.value),
+            gid: service.run_as_group.as_ref().map_or(0, |g| g.value),
+        };
+        let app = match &service.mount_sub_path {
+            Some(sub) if !sub.value.trim_matches('/').is_empty() => {
+                let rel = sub.value.trim_matches('/');
+                if rel.split('/').any(|c| c == "..") {
+                    return Err(Error::InvalidSpec(format!(
+                        "service {name:?}: mountSubPath {rel:?} must stay inside the app directory"
+                    )));
+                }
+                app_dir.join(rel)
+            }
+            _ => app_dir.to_path_buf(),
+        };
+        spec.app_dir = Some(app);
+        for vm in service.volume_mounts() {
+            let ws = vm.workspace_path.as_ref().map_or("", |w| w.value.as_str());
+            spec.volume(app_dir, ws, &vm.mount_path.value)
+                .map_err(|e| Error::InvalidSpec(format!("service {name:?}: {e}")))?;
+        }
+        if service.kind() == ServiceKind::ManagedContainer {
+            spec.ports = PortPolicy::AllowPrivileged;
+        }
+        if let Some(plan) = &service.plan {
+            if let landscape_spec::Plan::Id(id) = plan.value {
+                let info = plans.and_then(|c| c.get(id)).ok_or_else(|| {
+                    Error::InvalidSpec(format!(
+                        "service {name:?}: plan {id} is not in the plan catalogue{}",
+                        plans.map_or(String::new(), |c| format!(
+                            "; expected one of {:?}",
+                            c.ids()
+                        ))
+                    ))
+                })?;
+                spec.limits = Some(Limits::from_plan(info));
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// Instance names allow letters, digits, '-', '_' and '.'.
+fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    if s.is_empty() {
+        "service".into()
+    } else {
+        s
+    }
+}
