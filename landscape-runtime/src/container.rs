@@ -84,7 +84,7 @@ pub(crate) fn child_main(
     drop(go);
     let mut report = File::from(report);
     if let Err(msg) = setup(req) {
-        let _ = writeln!(report, "E{}", msg.replace('\n', " "));
+        let _ = report.write_all(format!("E{}\n", msg.replace('\n', " ")).as_bytes());
         sys::exit_now(1);
     }
     init(req, report, seccomp)
@@ -425,7 +425,7 @@ fn init(req: &Request, mut report: File, seccomp: Option<&seccompiler::BpfProgra
     let mut msg = String::new();
     let _ = File::from(err_r).read_to_string(&mut msg);
     if !msg.is_empty() {
-        let _ = writeln!(report, "E{}", msg.replace('\n', " "));
+        let _ = report.write_all(format!("E{}\n", msg.replace('\n', " ")).as_bytes());
     }
     let sfd = match SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_CLOEXEC) {
         Ok(s) => s,
@@ -449,11 +449,11 @@ fn init(req: &Request, mut report: File, seccomp: Option<&seccompiler::BpfProgra
             Signal::SIGCHLD => loop {
                 match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::Exited(pid, code)) if pid == main => {
-                        let _ = writeln!(report, "S{code} 0");
+                        let _ = report.write_all(format!("S{code} 0\n").as_bytes());
                         main_done = true;
                     }
                     Ok(WaitStatus::Signaled(pid, s, _)) if pid == main => {
-                        let _ = writeln!(report, "S0 {}", s as i32);
+                        let _ = report.write_all(format!("S0 {}\n", s as i32).as_bytes());
                         main_done = true;
                     }
                     Ok(WaitStatus::StillAlive) => break,

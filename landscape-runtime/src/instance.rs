@@ -181,9 +181,12 @@ impl Runtime {
         spec.validate()?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{}-{n}", spec.name, std::process::id());
+        // Moving a process into a cgroup v1 hierarchy costs ~10 ms (the kernel waits for an
+        // RCU grace period), so instances get cgroups only when they have limits; pass
+        // `Limits::default()` for usage and freezing without limits.
         let cgroups = match (&self.cgroups, spec.limits.is_some()) {
-            (Ok(()), _) => Some(Cgroups::new(&self.cfg.cgroup_root, &id)),
-            (Err(_), _) => None,
+            (Ok(()), true) => Some(Cgroups::new(&self.cfg.cgroup_root, &id)),
+            _ => None,
         };
         Ok(Request {
             staging: self.cfg.state_dir.join(&id),
@@ -336,7 +339,8 @@ impl Instance {
         self.pid
     }
 
-    /// Whether the instance runs under enforced cgroup limits.
+    /// Whether the instance runs under enforced cgroup limits (it asked for limits and the
+    /// runtime may use cgroups here).
     pub fn limits_enforced(&self) -> bool {
         self.cgroups.is_some()
     }

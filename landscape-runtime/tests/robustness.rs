@@ -332,7 +332,11 @@ fn freeze_thaw_and_usage_as_root() {
         return;
     }
     let rt = runtime();
-    let (_app, mut inst) = spawn_ready(&rt, "touch ready; while :; do :; done", None);
+    let (_app, mut inst) = spawn_ready(
+        &rt,
+        "touch ready; while :; do :; done",
+        Some(Limits::default()),
+    );
     let u1 = poll(Duration::from_secs(10), || {
         let u = inst.usage().unwrap();
         (u.cpu_time_ns > 0 && u.memory_current > 0 && u.pids_current >= 2).then_some(u)
