@@ -488,3 +488,47 @@ impl Drop for Instance {
         }
     }
 }
+
+/// The async face of the runtime for tokio hosts: the blocking parts (starting the helper,
+/// waiting for the exit) run on tokio's blocking pool, never on the async workers.
+impl Runtime {
+    /// [`Runtime::spawn`] for async hosts.
+    pub async fn spawn_async(
+        self: &std::sync::Arc<Self>,
+        spec: InstanceSpec,
+        output: Output,
+    ) -> Result<Instance> {
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || rt.spawn(&spec, output))
+            .await
+            .map_err(|e| Error::Helper(format!("spawn task failed: {e}")))?
+    }
+}
+
+impl Instance {
+    /// [`Instance::wait`] for async hosts; hands the instance back with its exit.
+    pub async fn wait_async(mut self) -> (Instance, Result<Exit>) {
+        match tokio::task::spawn_blocking(move || {
+            let r = self.wait();
+            (self, r)
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// [`Instance::stop`] for async hosts.
+    pub async fn stop_async(mut self, grace: Duration) -> (Instance, Result<Exit>) {
+        match tokio::task::spawn_blocking(move || {
+            let r = self.stop(grace);
+            (self, r)
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}

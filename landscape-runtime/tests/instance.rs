@@ -55,6 +55,10 @@ fn main() {
             dev_and_proc_are_fresh_and_minimal,
         ),
         (
+            "spawn_from_a_multi_threaded_tokio_runtime",
+            spawn_from_a_multi_threaded_tokio_runtime,
+        ),
+        (
             "service_from_ci_yml_runs_with_its_mounts_user_and_plan",
             service_from_ci_yml_runs_with_its_mounts_user_and_plan,
         ),
@@ -424,4 +428,45 @@ fn service_from_ci_yml_runs_with_its_mounts_user_and_plan() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("plan 8 is not in the plan catalogue"), "{err}");
+}
+
+fn spawn_from_a_multi_threaded_tokio_runtime() {
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rt = std::sync::Arc::new(runtime());
+    let logs = TempDir::new("logs");
+    tokio_rt.block_on(async {
+        let mut handles = Vec::new();
+        for i in 0..8 {
+            let rt = rt.clone();
+            let dir = logs.path().to_path_buf();
+            handles.push(tokio::spawn(async move {
+                let spec = InstanceSpec::new(
+                    format!("t{i}"),
+                    Process::shell(format!("echo replica-{i}; hostname")),
+                );
+                let inst = rt
+                    .spawn_async(spec, Output::Logs(landscape_runtime::LogConfig::new(dir)))
+                    .await
+                    .unwrap();
+                let mut rx = inst.subscribe_logs().unwrap();
+                let (inst, exit) = inst.wait_async().await;
+                assert!(exit.unwrap().success());
+                let mut lines = Vec::new();
+                while let Ok(l) = rx.try_recv() {
+                    lines.push(l.text);
+                }
+                let file = std::fs::read_to_string(inst.log_path().unwrap()).unwrap();
+                (i, lines, file)
+            }));
+        }
+        for h in handles {
+            let (i, _lines, file) = h.await.unwrap();
+            assert!(file.contains(&format!(" stdout replica-{i}\n")), "{file}");
+            assert!(file.contains(&format!(" stdout t{i}\n")), "{file}");
+        }
+    });
 }
