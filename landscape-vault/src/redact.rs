@@ -25,10 +25,18 @@ pub const MASK: &[u8] = b"***";
 
 struct Patterns {
     pats: Vec<Zeroizing<Vec<u8>>>,
-    /// Pattern indices by first byte.
-    by_first: Vec<Vec<u32>>,
+    /// Pattern indices by their first two bytes (every pattern has at least [`MIN_PATTERN`]):
+    /// the candidates for key `k` are `idx[starts[k]..starts[k + 1]]`.
+    starts: Vec<u32>,
+    idx: Vec<u32>,
+    /// Whether any pattern starts with this byte.
+    first: [bool; 256],
     max_len: usize,
     skipped: usize,
+}
+
+fn key2(a: u8, b: u8) -> usize {
+    ((a as usize) << 8) | b as usize
 }
 
 /// A set of secret values to mask. Cheap to clone; make one [`RedactStream`] per output stream.
@@ -153,15 +161,24 @@ impl Redactor {
         }
         pats.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
         pats.dedup_by(|a, b| a.as_slice() == b.as_slice());
-        let mut by_first = vec![Vec::new(); 256];
-        for (i, p) in pats.iter().enumerate() {
-            by_first[p[0] as usize].push(i as u32);
+        // Patterns are sorted, so those sharing a two-byte prefix are contiguous.
+        let mut starts = vec![0u32; 65537];
+        let mut first = [false; 256];
+        for p in &pats {
+            starts[key2(p[0], p[1]) + 1] += 1;
+            first[p[0] as usize] = true;
         }
+        for k in 0..65536 {
+            starts[k + 1] += starts[k];
+        }
+        let idx: Vec<u32> = (0..pats.len() as u32).collect();
         let max_len = pats.iter().map(|p| p.len()).max().unwrap_or(0);
         Redactor {
             p: Arc::new(Patterns {
                 pats,
-                by_first,
+                starts,
+                idx,
+                first,
                 max_len,
                 skipped,
             }),
@@ -249,7 +266,19 @@ impl RedactStream {
         let mut i = 0;
         let mut lit_start = 0;
         while i < buf.len() {
-            let cands = &p.by_first[buf[i] as usize];
+            if !p.first[buf[i] as usize] {
+                i += 1;
+                continue;
+            }
+            if i + 1 == buf.len() {
+                if last {
+                    i += 1;
+                    continue;
+                }
+                break; // one byte that may start a match: wait for more
+            }
+            let k = key2(buf[i], buf[i + 1]);
+            let cands = &p.idx[p.starts[k] as usize..p.starts[k + 1] as usize];
             if cands.is_empty() {
                 i += 1;
                 continue;
