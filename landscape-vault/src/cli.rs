@@ -315,7 +315,10 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
         }
         Command::Get { name, version } => {
             if let Opened::File(b) = &opened {
-                missing_store(b)?;
+                // Without shared scopes, a missing own store is the clearer message.
+                if opts.shared.is_empty() && !name.contains('/') {
+                    missing_store(b)?;
+                }
             }
             let value = match version {
                 Some(v) => vault.get_version(&scope, name, *v).await?,

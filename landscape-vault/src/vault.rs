@@ -44,7 +44,7 @@ impl AccessPolicy {
 }
 
 /// What changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ChangeKind {
     /// A new version was written.
     Set,
@@ -329,6 +329,69 @@ impl Vault {
     pub async fn purge_scope(&self, scope: &str) -> Result<()> {
         validate_scope(scope)?;
         self.backend.purge_scope(scope).await
+    }
+
+    /// Watches `scopes` for changes made by *other* processes (e.g. `landscape vault set`) and
+    /// emits them as [`Change`] events on [`Vault::subscribe`]. Takes a baseline of the versions
+    /// (metadata only, via [`Backend::list`]) before returning, then compares every `every`.
+    /// Abort the returned handle to stop. Changes this vault makes itself are announced directly
+    /// (and again by the watcher, as a repeated event carrying the same version).
+    pub async fn watch(
+        &self,
+        scopes: Vec<String>,
+        every: std::time::Duration,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        let this = self.clone();
+        let mut seen = HashMap::new();
+        for scope in &scopes {
+            validate_scope(scope)?;
+            seen.insert(scope.clone(), this.versions(scope).await?);
+        }
+        Ok(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is immediate
+            loop {
+                tick.tick().await;
+                for scope in &scopes {
+                    let now = match this.versions(scope).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            tracing::warn!(scope, error = %e, "vault watcher: cannot list the scope");
+                            continue;
+                        }
+                    };
+                    let before = seen.entry(scope.clone()).or_default();
+                    for (name, v) in &now {
+                        if before.get(name) != Some(v) {
+                            let _ = this.changes.send(Change {
+                                scope: scope.clone(),
+                                name: name.clone(),
+                                version: Some(*v),
+                                kind: ChangeKind::Set,
+                            });
+                        }
+                    }
+                    for name in before.keys().filter(|n| !now.contains_key(*n)) {
+                        let _ = this.changes.send(Change {
+                            scope: scope.clone(),
+                            name: name.clone(),
+                            version: None,
+                            kind: ChangeKind::Deleted,
+                        });
+                    }
+                    *before = now;
+                }
+            }
+        }))
+    }
+
+    async fn versions(&self, scope: &str) -> Result<HashMap<String, u64>> {
+        match self.backend.list(scope).await {
+            Ok(m) => Ok(m.into_iter().map(|m| (m.name, m.version)).collect()),
+            Err(Error::StoreMissing { .. }) => Ok(HashMap::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Records a resolution in the audit log of `scope`.

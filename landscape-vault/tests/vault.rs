@@ -316,3 +316,51 @@ async fn audit_chain_detects_edits_removals_and_reordering() {
         8
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_announces_changes_made_by_other_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (v, _) = vault(tmp.path());
+    v.put("s", "db", SecretValue::from("first-value-1"), None)
+        .await
+        .unwrap();
+    v.put("s", "gone", SecretValue::from("soon-deleted-1"), None)
+        .await
+        .unwrap();
+    let mut rx = v.subscribe();
+    let watcher = v
+        .watch(
+            vec!["s".into(), "empty".into()],
+            std::time::Duration::from_millis(20),
+        )
+        .await
+        .unwrap();
+    // Another writer (another backend on the same directory, as another process would be).
+    let other = key_backend(&tmp.path().join("v"));
+    other
+        .put_sync("s", "db", &SecretValue::from("second-value-2"), Some(1))
+        .unwrap();
+    other.delete_sync("s", "gone").unwrap();
+    other
+        .put_sync("empty", "new", &SecretValue::from("brand-new-value"), None)
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while got.len() < 3 {
+        let c = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("change events within 20 s")
+            .unwrap();
+        got.push((c.scope, c.name, c.version, c.kind));
+    }
+    watcher.abort();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("empty".into(), "new".into(), Some(1), ChangeKind::Set),
+            ("s".into(), "db".into(), Some(2), ChangeKind::Set),
+            ("s".into(), "gone".into(), None, ChangeKind::Deleted),
+        ]
+    );
+}
