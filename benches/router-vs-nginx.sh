@@ -3,7 +3,8 @@
 #
 #   upstream : nginx serving a small static file (1 worker)
 #   proxy A  : nginx, 1 worker, keepalive upstream pool
-#   proxy B  : `landscape router --threads 1`
+#   proxy B  : the landscape router, 1 worker thread (landscape-net's `router` example: the
+#              same `landscape_net::standalone` code as `landscape router`)
 #   load     : wrk (1 thread, 50 connections, keep-alive)
 #
 # Primary figure: the proxy's CPU time per request = (utime+stime of the proxy's processes from
@@ -18,7 +19,8 @@
 # figure is what compares the proxies).
 #
 # Not run by CI. Install once (Debian):  apt-get install -y nginx wrk
-# Build the router:                      cargo build --release --example landscape
+# Build the router:                      cargo build --release -p landscape-net --example router
+#   (or LANDSCAPE_BIN=target/release/examples/landscape with `router` as first argument)
 # Knobs: RUNS (default 5), DURATION (seconds, default 10), CONNS (default 50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +28,13 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-50}
-BIN=${LANDSCAPE_BIN:-target/release/examples/landscape}
+BIN=${LANDSCAPE_BIN:-target/release/examples/router}
 for tool in nginx wrk taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y nginx wrk util-linux" >&2; exit 2; }
 done
-[ -x "$BIN" ] || { echo "missing $BIN: cargo build --release --example landscape" >&2; exit 2; }
+[ -x "$BIN" ] || { echo "missing $BIN: cargo build --release -p landscape-net --example router" >&2; exit 2; }
+SUB=()
+case "$BIN" in */landscape) SUB=(router) ;; esac
 
 NCPU=$(nproc)
 PROXY_CPU=0
@@ -127,7 +131,7 @@ PIDS+=($!)
 taskset -c "$PROXY_CPU" nginx -e "$WORK/px/error.log" -c "$WORK/px/nginx.conf" -p "$WORK/px" &
 NGX_MASTER=$!
 PIDS+=($NGX_MASTER)
-taskset -c "$PROXY_CPU" "$BIN" router --listen "127.0.0.1:$LS_PORT" --threads 1 \
+taskset -c "$PROXY_CPU" "$BIN" "${SUB[@]}" --listen "127.0.0.1:$LS_PORT" --threads 1 \
   --upstream "app=127.0.0.1:$UP_PORT" "$WORK/ci.yml" 2> "$WORK/router.log" &
 LS_PID=$!
 PIDS+=($LS_PID)

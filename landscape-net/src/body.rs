@@ -87,11 +87,11 @@ enum Inner {
 /// The body of a response sent to the client: the upstream's stream or a short local body.
 pub struct RespBody {
     inner: Inner,
-    finish: Option<Box<Finish>>,
+    finish: Option<Finish>,
 }
 
 impl RespBody {
-    pub(crate) fn upstream(b: Incoming, finish: Option<Box<Finish>>) -> Self {
+    pub(crate) fn upstream(b: Incoming, finish: Option<Finish>) -> Self {
         RespBody {
             inner: Inner::Upstream(b),
             finish,
@@ -106,7 +106,7 @@ impl RespBody {
         }
     }
 
-    pub(crate) fn with_finish(mut self, f: Box<Finish>) -> Self {
+    pub(crate) fn with_finish(mut self, f: Finish) -> Self {
         self.finish = Some(f);
         self
     }

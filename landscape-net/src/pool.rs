@@ -1,4 +1,8 @@
-//! Pool of idle HTTP/1.1 upstream connections, per endpoint.
+//! Pool of HTTP/1.1 upstream connections, per endpoint.
+//!
+//! A connection goes back into the pool as soon as its response head has arrived; while its
+//! body is still streaming the connection is not `ready` and checkout skips it. This avoids a
+//! task per request for recycling.
 
 use crate::body::ReqBody;
 use crate::upstream::Endpoint;
@@ -7,52 +11,64 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-type Idle = Vec<(SendRequest<ReqBody>, Instant)>;
+type Conns = Vec<(SendRequest<ReqBody>, Instant)>;
 
-/// Idle keep-alive connections; a connection goes back once its response is complete.
+/// Keep-alive connections by endpoint.
 #[derive(Clone)]
 pub(crate) struct Pool {
-    idle: Arc<Mutex<HashMap<Endpoint, Idle>>>,
-    max_idle: usize,
+    conns: Arc<Mutex<HashMap<Endpoint, Conns>>>,
+    max_per_endpoint: usize,
     idle_timeout: Duration,
 }
 
 impl Pool {
-    pub(crate) fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(max_per_endpoint: usize, idle_timeout: Duration) -> Self {
         Pool {
-            idle: Arc::default(),
-            max_idle,
+            conns: Arc::default(),
+            max_per_endpoint: max_per_endpoint.max(1),
             idle_timeout,
         }
     }
 
-    /// An idle, open connection to `ep`, most recently used first.
+    /// A ready (idle, open) connection to `ep`, most recently returned first. Closed and
+    /// expired connections are dropped on the way.
     pub(crate) fn checkout(&self, ep: &Endpoint) -> Option<SendRequest<ReqBody>> {
-        let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         let list = m.get_mut(ep)?;
-        while let Some((s, since)) = list.pop() {
-            if s.is_ready() && since.elapsed() < self.idle_timeout {
-                return Some(s);
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let (s, since) = &list[i];
+            if s.is_closed() || (s.is_ready() && since.elapsed() >= self.idle_timeout) {
+                list.swap_remove(i);
+                continue;
+            }
+            if s.is_ready() {
+                return Some(list.swap_remove(i).0);
             }
         }
         None
     }
 
-    /// Puts `sender` back once the connection is ready for the next request (i.e. the
-    /// response body has been read). Connections that close are dropped.
-    pub(crate) fn recycle(&self, ep: Endpoint, mut sender: SendRequest<ReqBody>) {
-        let pool = self.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
+    /// Returns a connection whose response head has arrived; it becomes usable once the
+    /// response body has been read.
+    pub(crate) fn checkin(&self, ep: Endpoint, sender: SendRequest<ReqBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let list = m.entry(ep).or_default();
+        if list.len() >= self.max_per_endpoint {
+            // Prefer dropping a closed one, else the oldest.
+            match list.iter().position(|(s, _)| s.is_closed()) {
+                Some(i) => {
+                    list.swap_remove(i);
+                }
+                None => {
+                    list.remove(0);
+                }
             }
-            let mut m = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let list = m.entry(ep).or_default();
-            if list.len() >= pool.max_idle {
-                // Drop the oldest.
-                list.remove(0);
-            }
-            list.push((sender, Instant::now()));
-        });
+        }
+        list.push((sender, Instant::now()));
     }
 }

@@ -15,7 +15,6 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -252,20 +251,18 @@ impl Inner {
     pub(crate) async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
-        client: SocketAddr,
+        client_ip: HeaderValue,
         proto: &'static str,
     ) -> Response<RespBody> {
         let started = Instant::now();
         let compiled = self.table.load_full();
-        let host: Option<String> = match req.uri().authority() {
-            Some(a) => Some(a.as_str().to_string()),
-            None => req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string),
+        // The Host header (HTTP/1) or the `:authority` (HTTP/2), as a cheaply cloned value.
+        let host: Option<HeaderValue> = match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => req.headers().get(header::HOST).cloned(),
         };
-        let Some((id, route)) = compiled.table.lookup(host.as_deref(), req.uri().path()) else {
+        let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+        let Some((id, route)) = compiled.table.lookup(host_str, req.uri().path()) else {
             self.metrics.unrouted.fetch_add(1, Relaxed);
             return local(StatusCode::NOT_FOUND, "no route for this request\n");
         };
@@ -288,7 +285,7 @@ impl Inner {
         let cell = up.cell.clone();
         cell.touch();
         cell.in_flight.fetch_add(1, Relaxed);
-        let mut finish = Box::new(Finish {
+        let mut finish = Finish {
             started,
             route: cr.name.clone(),
             method: req.method().clone(),
@@ -297,10 +294,10 @@ impl Inner {
             cold_start_ms: None,
             cell: Some(cell.clone()),
             picked: None,
-        });
+        };
 
         if !ready {
-            match self.hold(&up).await {
+            match Box::pin(self.hold(&up)).await {
                 Ok(waited) => finish.cold_start_ms = Some(waited.as_millis() as u64),
                 Err(mut resp) => {
                     finish.status = resp.status().as_u16();
@@ -336,7 +333,7 @@ impl Inner {
             None
         };
         let (mut parts, body) = req.into_parts();
-        let orig_host = host.clone();
+        let orig_host = host;
         let path = parts.uri.path();
         let rewritten = route.rewrite(path);
         let new_path: Option<String> = match &cr.target {
@@ -374,26 +371,20 @@ impl Inner {
                 h.insert(header::HOST, v);
             }
         } else if !h.contains_key(header::HOST) {
-            if let Some(v) = orig_host
-                .as_deref()
-                .and_then(|s| HeaderValue::from_str(s).ok())
-            {
-                h.insert(header::HOST, v);
+            if let Some(v) = &orig_host {
+                h.insert(header::HOST, v.clone());
             }
         }
-        let ip = client.ip().to_string();
         let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
+            Some(prev) => {
+                let ip = client_ip.to_str().unwrap_or("");
+                HeaderValue::from_str(&format!("{prev}, {ip}")).unwrap_or(client_ip)
+            }
+            None => client_ip,
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert(X_FORWARDED_FOR.clone(), v);
-        }
+        h.insert(X_FORWARDED_FOR.clone(), xff);
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-        if let Some(v) = orig_host
-            .as_deref()
-            .and_then(|s| HeaderValue::from_str(s).ok())
-        {
+        if let Some(v) = orig_host {
             h.insert(X_FORWARDED_HOST.clone(), v);
         }
         let body = if body.is_end_stream() {
@@ -624,7 +615,7 @@ impl Inner {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     if !upgrade {
-                        self.pool.recycle(ep, sender);
+                        self.pool.checkin(ep, sender);
                     }
                     return Ok((resp, picked));
                 }

@@ -73,9 +73,14 @@ pub(crate) async fn serve(
                 _ => return,
             }
             let svc_inner = inner.clone();
+            // Computed once per connection; cloning a shared header value is a refcount.
+            let client_ip =
+                http::HeaderValue::from_maybe_shared(bytes::Bytes::from(peer.ip().to_string()))
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
             let svc = service_fn(move |req: Request<Incoming>| {
                 let inner = svc_inner.clone();
-                async move { Ok::<_, Infallible>(inner.handle(req, peer, "http").await) }
+                let ip = client_ip.clone();
+                async move { Ok::<_, Infallible>(inner.handle(req, ip, "http").await) }
             });
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)

@@ -55,10 +55,16 @@ pub fn run(opts: Options) -> Result<(), RunError> {
             .set_from_arg(u)
             .map_err(|e| RunError::Usage(e.to_string()))?;
     }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = opts.threads {
-        rt.worker_threads(n.max(1));
-    }
+    // One thread: a current-thread runtime (no work-stealing overhead).
+    let mut rt = match opts.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = rt
         .enable_all()
         .build()
