@@ -8,7 +8,7 @@
 //! - [`FileBackend`]: the embedded default — one encrypted store file per scope directory
 //!   (envelope encryption, XChaCha20-Poly1305, Argon2id or a key file, store MAC, atomic writes).
 //! - [`OpenBaoBackend`]: KV v2 on an OpenBao (or Vault) server.
-//! - [`resolve`]: renders each service's final environment from a parsed landscape, or lists every
+//! - [`resolve()`]: renders each service's final environment from a parsed landscape, or lists every
 //!   missing / denied reference with its position in the ci.yml.
 //! - [`Redactor`]: masks secret values (and their encodings) in streamed output.
 //! - [`AuditLog`]: the HMAC-chained, append-only audit log.
