@@ -96,7 +96,7 @@ fn round_trip_versions_and_cas() {
 }
 
 #[test]
-fn files_are_private_and_outside_nothing_else() {
+fn store_files_are_private_and_no_temp_files_remain() {
     let tmp = tempfile::tempdir().unwrap();
     let b = key_backend(&tmp.path().join("v"));
     b.put_sync("team", "db", &SecretValue::from(SECRET_A), None)
