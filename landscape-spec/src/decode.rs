@@ -7,8 +7,53 @@ use crate::span::{Span, Spanned};
 use crate::template::Template;
 use crate::yaml::{Node, NodeKind, Resolved, Style};
 use indexmap::IndexMap;
+use std::borrow::Cow;
 
-type Entries<'n, 'a> = &'n [(Node<'a>, Node<'a>)];
+type Entries<'a> = Vec<(Node<'a>, Node<'a>)>;
+
+/// Where a value sits, rendered only when a diagnostic needs it (building message strings for
+/// every field would cost more than parsing).
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx<'p> {
+    parent: Option<&'p Ctx<'p>>,
+    seg: Seg<'p>,
+}
+
+#[derive(Clone, Copy)]
+enum Seg<'p> {
+    Root,
+    Service(&'p str),
+    Key(&'p str),
+    Index(usize),
+}
+
+impl<'p> Ctx<'p> {
+    const ROOT: Ctx<'static> = Ctx {
+        parent: None,
+        seg: Seg::Root,
+    };
+
+    fn key<'s>(&'s self, k: &'s str) -> Ctx<'s> {
+        Ctx {
+            parent: Some(self),
+            seg: Seg::Key(k),
+        }
+    }
+
+    fn index(&self, i: usize) -> Ctx<'_> {
+        Ctx {
+            parent: Some(self),
+            seg: Seg::Index(i),
+        }
+    }
+
+    fn service<'s>(&'s self, name: &'s str) -> Ctx<'s> {
+        Ctx {
+            parent: Some(self),
+            seg: Seg::Service(name),
+        }
+    }
+}
 
 pub(crate) struct Decoder<'d> {
     pub diags: &'d mut Vec<Diagnostic>,
@@ -81,20 +126,24 @@ impl<'d> Decoder<'d> {
         self.diags.push(d);
     }
 
-    fn wrong_type(&mut self, node: &Node<'_>, what: &str, expected: &str) {
+    fn wrong_type(&mut self, node: &Node<'_>, what: Ctx<'_>, expected: &str) {
         self.err(Diagnostic::error(
             codes::WRONG_TYPE,
             node.span,
-            format!("{what} must be {expected}, found {}", node.describe()),
+            format!(
+                "{} must be {expected}, found {}",
+                Name(what),
+                node.describe()
+            ),
         ));
     }
 
-    fn unknown_key(&mut self, key: &Node<'_>, object: &str, expected: &[&str]) {
+    fn unknown_key(&mut self, key: &Node<'_>, object: Ctx<'_>, expected: &[&str]) {
         let k = key.as_str().unwrap_or_default();
         let mut d = Diagnostic::error(
             codes::UNKNOWN_KEY,
             key.span,
-            format!("unknown key \"{k}\" in {object}"),
+            format!("unknown key \"{k}\" in {}", Name(object)),
         );
         d = match did_you_mean(k, expected) {
             Some(s) => d.with_help(format!(
@@ -106,49 +155,54 @@ impl<'d> Decoder<'d> {
         self.err(d);
     }
 
+    fn missing(&mut self, at: Span, what: Ctx<'_>, key: &str, help: &str) {
+        self.err(
+            Diagnostic::error(
+                codes::MISSING_KEY,
+                at,
+                format!("{} has no `{key}`", Name(what)),
+            )
+            .with_help(help),
+        );
+    }
+
     /// The entries of a mapping; null counts as empty; anything else is a type error.
-    fn map<'n, 'a>(&mut self, node: &'n Node<'a>, what: &str) -> Option<Entries<'n, 'a>> {
-        match &node.kind {
+    fn map<'a>(&mut self, node: Node<'a>, what: Ctx<'_>) -> Option<Entries<'a>> {
+        match node.kind {
             NodeKind::Map(e) => Some(e),
-            NodeKind::Scalar(_, Style::Plain) if node.resolve() == Some(Resolved::Null) => {
-                Some(&[])
-            }
+            NodeKind::Scalar(ref s, Style::Plain) if is_null(s) => Some(Vec::new()),
             _ => {
-                self.wrong_type(node, what, "a mapping");
+                self.wrong_type(&node, what, "a mapping");
                 None
             }
         }
     }
 
-    fn seq<'n, 'a>(&mut self, node: &'n Node<'a>, what: &str) -> Option<&'n [Node<'a>]> {
-        match &node.kind {
+    fn seq<'a>(&mut self, node: Node<'a>, what: Ctx<'_>) -> Option<Vec<Node<'a>>> {
+        match node.kind {
             NodeKind::Seq(e) => Some(e),
-            NodeKind::Scalar(_, Style::Plain) if node.resolve() == Some(Resolved::Null) => {
-                Some(&[])
-            }
+            NodeKind::Scalar(ref s, Style::Plain) if is_null(s) => Some(Vec::new()),
             _ => {
-                self.wrong_type(node, what, "a list");
+                self.wrong_type(&node, what, "a list");
                 None
             }
         }
     }
 
     /// A string field: any non-null scalar, taken as written.
-    fn string(&mut self, node: &Node<'_>, what: &str) -> Option<Spanned<String>> {
-        match (&node.kind, node.resolve()) {
-            (_, Some(Resolved::Null)) => {
-                self.wrong_type(node, what, "a string");
-                None
+    fn string(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<Spanned<String>> {
+        match node.kind {
+            NodeKind::Scalar(s, style) if !(style == Style::Plain && is_null(&s)) => {
+                Some(Spanned::new(s.into_owned(), node.span))
             }
-            (NodeKind::Scalar(s, _), _) => Some(Spanned::new(s.to_string(), node.span)),
             _ => {
-                self.wrong_type(node, what, "a string");
+                self.wrong_type(&node, what, "a string");
                 None
             }
         }
     }
 
-    fn bool(&mut self, node: &Node<'_>, what: &str) -> Option<Spanned<bool>> {
+    fn bool(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<Spanned<bool>> {
         match (&node.kind, node.resolve()) {
             (NodeKind::Scalar(s, Style::Plain), Some(Resolved::Bool(b))) => {
                 if s == "true" || s == "false" {
@@ -158,7 +212,7 @@ impl<'d> Decoder<'d> {
                         Diagnostic::error(
                             codes::WRONG_TYPE,
                             node.span,
-                            format!("{what} must be true or false, found \"{s}\""),
+                            format!("{} must be true or false, found \"{s}\"", Name(what)),
                         )
                         .with_help(format!("write `{b}` in lower case")),
                     );
@@ -178,7 +232,11 @@ impl<'d> Decoder<'d> {
                 let mut d = Diagnostic::error(
                     codes::WRONG_TYPE,
                     node.span,
-                    format!("{what} must be true or false, found {}", node.describe()),
+                    format!(
+                        "{} must be true or false, found {}",
+                        Name(what),
+                        node.describe()
+                    ),
                 );
                 if let Some(h) = hint {
                     d = d.with_help(format!(
@@ -189,20 +247,26 @@ impl<'d> Decoder<'d> {
                 None
             }
             _ => {
-                self.wrong_type(node, what, "true or false");
+                self.wrong_type(&node, what, "true or false");
                 None
             }
         }
     }
 
-    fn int(&mut self, node: &Node<'_>, what: &str, min: i128, max: i128) -> Option<Spanned<i128>> {
+    fn int(
+        &mut self,
+        node: Node<'_>,
+        what: Ctx<'_>,
+        min: i128,
+        max: i128,
+    ) -> Option<Spanned<i128>> {
         match node.resolve() {
             Some(Resolved::Int(i)) => {
                 if i < min || i > max {
                     self.err(Diagnostic::error(
                         codes::OUT_OF_RANGE,
                         node.span,
-                        format!("{what} {i} is out of range; expected {min}..{max}"),
+                        format!("{} {i} is out of range; expected {min}..{max}", Name(what)),
                     ));
                     None
                 } else {
@@ -217,84 +281,104 @@ impl<'d> Decoder<'d> {
                     Diagnostic::error(
                         codes::WRONG_TYPE,
                         node.span,
-                        format!("{what} must be a number, found the string \"{s}\""),
+                        format!("{} must be a number, found the string \"{s}\"", Name(what)),
                     )
                     .with_help(format!("remove the quotes: {s}")),
                 );
                 None
             }
             _ => {
-                self.wrong_type(node, what, "an integer");
+                self.wrong_type(&node, what, "an integer");
                 None
             }
         }
     }
 
-    fn port(&mut self, node: &Node<'_>, what: &str) -> Option<Spanned<u16>> {
+    fn port(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<Spanned<u16>> {
         self.int(node, what, 1, 65535).map(|i| i.map(|v| v as u16))
     }
 
-    fn u32(&mut self, node: &Node<'_>, what: &str, min: i128) -> Option<Spanned<u32>> {
+    fn u32(&mut self, node: Node<'_>, what: Ctx<'_>, min: i128) -> Option<Spanned<u32>> {
         self.int(node, what, min, u32::MAX as i128)
             .map(|i| i.map(|v| v as u32))
     }
 
-    fn u64(&mut self, node: &Node<'_>, what: &str) -> Option<Spanned<u64>> {
+    fn u64(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<Spanned<u64>> {
         self.int(node, what, 0, u64::MAX as i128)
             .map(|i| i.map(|v| v as u64))
     }
 
     /// A scalar parsed as a template; numbers and bools are taken as their text.
-    fn template(&mut self, node: &Node<'_>, what: &str) -> Option<Spanned<Template>> {
-        let text = match (&node.kind, node.resolve()) {
-            (NodeKind::Scalar(s, _), r) if r != Some(Resolved::Null) => s,
-            _ => {
-                self.wrong_type(node, what, "a string, number or boolean");
-                return None;
+    fn template(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<Spanned<Template>> {
+        match node.kind {
+            NodeKind::Scalar(s, style) if !(style == Style::Plain && is_null(&s)) => {
+                if !s.contains("${{") {
+                    return Some(Spanned::new(Template::literal(s.into_owned()), node.span));
+                }
+                let span = node.span;
+                let probe = Node {
+                    kind: NodeKind::Scalar(Cow::Borrowed(""), style),
+                    span,
+                };
+                self.template_text(&probe, &s, what)
             }
-        };
-        self.template_text(node, text, what)
+            _ => {
+                self.wrong_type(&node, what, "a string, number or boolean");
+                None
+            }
+        }
     }
 
     fn template_text(
         &mut self,
         node: &Node<'_>,
         text: &str,
-        what: &str,
+        what: Ctx<'_>,
     ) -> Option<Spanned<Template>> {
         match Template::parse(text) {
             Ok(t) => Some(Spanned::new(t, node.span)),
             Err(e) => {
                 let at = offset_span(node, text, e.offset);
                 self.err(
-                    Diagnostic::error(codes::TEMPLATE, at, format!("{what}: {}", e.message))
-                        .with_help(e.help),
+                    Diagnostic::error(
+                        codes::TEMPLATE,
+                        at,
+                        format!("{}: {}", Name(what), e.message),
+                    )
+                    .with_help(e.help),
                 );
                 None
             }
         }
     }
 
-    pub(crate) fn landscape(&mut self, root: &Node<'_>) -> Option<Landscape> {
-        let NodeKind::Map(entries) = &root.kind else {
-            let d = Diagnostic::error(
-                codes::WRONG_TYPE,
-                root.span,
-                format!("a ci.yml must be a mapping with schemaVersion, prepare, test and run; found {}", root.describe()),
-            );
-            self.err(d);
-            return None;
+    pub(crate) fn landscape(&mut self, root: Node<'_>) -> Option<Landscape> {
+        let entries = match root.kind {
+            NodeKind::Map(e) => e,
+            _ => {
+                let d = Diagnostic::error(
+                    codes::WRONG_TYPE,
+                    root.span,
+                    format!("a ci.yml must be a mapping with schemaVersion, prepare, test and run; found {}", root.describe()),
+                );
+                self.err(d);
+                return None;
+            }
         };
         let mut l = Landscape::default();
         // The version decides the shape of `run`, so read it first.
-        let mut version_node = None;
-        for (k, v) in entries.iter() {
-            if k.as_str() == Some("schemaVersion") {
-                version_node = Some(v);
+        let explicit_version = entries
+            .iter()
+            .any(|(k, _)| k.as_str() == Some("schemaVersion"));
+        let ctx = Ctx::ROOT;
+        let mut rest = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            if k.as_str() != Some("schemaVersion") {
+                rest.push((k, v));
+                continue;
             }
-        }
-        if let Some(v) = version_node {
-            if let Some(s) = self.string(v, "schemaVersion") {
+            let span = v.span;
+            if let Some(s) = self.string(v, ctx.key("schemaVersion")) {
                 match SchemaVersion::parse(&s) {
                     Some(ver) => l.schema_version = Spanned::new(ver, s.span),
                     None => {
@@ -303,59 +387,59 @@ impl<'d> Decoder<'d> {
                         self.err(
                             Diagnostic::error(
                                 codes::SCHEMA_VERSION,
-                                v.span,
+                                span,
                                 format!("unknown schemaVersion \"{}\"", s.value),
                             )
                             .with_help(format!("expected one of: {}", expected.join(", "))),
                         );
-                        // Guess from the shape so that the rest is still checked.
+                        // Check the rest against the newest shape.
                         l.schema_version = Spanned::new(SchemaVersion::LATEST, s.span);
                     }
                 }
             }
         }
         self.version = l.schema_version.value;
-        for (k, v) in entries.iter() {
+        for (k, v) in rest {
             match k.as_str().unwrap_or_default() {
-                "schemaVersion" => {}
-                "prepare" => l.prepare = self.stage(v, "prepare"),
-                "test" => l.test = self.stage(v, "test"),
-                "run" => l.run = self.run(v, version_node.is_some()),
-                _ => self.unknown_key(k, "the top level", TOP_KEYS),
+                "prepare" => l.prepare = self.stage(v, ctx.key("prepare")),
+                "test" => l.test = self.stage(v, ctx.key("test")),
+                "run" => l.run = self.run(v, explicit_version),
+                _ => self.unknown_key(&k, ctx, TOP_KEYS),
             }
         }
         Some(l)
     }
 
-    fn stage(&mut self, node: &Node<'_>, name: &str) -> Stage {
+    fn stage(&mut self, node: Node<'_>, ctx: Ctx<'_>) -> Stage {
         let mut st = Stage::default();
-        let Some(entries) = self.map(node, &format!("stage \"{name}\"")) else {
+        let Some(entries) = self.map(node, ctx) else {
             return st;
         };
         for (k, v) in entries {
             match k.as_str().unwrap_or_default() {
-                "steps" => st.steps = self.steps(v, &format!("{name}.steps")),
-                _ => self.unknown_key(k, &format!("stage \"{name}\""), STAGE_KEYS),
+                "steps" => st.steps = self.steps(v, ctx.key("steps")),
+                _ => self.unknown_key(&k, ctx, STAGE_KEYS),
             }
         }
         st
     }
 
-    fn steps(&mut self, node: &Node<'_>, what: &str) -> Vec<Step> {
-        let Some(items) = self.seq(node, what) else {
+    fn steps(&mut self, node: Node<'_>, ctx: Ctx<'_>) -> Vec<Step> {
+        let Some(items) = self.seq(node, ctx) else {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let what = format!("{what}[{i}]");
-            if let NodeKind::Scalar(..) = item.kind {
-                if item.resolve() != Some(Resolved::Null) {
+        for (i, item) in items.into_iter().enumerate() {
+            let what = ctx.index(i);
+            if let NodeKind::Scalar(ref s, style) = item.kind {
+                if !(style == Style::Plain && is_null(s)) {
                     self.err(
                         Diagnostic::error(
                             codes::WRONG_TYPE,
                             item.span,
                             format!(
-                                "{what} must be a mapping with `command`, found {}",
+                                "{} must be a mapping with `command`, found {}",
+                                Name(what),
                                 item.describe()
                             ),
                         )
@@ -364,156 +448,162 @@ impl<'d> Decoder<'d> {
                     continue;
                 }
             }
-            let Some(entries) = self.map(item, &what) else {
+            let item_span = item.span;
+            let Some(entries) = self.map(item, what) else {
                 continue;
             };
             let mut name = None;
             let mut command = None;
+            let mut saw_command = false;
             for (k, v) in entries {
                 match k.as_str().unwrap_or_default() {
-                    "name" => name = self.string(v, &format!("{what}.name")),
+                    "name" => name = self.string(v, what.key("name")),
                     "command" => {
-                        command = match v.resolve() {
-                            Some(Resolved::Null) => {
-                                self.err(
-                                    Diagnostic::error(
-                                        codes::WRONG_TYPE,
-                                        v.span,
-                                        format!("{what}.command is empty (null)"),
-                                    )
-                                    .with_help(
-                                        "write the shell command to run, or remove the step",
-                                    ),
-                                );
-                                Some(Spanned::new(String::new(), v.span))
-                            }
-                            _ => self.string(v, &format!("{what}.command")),
+                        saw_command = true;
+                        command = if matches!(&v.kind, NodeKind::Scalar(s, Style::Plain) if is_null(s))
+                        {
+                            self.err(
+                                Diagnostic::error(
+                                    codes::WRONG_TYPE,
+                                    v.span,
+                                    format!("{} is empty (null)", Name(what.key("command"))),
+                                )
+                                .with_help("write the shell command to run, or remove the step"),
+                            );
+                            Some(Spanned::new(String::new(), v.span))
+                        } else {
+                            self.string(v, what.key("command"))
                         }
                     }
-                    _ => self.unknown_key(k, &format!("step {what}"), STEP_KEYS),
+                    _ => self.unknown_key(&k, what, STEP_KEYS),
                 }
             }
             match command {
                 Some(c) => out.push(Step { name, command: c }),
-                None if !entries.iter().any(|(k, _)| k.as_str() == Some("command")) => {
-                    self.err(
-                        Diagnostic::error(
-                            codes::MISSING_KEY,
-                            item.span,
-                            format!("step {what} has no `command`"),
-                        )
-                        .with_help("every step needs `command: <shell command>`"),
-                    );
-                }
+                None if !saw_command => self.missing(
+                    item_span,
+                    what,
+                    "command",
+                    "every step needs `command: <shell command>`",
+                ),
                 None => {}
             }
         }
         out
     }
 
-    fn run(&mut self, node: &Node<'_>, explicit_version: bool) -> Run {
-        let Some(entries) = self.map(node, "run") else {
+    fn run(&mut self, node: Node<'_>, explicit_version: bool) -> Run {
+        let ctx = Ctx::ROOT;
+        let run_ctx = ctx.key("run");
+        let Some(entries) = self.map(node, run_ctx) else {
             return Run::default();
         };
-        let steps_entry = entries
-            .iter()
-            .find(|(k, v)| k.as_str() == Some("steps") && !matches!(v.kind, NodeKind::Map(_)));
+        let is_flat_steps = |(k, v): &(Node<'_>, Node<'_>)| {
+            k.as_str() == Some("steps") && !matches!(v.kind, NodeKind::Map(_))
+        };
+        let has_steps = entries.iter().any(is_flat_steps);
         if !self.version.has_services() {
             // v0.1: `run.steps`.
-            let others: Vec<_> = entries
-                .iter()
-                .filter(|(k, _)| k.as_str() != Some("steps"))
-                .collect();
-            if let Some((_, v)) = steps_entry {
-                for (k, _) in &others {
-                    self.err(
-                        Diagnostic::error(
-                            codes::SHAPE_MISMATCH,
-                            k.span,
-                            format!("\"{}\" looks like a v0.2+ service, but this file uses the v0.1 shape (`run.steps`)", k.as_str().unwrap_or_default()),
-                        )
-                        .with_help("use one shape: either flat `run.steps` (no schemaVersion) or services under `run.<name>` with `schemaVersion: v0.4`"),
-                    );
+            if has_steps {
+                let mut stage = Stage::default();
+                for (k, v) in entries {
+                    if k.as_str() == Some("steps") {
+                        stage.steps = self.steps(v, run_ctx.key("steps"));
+                    } else {
+                        self.err(
+                            Diagnostic::error(
+                                codes::SHAPE_MISMATCH,
+                                k.span,
+                                format!(
+                                    "\"{}\" looks like a v0.2+ service, but this file uses the v0.1 shape (`run.steps`)",
+                                    k.as_str().unwrap_or_default()
+                                ),
+                            )
+                            .with_help("use one shape: either flat `run.steps` (no schemaVersion) or services under `run.<name>` with `schemaVersion: v0.4`"),
+                        );
+                    }
                 }
-                return Run::Steps(Stage {
-                    steps: self.steps(v, "run.steps"),
-                });
+                return Run::Steps(stage);
             }
-            if !others.is_empty() {
-                let first = others[0].0.span;
+            if let Some((first, _)) = entries.first() {
                 let msg = if explicit_version {
                     "services under `run.<name>` need schemaVersion v0.2 or later"
                 } else {
                     "services under `run.<name>` need a schemaVersion (v0.2 or later); without one, the v0.1 shape `run.steps` is expected"
                 };
                 self.err(
-                    Diagnostic::error(codes::SHAPE_MISMATCH, first, msg)
+                    Diagnostic::error(codes::SHAPE_MISMATCH, first.span, msg)
                         .with_help("add `schemaVersion: v0.4` at the top of the file"),
                 );
                 return Run::Services(self.services(entries));
             }
             return Run::Steps(Stage::default());
         }
-        if let Some((k, _)) = steps_entry {
-            self.err(
-                Diagnostic::error(
-                    codes::SHAPE_MISMATCH,
-                    k.span,
-                    format!("flat `run.steps` is the v0.1 shape, but schemaVersion is {}", self.version),
-                )
-                .with_help("move the steps into a service: `run: {app: {steps: [...]}}`, or remove schemaVersion"),
-            );
-            let rest: Vec<(Node<'_>, Node<'_>)> = entries
-                .iter()
-                .filter(|(k, _)| k.as_str() != Some("steps"))
-                .cloned()
-                .collect();
-            return Run::Services(self.services(&rest));
+        if has_steps {
+            let mut rest = Vec::with_capacity(entries.len());
+            for e in entries {
+                if is_flat_steps(&e) {
+                    self.err(
+                        Diagnostic::error(
+                            codes::SHAPE_MISMATCH,
+                            e.0.span,
+                            format!("flat `run.steps` is the v0.1 shape, but schemaVersion is {}", self.version),
+                        )
+                        .with_help("move the steps into a service: `run: {app: {steps: [...]}}`, or remove schemaVersion"),
+                    );
+                } else {
+                    rest.push(e);
+                }
+            }
+            return Run::Services(self.services(rest));
         }
         Run::Services(self.services(entries))
     }
 
-    fn services(&mut self, entries: Entries<'_, '_>) -> IndexMap<String, Service> {
+    fn services(&mut self, entries: Entries<'_>) -> IndexMap<String, Service> {
         let mut out = IndexMap::with_capacity(entries.len());
         for (k, v) in entries {
-            let name = k.as_str().unwrap_or_default().to_string();
-            let mut svc = self.service(v, &name);
-            svc.name = Spanned::new(name.clone(), k.span);
+            let span = k.span;
+            let name = match k.kind {
+                NodeKind::Scalar(s, _) => s.into_owned(),
+                _ => String::new(),
+            };
+            let mut svc = self.service(v, Ctx::ROOT.service(&name));
+            svc.name = Spanned::new(name.clone(), span);
             out.insert(name, svc);
         }
         out
     }
 
-    fn service(&mut self, node: &Node<'_>, name: &str) -> Service {
+    fn service(&mut self, node: Node<'_>, obj: Ctx<'_>) -> Service {
         let mut s = Service::default();
-        let obj = format!("service \"{name}\"");
-        let Some(entries) = self.map(node, &obj) else {
+        let Some(entries) = self.map(node, obj) else {
             return s;
         };
         for (k, v) in entries {
             let key = k.as_str().unwrap_or_default();
-            let what = format!("{obj}: {key}");
+            let what = obj.key(key);
             match key {
-                "steps" => s.steps = Some(self.steps(v, &format!("run.{name}.steps"))),
-                "image" => s.image = self.string(v, &what),
-                "baseImage" => s.base_image = self.string(v, &what),
-                "command" => s.command = self.command(v, &what),
-                "provider" => s.provider = self.provider(v, &obj),
-                "plan" => s.plan = self.plan(v, &what),
-                "config" => s.config = self.config(v, &what),
-                "secrets" => s.secrets = self.secrets(v, &what),
+                "steps" => s.steps = Some(self.steps(v, what)),
+                "image" => s.image = self.string(v, what),
+                "baseImage" => s.base_image = self.string(v, what),
+                "command" => s.command = self.command(v, what),
+                "provider" => s.provider = self.provider(v, what),
+                "plan" => s.plan = self.plan(v, what),
+                "config" => s.config = self.config(v, what),
+                "secrets" => s.secrets = self.secrets(v, what),
                 "backups" => s.backups = Some(Spanned::new(v.to_json(), v.span)),
-                "replicas" => s.replicas = self.u32(v, &what, 1),
-                "isPublic" => s.is_public = self.bool(v, &what),
+                "replicas" => s.replicas = self.u32(v, what, 1),
+                "isPublic" => s.is_public = self.bool(v, what),
                 "healthEndpoint" => {
-                    s.health_endpoint = self.string(v, &what);
+                    s.health_endpoint = self.string(v, what);
                     if let Some(h) = &s.health_endpoint {
                         if let Err(e) = HealthEndpoint::parse(h) {
                             self.err(
                                 Diagnostic::error(
                                     codes::HEALTH_ENDPOINT,
                                     h.span,
-                                    format!("{obj}: {e}"),
+                                    format!("{}: {e}", Name(obj)),
                                 )
                                 .with_help(
                                     "e.g. http://localhost:3000/health or tcp://localhost:5432",
@@ -522,58 +612,58 @@ impl<'d> Decoder<'d> {
                         }
                     }
                 }
-                "env" => s.env = self.env(v, &obj),
-                "network" => s.network = self.network(v, &obj),
-                "runAsUser" => s.run_as_user = self.u32(v, &what, 0),
-                "runAsGroup" => s.run_as_group = self.u32(v, &what, 0),
-                "volumeMounts" => s.volume_mounts = self.volume_mounts(v, &obj),
-                "mountSubPath" => s.mount_sub_path = self.string(v, &what),
-                _ => self.unknown_key(k, &obj, SERVICE_KEYS),
+                "env" => s.env = self.env(v, what),
+                "network" => s.network = self.network(v, what),
+                "runAsUser" => s.run_as_user = self.u32(v, what, 0),
+                "runAsGroup" => s.run_as_group = self.u32(v, what, 0),
+                "volumeMounts" => s.volume_mounts = self.volume_mounts(v, what),
+                "mountSubPath" => s.mount_sub_path = self.string(v, what),
+                _ => self.unknown_key(&k, obj, SERVICE_KEYS),
             }
         }
         s
     }
 
-    fn command(&mut self, node: &Node<'_>, what: &str) -> Option<Spanned<Vec<String>>> {
+    fn command(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<Spanned<Vec<String>>> {
         if let NodeKind::Scalar(..) = node.kind {
             self.err(
-                Diagnostic::error(codes::WRONG_TYPE, node.span, format!("{what} must be a list of arguments, found {}", node.describe()))
+                Diagnostic::error(codes::WRONG_TYPE, node.span, format!("{} must be a list of arguments, found {}", Name(what), node.describe()))
                     .with_help("write the argv as a list, e.g. `command: [\"nginx\", \"-g\", \"daemon off;\"]`, or use `steps` for a shell command"),
             );
             return None;
         }
+        let span = node.span;
         let items = self.seq(node, what)?;
         let mut args = Vec::with_capacity(items.len());
-        for (i, it) in items.iter().enumerate() {
-            args.push(self.string(it, &format!("{what}[{i}]"))?.value);
+        for (i, it) in items.into_iter().enumerate() {
+            args.push(self.string(it, what.index(i))?.value);
         }
-        Some(Spanned::new(args, node.span))
+        Some(Spanned::new(args, span))
     }
 
-    fn provider(&mut self, node: &Node<'_>, obj: &str) -> Option<Provider> {
-        let entries = self.map(node, &format!("{obj}: provider"))?;
+    fn provider(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<Provider> {
+        let entries = self.map(node, what)?;
         let mut p = Provider::default();
         for (k, v) in entries {
             match k.as_str().unwrap_or_default() {
-                "name" => p.name = self.string(v, &format!("{obj}: provider.name")),
-                "version" => p.version = self.string(v, &format!("{obj}: provider.version")),
-                "schemaVersion" => {
-                    p.schema_version = self.string(v, &format!("{obj}: provider.schemaVersion"))
-                }
-                _ => self.unknown_key(k, &format!("{obj}: provider"), PROVIDER_KEYS),
+                "name" => p.name = self.string(v, what.key("name")),
+                "version" => p.version = self.string(v, what.key("version")),
+                "schemaVersion" => p.schema_version = self.string(v, what.key("schemaVersion")),
+                _ => self.unknown_key(&k, what, PROVIDER_KEYS),
             }
         }
         Some(p)
     }
 
-    fn plan(&mut self, node: &Node<'_>, what: &str) -> Option<Spanned<Plan>> {
-        if let NodeKind::Map(entries) = &node.kind {
+    fn plan(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<Spanned<Plan>> {
+        let span = node.span;
+        if let NodeKind::Map(entries) = node.kind {
             let mut m = ManagedPlan::default();
             for (k, v) in entries {
                 match k.as_str().unwrap_or_default() {
-                    "id" => m.id = self.u64(v, &format!("{what}.id")),
+                    "id" => m.id = self.u64(v, what.key("id")),
                     "parameters" => {
-                        if let Some(e) = self.map(v, &format!("{what}.parameters")) {
+                        if let Some(e) = self.map(v, what.key("parameters")) {
                             m.parameters = Some(
                                 e.iter()
                                     .map(|(k, v)| {
@@ -586,15 +676,15 @@ impl<'d> Decoder<'d> {
                             );
                         }
                     }
-                    _ => self.unknown_key(k, what, PLAN_KEYS),
+                    _ => self.unknown_key(&k, what, PLAN_KEYS),
                 }
             }
-            return Some(Spanned::new(Plan::Managed(m), node.span));
+            return Some(Spanned::new(Plan::Managed(m), span));
         }
         match node.resolve() {
             Some(Resolved::Int(_)) => self.u64(node, what).map(|i| i.map(Plan::Id)),
             _ => {
-                self.wrong_type(node, what, "a plan id (an integer) or `{id, parameters}`");
+                self.wrong_type(&node, what, "a plan id (an integer) or `{id, parameters}`");
                 None
             }
         }
@@ -602,21 +692,21 @@ impl<'d> Decoder<'d> {
 
     fn config(
         &mut self,
-        node: &Node<'_>,
-        what: &str,
+        node: Node<'_>,
+        what: Ctx<'_>,
     ) -> Option<IndexMap<String, Spanned<serde_json::Value>>> {
         let entries = self.map(node, what)?;
         let mut out = IndexMap::with_capacity(entries.len());
         for (k, v) in entries {
             let key = k.as_str().unwrap_or_default();
-            self.check_templates_in(v, &format!("{what}.{key}"));
+            self.check_templates_in(&v, what.key(key));
             out.insert(key.to_string(), Spanned::new(v.to_json(), v.span));
         }
         Some(out)
     }
 
     /// Reports malformed templates in every string of a free-form value.
-    fn check_templates_in(&mut self, node: &Node<'_>, what: &str) {
+    fn check_templates_in(&mut self, node: &Node<'_>, what: Ctx<'_>) {
         let mut stack = vec![node];
         while let Some(n) = stack.pop() {
             match &n.kind {
@@ -633,115 +723,106 @@ impl<'d> Decoder<'d> {
 
     fn secrets(
         &mut self,
-        node: &Node<'_>,
-        what: &str,
+        node: Node<'_>,
+        what: Ctx<'_>,
     ) -> Option<IndexMap<String, Spanned<Template>>> {
         let entries = self.map(node, what)?;
         let mut out = IndexMap::with_capacity(entries.len());
         for (k, v) in entries {
             let key = k.as_str().unwrap_or_default();
-            if let Some(t) = self.template(v, &format!("{what}.{key}")) {
+            if let Some(t) = self.template(v, what.key(key)) {
                 out.insert(key.to_string(), t);
             }
         }
         Some(out)
     }
 
-    fn env(&mut self, node: &Node<'_>, obj: &str) -> Option<IndexMap<String, EnvVar>> {
-        let entries = self.map(node, &format!("{obj}: env"))?;
+    fn env(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<IndexMap<String, EnvVar>> {
+        let entries = self.map(node, what)?;
         let mut out = IndexMap::with_capacity(entries.len());
         for (k, v) in entries {
-            let key = k.as_str().unwrap_or_default();
-            if let Some(t) = self.template(v, &format!("{obj}: env.{key}")) {
-                out.insert(
-                    key.to_string(),
-                    EnvVar {
-                        value: t,
-                        key_span: k.span,
-                    },
-                );
+            let key_span = k.span;
+            let key = match k.kind {
+                NodeKind::Scalar(s, _) => s.into_owned(),
+                _ => String::new(),
+            };
+            if let Some(t) = self.template(v, what.key(&key)) {
+                out.insert(key, EnvVar { value: t, key_span });
             }
         }
         Some(out)
     }
 
-    fn network(&mut self, node: &Node<'_>, obj: &str) -> Option<Network> {
-        let what = format!("{obj}: network");
-        let entries = self.map(node, &what)?;
+    fn network(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<Network> {
+        let entries = self.map(node, what)?;
         let mut n = Network::default();
         for (k, v) in entries {
             match k.as_str().unwrap_or_default() {
                 "ports" => {
                     n.written.ports = Some(k.span);
-                    let Some(items) = self.seq(v, &format!("{what}.ports")) else {
+                    let list = what.key("ports");
+                    let Some(items) = self.seq(v, list) else {
                         continue;
                     };
-                    for (i, it) in items.iter().enumerate() {
-                        let w = format!("{what}.ports[{i}]");
-                        let Some(e) = self.map(it, &w) else { continue };
+                    for (i, it) in items.into_iter().enumerate() {
+                        let w = list.index(i);
+                        let it_span = it.span;
+                        let Some(e) = self.map(it, w) else { continue };
                         let mut port = None;
                         let mut is_public = None;
+                        let mut saw_port = false;
                         for (k, v) in e {
                             match k.as_str().unwrap_or_default() {
-                                "port" => port = self.port(v, &format!("{w}.port")),
-                                "isPublic" => is_public = self.bool(v, &format!("{w}.isPublic")),
-                                _ => self.unknown_key(k, &w, PORT_KEYS),
+                                "port" => {
+                                    saw_port = true;
+                                    port = self.port(v, w.key("port"));
+                                }
+                                "isPublic" => is_public = self.bool(v, w.key("isPublic")),
+                                _ => self.unknown_key(&k, w, PORT_KEYS),
                             }
                         }
                         match port {
                             Some(port) => n.ports.push(PortSpec { port, is_public }),
-                            None if !e.iter().any(|(k, _)| k.as_str() == Some("port")) => self.err(
-                                Diagnostic::error(
-                                    codes::MISSING_KEY,
-                                    it.span,
-                                    format!("{w} has no `port`"),
-                                )
-                                .with_help("write `port: 3000`"),
-                            ),
+                            None if !saw_port => {
+                                self.missing(it_span, w, "port", "write `port: 3000`")
+                            }
                             None => {}
                         }
                     }
                 }
                 "paths" => {
                     n.written.paths = Some(k.span);
-                    let Some(items) = self.seq(v, &format!("{what}.paths")) else {
+                    let list = what.key("paths");
+                    let Some(items) = self.seq(v, list) else {
                         continue;
                     };
-                    for (i, it) in items.iter().enumerate() {
-                        let w = format!("{what}.paths[{i}]");
-                        let Some(e) = self.map(it, &w) else { continue };
+                    for (i, it) in items.into_iter().enumerate() {
+                        let w = list.index(i);
+                        let it_span = it.span;
+                        let Some(e) = self.map(it, w) else { continue };
                         let mut p = PathSpec::default();
                         let mut has_path = false;
                         let mut ok = true;
                         for (k, v) in e {
                             match k.as_str().unwrap_or_default() {
                                 "port" => {
-                                    p.port = self.port(v, &format!("{w}.port"));
+                                    p.port = self.port(v, w.key("port"));
                                     ok &= p.port.is_some();
                                 }
-                                "path" => match self.string(v, &format!("{w}.path")) {
+                                "path" => match self.string(v, w.key("path")) {
                                     Some(s) => {
                                         p.path = s;
                                         has_path = true;
                                     }
                                     None => ok = false,
                                 },
-                                "stripPath" => {
-                                    p.strip_path = self.bool(v, &format!("{w}.stripPath"))
-                                }
-                                "target" => p.target = self.template(v, &format!("{w}.target")),
-                                _ => self.unknown_key(k, &w, PATH_KEYS),
+                                "stripPath" => p.strip_path = self.bool(v, w.key("stripPath")),
+                                "target" => p.target = self.template(v, w.key("target")),
+                                _ => self.unknown_key(&k, w, PATH_KEYS),
                             }
                         }
                         if !has_path && ok {
-                            self.err(
-                                Diagnostic::error(
-                                    codes::MISSING_KEY,
-                                    it.span,
-                                    format!("{w} has no `path`"),
-                                )
-                                .with_help("write `path: /`"),
-                            );
+                            self.missing(it_span, w, "path", "write `path: /`");
                             ok = false;
                         }
                         if ok {
@@ -749,48 +830,51 @@ impl<'d> Decoder<'d> {
                         }
                     }
                 }
-                "path" => n.legacy_path = self.string(v, &format!("{what}.path")),
-                "stripPath" => n.legacy_strip_path = self.bool(v, &format!("{what}.stripPath")),
-                _ => self.unknown_key(k, &what, NETWORK_KEYS),
+                "path" => n.legacy_path = self.string(v, what.key("path")),
+                "stripPath" => n.legacy_strip_path = self.bool(v, what.key("stripPath")),
+                _ => self.unknown_key(&k, what, NETWORK_KEYS),
             }
         }
         Some(n)
     }
 
-    fn volume_mounts(&mut self, node: &Node<'_>, obj: &str) -> Option<Vec<VolumeMount>> {
-        let what = format!("{obj}: volumeMounts");
-        let items = self.seq(node, &what)?;
+    fn volume_mounts(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<Vec<VolumeMount>> {
+        let items = self.seq(node, what)?;
         let mut out = Vec::with_capacity(items.len());
-        for (i, it) in items.iter().enumerate() {
-            let w = format!("{what}[{i}]");
-            let Some(e) = self.map(it, &w) else { continue };
+        for (i, it) in items.into_iter().enumerate() {
+            let w = what.index(i);
+            let it_span = it.span;
+            let Some(e) = self.map(it, w) else { continue };
             let mut name = None;
             let mut mount_path = None;
             let mut workspace_path = None;
+            let (mut saw_name, mut saw_mount) = (false, false);
             for (k, v) in e {
                 match k.as_str().unwrap_or_default() {
-                    "name" => name = self.string(v, &format!("{w}.name")),
-                    "mountPath" => mount_path = self.string(v, &format!("{w}.mountPath")),
+                    "name" => {
+                        saw_name = true;
+                        name = self.string(v, w.key("name"));
+                    }
+                    "mountPath" => {
+                        saw_mount = true;
+                        mount_path = self.string(v, w.key("mountPath"));
+                    }
                     "workspacePath" => {
-                        workspace_path = match v.resolve() {
-                            Some(Resolved::Null) => Some(Spanned::new(String::new(), v.span)),
-                            _ => self.string(v, &format!("{w}.workspacePath")),
+                        workspace_path = if matches!(&v.kind, NodeKind::Scalar(s, Style::Plain) if is_null(s))
+                        {
+                            Some(Spanned::new(String::new(), v.span))
+                        } else {
+                            self.string(v, w.key("workspacePath"))
                         }
                     }
-                    _ => self.unknown_key(k, &w, MOUNT_KEYS),
+                    _ => self.unknown_key(&k, w, MOUNT_KEYS),
                 }
             }
-            for (key, missing) in [
-                ("name", name.is_none()),
-                ("mountPath", mount_path.is_none()),
-            ] {
-                if missing && !e.iter().any(|(k, _)| k.as_str() == Some(key)) {
-                    self.err(Diagnostic::error(
-                        codes::MISSING_KEY,
-                        it.span,
-                        format!("{w} has no `{key}`"),
-                    ));
-                }
+            if !saw_name {
+                self.missing(it_span, w, "name", "write `name: _workspace`");
+            }
+            if !saw_mount {
+                self.missing(it_span, w, "mountPath", "write the absolute path inside the container, e.g. `mountPath: /home/user/app`");
             }
             if let (Some(name), Some(mount_path)) = (name, mount_path) {
                 out.push(VolumeMount {
@@ -801,6 +885,50 @@ impl<'d> Decoder<'d> {
             }
         }
         Some(out)
+    }
+}
+
+fn is_null(s: &str) -> bool {
+    matches!(s, "" | "~" | "null" | "Null" | "NULL")
+}
+
+/// Renders a context for a message: `service "web": network.ports[0].port`, `prepare.steps[1]`.
+struct Name<'c>(Ctx<'c>);
+
+impl std::fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut segs = Vec::new();
+        let mut c = Some(&self.0);
+        while let Some(x) = c {
+            segs.push(x.seg);
+            c = x.parent;
+        }
+        segs.reverse();
+        let mut out = String::new();
+        let mut after_service = false;
+        for s in segs {
+            match s {
+                Seg::Root => {}
+                Seg::Service(n) => {
+                    out.push_str(&format!("service \"{n}\""));
+                    after_service = true;
+                }
+                Seg::Key(k) => {
+                    if after_service {
+                        out.push_str(": ");
+                        after_service = false;
+                    } else if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(k);
+                }
+                Seg::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        if out.is_empty() {
+            out.push_str("the top level");
+        }
+        f.write_str(&out)
     }
 }
 

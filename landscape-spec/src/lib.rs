@@ -50,6 +50,8 @@ mod plans;
 pub mod schema;
 mod span;
 pub mod template;
+#[doc(hidden)]
+pub mod testgen;
 pub mod upgrade;
 pub mod validate;
 pub mod yaml;
@@ -152,7 +154,7 @@ fn read(bytes: &[u8], opts: &ParseOptions, diags: &mut Vec<Diagnostic>) -> Optio
         diags,
         version: SchemaVersion::V0_1,
     };
-    dec.landscape(&root)
+    dec.landscape(root)
 }
 
 /// The file name of a profile: `ci.yml` for the default profile, `ci.<profile>.yml` otherwise.

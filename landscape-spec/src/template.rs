@@ -137,14 +137,14 @@ impl Template {
             let rest = &s[inner_start..];
             let trimmed = rest.trim_start_matches([' ', '\t']);
             let lead = rest.len() - trimmed.len();
-            if trimmed.starts_with('\'') {
+            if let Some(body) = trimmed.strip_prefix('\'') {
                 // `${{ 'text' }}`: a literal (`''` inside stands for one `'`).
-                let (text, used) = quoted_literal(&trimmed[1..]).ok_or_else(|| TemplateError {
+                let (text, used) = quoted_literal(body).ok_or_else(|| TemplateError {
                     offset: at,
                     message: "unterminated string literal in template".into(),
                     help: "close it with `'`; write `''` for a quote inside".into(),
                 })?;
-                let after = &trimmed[1 + used..];
+                let after = &body[used..];
                 let after_trim = after.trim_start_matches([' ', '\t']);
                 if !after_trim.starts_with("}}") {
                     return Err(TemplateError {

@@ -220,7 +220,7 @@ enum Frame<'a> {
         entries: Vec<(Node<'a>, Node<'a>)>,
         key: Option<Node<'a>>,
         merges: Vec<Node<'a>>,
-        index: Option<HashMap<Cow<'a, str>, usize>>,
+        index: Option<KeyIndex>,
     },
 }
 
@@ -522,8 +522,8 @@ pub fn parse_document<'a>(
                 }
                 Some(k) => {
                     let (ktext, kplain) = match &k.kind {
-                        NodeKind::Scalar(t, s) => (t.clone(), *s == Style::Plain),
-                        _ => (Cow::Borrowed(""), false),
+                        NodeKind::Scalar(t, s) => (t.as_ref(), *s == Style::Plain),
+                        _ => ("", false),
                     };
                     if ktext == "\u{0}invalid" {
                         continue;
@@ -532,7 +532,7 @@ pub fn parse_document<'a>(
                         merges.push(node);
                         continue;
                     }
-                    if let Some(first) = find_key(entries, index, &ktext) {
+                    if let Some(first) = find_key(entries, index.as_ref(), ktext) {
                         let first_span = entries[first].0.span;
                         diags.push(
                             Diagnostic::error(codes::DUPLICATE_KEY, k.span, format!("duplicate key \"{ktext}\""))
@@ -544,14 +544,10 @@ pub fn parse_document<'a>(
                     if let Some(ix) = index {
                         ix.insert(ktext, entries.len());
                     } else if entries.len() >= 16 {
-                        let mut ix: HashMap<Cow<'a, str>, usize> = entries
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, (k, _))| match &k.kind {
-                                NodeKind::Scalar(t, _) => Some((t.clone(), i)),
-                                _ => None,
-                            })
-                            .collect();
+                        let mut ix = KeyIndex::default();
+                        for (i, (k, _)) in entries.iter().enumerate() {
+                            ix.insert(k.as_str().unwrap_or_default(), i);
+                        }
                         ix.insert(ktext, entries.len());
                         *index = Some(ix);
                     }
@@ -569,20 +565,40 @@ pub fn parse_document<'a>(
     root
 }
 
-fn find_key(
-    entries: &[(Node<'_>, Node<'_>)],
-    index: &Option<HashMap<Cow<'_, str>, usize>>,
-    k: &str,
-) -> Option<usize> {
+/// A hash index over the keys of a large mapping: key hash -> first entry with that hash.
+/// A hash hit is confirmed against the entry; on a mismatch (a collision) the entries are scanned.
+#[derive(Default)]
+struct KeyIndex {
+    hasher: std::collections::hash_map::RandomState,
+    map: HashMap<u64, usize>,
+}
+
+impl KeyIndex {
+    fn hash(&self, k: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(k)
+    }
+    fn insert(&mut self, k: &str, i: usize) {
+        let h = self.hash(k);
+        self.map.entry(h).or_insert(i);
+    }
+}
+
+fn find_key(entries: &[(Node<'_>, Node<'_>)], index: Option<&KeyIndex>, k: &str) -> Option<usize> {
+    let scan = || entries.iter().position(|(e, _)| e.as_str() == Some(k));
     match index {
-        Some(ix) => ix.get(k).copied(),
-        None => entries.iter().position(|(e, _)| e.as_str() == Some(k)),
+        Some(ix) => match ix.map.get(&ix.hash(k)) {
+            None => None,
+            Some(&i) if entries[i].0.as_str() == Some(k) => Some(i),
+            Some(_) => scan(),
+        },
+        None => scan(),
     }
 }
 
 fn apply_merges<'a>(
     entries: &mut Vec<(Node<'a>, Node<'a>)>,
-    mut index: Option<HashMap<Cow<'a, str>, usize>>,
+    mut index: Option<KeyIndex>,
     merges: Vec<Node<'a>>,
     diags: &mut Vec<Diagnostic>,
 ) {
@@ -613,9 +629,9 @@ fn apply_merges<'a>(
     for src in sources {
         for (k, v) in src {
             let Some(t) = k.as_str() else { continue };
-            if find_key(entries, &index, t).is_none() {
+            if find_key(entries, index.as_ref(), t).is_none() {
                 if let Some(ix) = &mut index {
-                    ix.insert(Cow::Owned(t.to_string()), entries.len());
+                    ix.insert(t, entries.len());
                 }
                 entries.push((k, v));
             }

@@ -1,0 +1,167 @@
+//! Side-by-side throughput: landscape-spec (parse + validate into the typed model, positions
+//! kept) against serde_yaml 0.9 deserialising the same text into plain serde structs of the
+//! same shape. Interleaved rounds, medians. Prints one line per size:
+//! `size=<n> landscape_mb_s=<x> serde_yaml_mb_s=<y> ratio=<x/y>`.
+//!
+//! `cargo bench -p landscape-spec --bench spec_vs_serde_yaml` (or `benches/spec-vs-serde_yaml.sh`).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::Instant;
+
+#[allow(dead_code)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct File {
+    schema_version: Option<String>,
+    prepare: Option<Stage>,
+    test: Option<Stage>,
+    run: BTreeMap<String, Service>,
+}
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct Stage {
+    steps: Vec<Step>,
+}
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct Step {
+    name: Option<String>,
+    command: String,
+}
+#[allow(dead_code)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Service {
+    plan: Option<u64>,
+    replicas: Option<u32>,
+    health_endpoint: Option<String>,
+    steps: Option<Vec<Step>>,
+    env: Option<BTreeMap<String, serde_yaml::Value>>,
+    network: Option<Network>,
+    volume_mounts: Option<Vec<Mount>>,
+}
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct Network {
+    ports: Vec<Port>,
+    paths: Vec<Path>,
+}
+#[allow(dead_code)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Port {
+    port: u16,
+    is_public: Option<bool>,
+}
+#[allow(dead_code)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Path {
+    port: Option<u16>,
+    path: String,
+    strip_path: Option<bool>,
+}
+#[allow(dead_code)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Mount {
+    name: String,
+    mount_path: String,
+    workspace_path: Option<String>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn breakdown() {
+    let text = landscape_spec::testgen::landscape_yaml(200);
+    let mb = text.len() as f64 / 1e6;
+    let time = |f: &dyn Fn()| {
+        let mut v = Vec::new();
+        for _ in 0..9 {
+            let t = Instant::now();
+            for _ in 0..20 {
+                f();
+            }
+            v.push(t.elapsed().as_secs_f64() / 20.0);
+        }
+        mb / median(v)
+    };
+    let events = time(&|| {
+        let mut p = saphyr_parser::Parser::new_from_str(&text);
+        while let Some(Ok(e)) = p.next_event() {
+            black_box(e);
+        }
+    });
+    let limits = landscape_spec::Limits::default();
+    let tree = time(&|| {
+        let mut d = Vec::new();
+        black_box(landscape_spec::yaml::parse_document(&text, &limits, &mut d));
+    });
+    let nov = landscape_spec::ParseOptions {
+        skip_validation: true,
+        ..Default::default()
+    };
+    let decode = time(&|| {
+        black_box(landscape_spec::parse_with("b", text.as_bytes(), &nov));
+    });
+    let full = time(&|| {
+        black_box(landscape_spec::parse_str("b", &text));
+    });
+    let serde = time(&|| {
+        black_box(serde_yaml::from_str::<File>(&text).ok());
+    });
+    println!("MB/s: events={events:.1} tree={tree:.1} decode={decode:.1} full={full:.1} serde_yaml={serde:.1}");
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--breakdown") {
+        return breakdown();
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds = if quick { 3 } else { 15 };
+    let mut per_size = Vec::new();
+    for n in [10usize, 200, 2000] {
+        let text = landscape_spec::testgen::landscape_yaml(n);
+        let p = landscape_spec::parse_str("bench.yml", &text);
+        assert!(
+            !p.has_errors(),
+            "generated file has errors: {:?}",
+            p.errors().next()
+        );
+        serde_yaml::from_str::<File>(&text).expect("serde_yaml reads the generated file");
+        // Repeat small inputs so that each timed batch is about 2 MB.
+        let reps = (2_000_000 / text.len()).max(1);
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let t = Instant::now();
+            for _ in 0..reps {
+                black_box(landscape_spec::parse_str("bench.yml", black_box(&text)));
+            }
+            ours.push(t.elapsed().as_secs_f64() / reps as f64);
+            let t = Instant::now();
+            for _ in 0..reps {
+                black_box(serde_yaml::from_str::<File>(black_box(&text)).ok());
+            }
+            theirs.push(t.elapsed().as_secs_f64() / reps as f64);
+        }
+        let (o, t) = (median(ours), median(theirs));
+        let mb = text.len() as f64 / 1e6;
+        println!(
+            "size={n} bytes={} landscape_mb_s={:.1} serde_yaml_mb_s={:.1} ratio={:.2}",
+            text.len(),
+            mb / o,
+            mb / t,
+            t / o
+        );
+        per_size.push(o);
+    }
+    println!(
+        "scaling_2000_over_200={:.2} (linear would be 10.0; limit 11)",
+        per_size[2] / per_size[1]
+    );
+}
