@@ -342,9 +342,9 @@ fn setup(req: &Request) -> R<()> {
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-    if req.cgroups.is_some() {
-        let _ = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP);
-    }
+    // A cgroup namespace rooted at the instance's current cgroups (its own when it has
+    // limits): /proc/self/cgroup shows no host paths.
+    let _ = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP);
     Ok(())
 }
 

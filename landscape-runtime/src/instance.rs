@@ -339,6 +339,12 @@ impl Instance {
         self.pid
     }
 
+    /// The instance's network namespace (loopback only until a network attaches to it,
+    /// e.g. by moving one end of a veth pair into it).
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.pid))
+    }
+
     /// Whether the instance runs under enforced cgroup limits (it asked for limits and the
     /// runtime may use cgroups here).
     pub fn limits_enforced(&self) -> bool {

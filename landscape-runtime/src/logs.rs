@@ -216,6 +216,29 @@ mod tests {
         assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
     #[test]
+    fn log_files_rotate_by_size() {
+        let dir = std::env::temp_dir().join(format!("landscape-rt-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("i.log");
+        let mut r = Rotating::open(&path, 100, 2).unwrap();
+        for i in 0..10 {
+            r.write_line(&format!("{i:02} {}\n", "x".repeat(36)));
+        }
+        drop(r);
+        let cur = std::fs::read_to_string(&path).unwrap();
+        let one = std::fs::read_to_string(dir.join("i.log.1")).unwrap();
+        let two = std::fs::read_to_string(dir.join("i.log.2")).unwrap();
+        assert!(!dir.join("i.log.3").exists());
+        assert!(cur.starts_with("08 ") && cur.contains("\n09 "), "{cur}");
+        assert!(
+            one.starts_with("06 ") && two.starts_with("04 "),
+            "{one} {two}"
+        );
+        assert!(cur.len() <= 100 && one.len() <= 100);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn log_lines_round_trip() {
         let l = parse_line("2023-11-14T22:13:20.123Z stderr oops: x y").unwrap();
         assert_eq!(l.stream, Stream::Stderr);

@@ -54,6 +54,7 @@ fn main() {
             "dev_and_proc_are_fresh_and_minimal",
             dev_and_proc_are_fresh_and_minimal,
         ),
+        ("cgroup_paths_are_namespaced", cgroup_paths_are_namespaced),
         (
             "spawn_from_a_multi_threaded_tokio_runtime",
             spawn_from_a_multi_threaded_tokio_runtime,
@@ -135,6 +136,16 @@ fn host_paths_are_invisible() {
     assert_eq!(lines, ["0", "user"], "{out}");
 }
 
+fn cgroup_paths_are_namespaced() {
+    let rt = runtime();
+    let (exit, out) = sh(&rt, None, "cat /proc/self/cgroup");
+    assert!(exit.success(), "{exit:?} {out}");
+    assert!(!out.is_empty());
+    for line in out.lines() {
+        assert!(line.ends_with(":/"), "host cgroup path visible: {line}");
+    }
+}
+
 fn hostname_is_per_instance() {
     let rt = runtime();
     let mut spec = InstanceSpec::new("web", Process::shell("hostname; cat /etc/hostname"));
@@ -197,6 +208,11 @@ fn host_uid_of_instance_is_unprivileged() {
             assert_eq!(uid, me, "pid {pid}");
         }
     }
+    let ns = |p: &std::path::Path| std::fs::read_link(p).unwrap();
+    assert_ne!(
+        ns(&inst.netns_path()),
+        ns(std::path::Path::new("/proc/self/ns/net"))
+    );
     use std::os::unix::fs::MetadataExt;
     let owner = std::fs::metadata(app.path().join("ready")).unwrap().uid();
     assert_ne!(
