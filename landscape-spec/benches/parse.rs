@@ -2,6 +2,8 @@
 //! serde_yaml 0.9 into plain structs beside it as the baseline (see spec_vs_serde_yaml.rs for
 //! the ratio printout).
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
