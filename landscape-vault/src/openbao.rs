@@ -265,17 +265,16 @@ impl Backend for OpenBaoBackend {
             StatusCode::NOT_FOUND => return Ok(None),
             s => return Err(self.status_err("get", &path, s)),
         }
-        let v = Zeroizing::new(self.json("get", &path, &r)?.to_string());
-        let v: Value =
-            serde_json::from_str(&v).map_err(|_| self.err("get", &path, "bad JSON".into()))?;
-        let Some(value) = v["data"]["data"]["value"].as_str() else {
+        let mut v = self.json("get", &path, &r)?;
+        let Some(value) = v["data"]["data"]["value"].as_str().map(SecretValue::from) else {
             return Ok(None); // deleted version (data is null) or not one of ours
         };
+        // Wipe the copy in the JSON tree (the response bytes are wiped by `Resp`).
+        if let Some(Value::String(s)) = v.pointer_mut("/data/data/value") {
+            zeroize::Zeroize::zeroize(s);
+        }
         let version = v["data"]["metadata"]["version"].as_u64().unwrap_or(0);
-        Ok(Some(Secret {
-            value: SecretValue::from(value),
-            version,
-        }))
+        Ok(Some(Secret { value, version }))
     }
 
     async fn put(

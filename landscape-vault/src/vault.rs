@@ -208,6 +208,7 @@ impl Vault {
         for owner in candidates {
             match self.backend.get(&owner, name, None).await {
                 Ok(Some(s)) => {
+                    tracing::debug!(scope, owner = %owner, name, version = s.version, "vault: secret read");
                     self.audit(&owner, AuditAction::Get, name, Some(s.version), "ok")
                         .await?;
                     return Ok(Found {
@@ -275,6 +276,7 @@ impl Vault {
                 return Err(e);
             }
         };
+        tracing::debug!(scope, name, version, "vault: secret written");
         self.audit(scope, AuditAction::Set, name, Some(version), "ok")
             .await?;
         let mut warnings = Vec::new();
@@ -309,6 +311,7 @@ impl Vault {
         )
         .await?;
         if existed {
+            tracing::debug!(scope, name, "vault: secret deleted");
             let _ = self.changes.send(Change {
                 scope: scope.into(),
                 name: name.into(),
