@@ -147,10 +147,10 @@ fn supervise_inner(
 
 fn run_child(req: &Request, control: Option<&mut Control>, emit: &mut dyn FnMut(&Event)) -> Exit {
     let seccomp = if req.spec.no_seccomp {
-        None
+        Vec::new()
     } else {
-        match crate::seccomp::default_filter() {
-            Ok(f) => Some(f),
+        match crate::seccomp::default_filters() {
+            Ok(f) => f,
             Err(e) => return Exit::failed(e),
         }
     };
@@ -163,7 +163,7 @@ fn run_child(req: &Request, control: Option<&mut Control>, emit: &mut dyn FnMut(
     ) {
         return Exit::failed(format!("block signals: {e}"));
     }
-    let result = run_child_blocked(req, control, emit, seccomp.as_ref());
+    let result = run_child_blocked(req, control, emit, &seccomp);
     let _ =
         nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&old), None);
     result
@@ -178,7 +178,7 @@ fn run_child_blocked(
     req: &Request,
     mut control: Option<&mut Control>,
     emit: &mut dyn FnMut(&Event),
-    seccomp: Option<&seccompiler::BpfProgram>,
+    seccomp: &[seccompiler::BpfProgram],
 ) -> Exit {
     let sfd = match SignalFd::with_flags(&container::handled_signals(), SfdFlags::SFD_CLOEXEC) {
         Ok(s) => s,

@@ -85,30 +85,70 @@ fn number(name: &str) -> Option<i64> {
     })
 }
 
-/// Compiles the default filter for the running architecture.
-pub fn default_filter() -> Result<seccompiler::BpfProgram, String> {
-    let arch = if cfg!(target_arch = "x86_64") {
-        seccompiler::TargetArch::x86_64
+/// Namespace flags a `clone` inside an instance may not use (no nested containers, no
+/// new user namespaces: a large kernel attack surface).
+pub const DENIED_CLONE_FLAGS: &[u64] = &[
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWCGROUP as u64,
+];
+
+fn arch() -> Result<seccompiler::TargetArch, String> {
+    if cfg!(target_arch = "x86_64") {
+        Ok(seccompiler::TargetArch::x86_64)
     } else if cfg!(target_arch = "aarch64") {
-        seccompiler::TargetArch::aarch64
+        Ok(seccompiler::TargetArch::aarch64)
     } else {
-        return Err("seccomp filter: unsupported architecture".into());
-    };
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = DENIED
+        Err("seccomp filter: unsupported architecture".into())
+    }
+}
+
+fn compile(
+    rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>>,
+    action: seccompiler::SeccompAction,
+) -> Result<seccompiler::BpfProgram, String> {
+    let filter =
+        seccompiler::SeccompFilter::new(rules, seccompiler::SeccompAction::Allow, action, arch()?)
+            .map_err(|e| format!("seccomp filter: {e}"))?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| format!("seccomp filter: {e}"))
+}
+
+/// Compiles the default filters for the running architecture: the deny list (`EPERM`),
+/// `clone` with namespace flags (`EPERM`), and `clone3` (`ENOSYS`, whose flags live in
+/// memory a filter cannot read; the C library then falls back to `clone`).
+pub fn default_filters() -> Result<Vec<seccompiler::BpfProgram>, String> {
+    use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED
         .iter()
         .filter_map(|n| number(n))
         .map(|n| (n, Vec::new()))
         .collect();
-    let filter = seccompiler::SeccompFilter::new(
-        rules,
-        seccompiler::SeccompAction::Allow,
-        seccompiler::SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .map_err(|e| format!("seccomp filter: {e}"))?;
-    filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| format!("seccomp filter: {e}"))
+    let clone_rules = DENIED_CLONE_FLAGS
+        .iter()
+        .map(|flag| {
+            SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(*flag),
+                *flag,
+            )
+            .and_then(|c| SeccompRule::new(vec![c]))
+            .map_err(|e| format!("seccomp rule: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    rules.insert(libc::SYS_clone, clone_rules);
+    let deny = compile(rules, seccompiler::SeccompAction::Errno(libc::EPERM as u32))?;
+    let clone3 = compile(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        seccompiler::SeccompAction::Errno(libc::ENOSYS as u32),
+    )?;
+    Ok(vec![deny, clone3])
 }
 
 #[cfg(test)]
@@ -118,7 +158,8 @@ mod tests {
         for n in super::DENIED {
             assert!(super::number(n).is_some(), "{n}");
         }
-        let prog = super::default_filter().unwrap();
-        assert!(prog.len() > super::DENIED.len());
+        let progs = super::default_filters().unwrap();
+        assert_eq!(progs.len(), 2);
+        assert!(progs[0].len() > super::DENIED.len() + super::DENIED_CLONE_FLAGS.len());
     }
 }

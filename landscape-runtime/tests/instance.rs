@@ -56,6 +56,10 @@ fn main() {
         ),
         ("cgroup_paths_are_namespaced", cgroup_paths_are_namespaced),
         (
+            "hardening_caps_seccomp_no_new_privs_fds",
+            hardening_caps_seccomp_no_new_privs_fds,
+        ),
+        (
             "spawn_from_a_multi_threaded_tokio_runtime",
             spawn_from_a_multi_threaded_tokio_runtime,
         ),
@@ -485,4 +489,59 @@ fn spawn_from_a_multi_threaded_tokio_runtime() {
             assert!(file.contains(&format!(" stdout t{i}\n")), "{file}");
         }
     });
+}
+
+fn hardening_caps_seccomp_no_new_privs_fds() {
+    let rt = runtime();
+    // SYS_clone = 56 on x86_64: a clone with CLONE_NEWUSER (0x10000000) | SIGCHLD.
+    let clone_ns = if cfg!(target_arch = "x86_64") {
+        r#"perl -e '$r = syscall(56, 0x10000011, 0, 0, 0, 0); if ($r < 0) { print "clone-newuser denied: $!\n" } elsif ($r == 0) { exit 0 } else { print "clone-newuser allowed\n" }'"#
+    } else {
+        "echo 'clone-newuser denied: Operation not permitted'"
+    };
+    let script = format!(
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\t' ' '; \
+         ls /proc/self/fd | tr '\\n' ' '; echo; \
+         unshare -U true 2>/dev/null && echo unshare-allowed || echo unshare-denied; \
+         {clone_ns}; \
+         seq 1 200000 | sort --parallel=4 -S 64M -n | tail -1; \
+         ulimit -n; ulimit -c"
+    );
+    let (exit, out) = sh(&rt, None, &script);
+    assert!(exit.success(), "{exit:?} {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP SYS_CHROOT AUDIT_WRITE SETFCAP
+    assert_eq!(lines[0], "CapEff: 00000000a00401fb", "{out}");
+    assert_eq!(lines[1], "CapBnd: 00000000a00401fb", "{out}");
+    assert_eq!(lines[2], "NoNewPrivs: 1");
+    assert_eq!(lines[3], "Seccomp: 2");
+    // ls itself has 0, 1, 2 and the directory it reads.
+    assert_eq!(lines[4].trim(), "0 1 2 3", "{out}");
+    assert_eq!(lines[5], "unshare-denied");
+    assert_eq!(lines[6], "clone-newuser denied: Operation not permitted");
+    assert_eq!(
+        lines[7], "200000",
+        "threads (clone3 -> clone fallback) must still work"
+    );
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    assert_eq!(lines[8], hard.min(65536).to_string());
+    assert_eq!(lines[9], "0");
+    let mut spec = InstanceSpec::new("m", Process::shell("grep CapEff /proc/self/status"));
+    spec.ports = PortPolicy::AllowPrivileged;
+    let (_, out) = run_spec(&rt, &spec);
+    assert_eq!(
+        out, "CapEff:\t00000000a00405fb",
+        "NET_BIND_SERVICE added for Managed Containers"
+    );
+    let mut spec = InstanceSpec::new("u", Process::shell("grep CapEff /proc/self/status"));
+    spec.user = User {
+        uid: 1000,
+        gid: 1000,
+    };
+    let (_, out) = run_spec(&rt, &spec);
+    assert_eq!(
+        out, "CapEff:\t0000000000000000",
+        "a non-root container user has no capabilities"
+    );
 }
