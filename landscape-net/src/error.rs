@@ -25,6 +25,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// TLS material could not be used.
+    #[error("tls: {0}")]
+    Tls(String),
     /// An `--upstream` argument or other endpoint description could not be parsed.
     #[error("upstream {0:?}: expected SERVICE[:PORT]=HOST:PORT[,HOST:PORT...]")]
     BadUpstream(String),

@@ -40,6 +40,8 @@ mod server;
 mod service;
 pub mod spec;
 pub mod standalone;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod upstream;
 
 pub use body::{ReqBody, RespBody};
@@ -210,6 +212,20 @@ impl Router {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
         server::serve(self.inner.clone(), listener, shutdown).await
+    }
+
+    /// Serves HTTPS on `listener` (feature `tls`): HTTP/1.1 or HTTP/2 as negotiated by ALPN,
+    /// `X-Forwarded-Proto: https`. The TLS handshake must finish within the header read
+    /// timeout. See [`tls::server_config`].
+    #[cfg(feature = "tls")]
+    pub async fn serve_tls(
+        &self,
+        listener: tokio::net::TcpListener,
+        config: Arc<tls::rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        server::serve_with(self.inner.clone(), listener, Some(acceptor), shutdown).await
     }
 
     /// Serves the admin listener (`/metrics`, `/activity`, `/healthz`) until `shutdown`.

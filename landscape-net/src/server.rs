@@ -41,6 +41,21 @@ pub(crate) async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    serve_with(inner, listener, None, shutdown).await
+}
+
+#[cfg(feature = "tls")]
+pub(crate) type Acceptor = tokio_rustls::TlsAcceptor;
+#[cfg(not(feature = "tls"))]
+pub(crate) type Acceptor = std::convert::Infallible;
+
+/// Serves plain HTTP, or HTTPS when `tls` is given.
+pub(crate) async fn serve_with(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    tls: Option<Acceptor>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     let builder = Arc::new(builder(&inner));
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
@@ -63,6 +78,8 @@ pub(crate) async fn serve(
         let inner = inner.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        #[allow(clippy::clone_on_copy)] // `Infallible` without the `tls` feature
+        let tls = tls.clone();
         conns.spawn(async move {
             // Detecting HTTP/1 vs h2c waits for the first bytes; a client that sends nothing is
             // cut off after the header read timeout.
@@ -77,15 +94,38 @@ pub(crate) async fn serve(
             let client_ip =
                 http::HeaderValue::from_maybe_shared(bytes::Bytes::from(peer.ip().to_string()))
                     .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+            let proto = if tls.is_some() { "https" } else { "http" };
             let svc = service_fn(move |req: Request<Incoming>| {
                 let inner = svc_inner.clone();
                 let ip = client_ip.clone();
-                async move { Ok::<_, Infallible>(inner.handle(req, ip, "http").await) }
+                async move { Ok::<_, Infallible>(inner.handle(req, ip, proto).await) }
             });
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    watcher.watch(conn.into_owned()).await
+                }
+                #[cfg(feature = "tls")]
+                Some(acceptor) => {
+                    let hs = tokio::time::timeout(
+                        inner.config.header_read_timeout,
+                        acceptor.accept(stream),
+                    );
+                    let stream = match hs.await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    watcher.watch(conn.into_owned()).await
+                }
+                #[cfg(not(feature = "tls"))]
+                Some(never) => match never {},
+            };
+            if let Err(e) = result {
                 tracing::debug!(peer = %peer, error = %e, "client connection ended with an error");
             }
         });

@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+# The `tls` feature is off by default (so `cargo test --workspace` does not build it): test it here.
+cargo test -q -p landscape-net --features tls --test tls
+
 cargo build -q --example landscape
 BIN="$(pwd)/target/debug/examples/landscape"
 WORK="$(mktemp -d)"
