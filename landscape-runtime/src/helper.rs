@@ -57,6 +57,19 @@ fn helper_main() -> i32 {
         Err(_) => return 2,
     };
     let sock = UnixStream::from(stdin);
+    // The host first hands over the instance's stdout and stderr (so that a pre-started
+    // helper can serve any output), then the request line.
+    match sys::recv_fds(&sock) {
+        Ok(fds) if fds.len() == 2 => {
+            if nix::unistd::dup2_stdout(&fds[0]).is_err()
+                || nix::unistd::dup2_stderr(&fds[1]).is_err()
+            {
+                return 2;
+            }
+        }
+        // The runtime went away before using this pre-started helper.
+        _ => return 0,
+    }
     let Ok(write_half) = sock.try_clone() else {
         return 2;
     };

@@ -70,6 +70,9 @@ pub struct RuntimeConfig {
     pub subid_user: String,
     /// Root of the cgroup v1 hierarchies.
     pub cgroup_root: PathBuf,
+    /// Helpers kept started and waiting (pre-warmed slots): [`Runtime::spawn`] then skips
+    /// the exec of the helper. Each idle slot is one sleeping process.
+    pub prewarm: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -82,6 +85,7 @@ impl Default for RuntimeConfig {
             helper: HelperBinary::CurrentExe,
             subid_user: "root".into(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            prewarm: 0,
         }
     }
 }
@@ -105,6 +109,50 @@ pub struct Runtime {
     idmap: IdMap,
     cgroups: std::result::Result<(), String>,
     counter: AtomicU64,
+    pool: std::sync::Arc<std::sync::Mutex<Pool>>,
+}
+
+/// A started helper waiting for its instance.
+#[derive(Debug)]
+struct Warm {
+    child: std::process::Child,
+    sock: UnixStream,
+}
+
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Vec<Warm>,
+    closed: bool,
+}
+
+fn start_helper(exe: &Path) -> Result<Warm> {
+    let (host, helper) =
+        UnixStream::pair().map_err(|e| Error::io("create the helper socket", e))?;
+    let child = std::process::Command::new(exe)
+        .env_clear()
+        .env(HELPER_ENV, "1")
+        .stdin(std::process::Stdio::from(OwnedFd::from(helper)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Error::io(format!("start the runtime helper {}", exe.display()), e))?;
+    Ok(Warm { child, sock: host })
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let idle = match self.pool.lock() {
+            Ok(mut p) => {
+                p.closed = true;
+                std::mem::take(&mut p.idle)
+            }
+            Err(_) => Vec::new(),
+        };
+        for mut w in idle {
+            drop(w.sock); // EOF: the idle helper exits
+            let _ = w.child.wait();
+        }
+    }
 }
 
 impl Runtime {
@@ -137,12 +185,20 @@ impl Runtime {
             },
         )?;
         let cgroups = cgroup::availability(&cfg.cgroup_root);
-        Ok(Runtime {
+        let rt = Runtime {
             cfg,
             idmap,
             cgroups,
             counter: AtomicU64::new(0),
-        })
+            pool: Default::default(),
+        };
+        for _ in 0..rt.cfg.prewarm {
+            let w = start_helper(&rt.helper_exe()?)?;
+            if let Ok(mut p) = rt.pool.lock() {
+                p.idle.push(w);
+            }
+        }
+        Ok(rt)
     }
 
     /// A runtime with the default configuration.
@@ -198,61 +254,105 @@ impl Runtime {
         })
     }
 
-    /// Starts an instance through the helper process and returns once its namespaces
-    /// exist (the command is being set up or running).
-    pub fn spawn(&self, spec: &InstanceSpec, output: Output) -> Result<Instance> {
-        let req = self.request(spec, false)?;
-        let exe = match &self.cfg.helper {
+    fn helper_exe(&self) -> Result<PathBuf> {
+        match &self.cfg.helper {
             HelperBinary::CurrentExe => std::env::current_exe()
-                .map_err(|e| Error::io("find the current executable to re-run as helper", e))?,
-            HelperBinary::Path(p) => p.clone(),
-        };
-        let (host, helper) =
-            UnixStream::pair().map_err(|e| Error::io("create the helper socket", e))?;
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.env_clear()
-            .env(HELPER_ENV, "1")
-            .stdin(std::process::Stdio::from(OwnedFd::from(helper)));
-        match &output {
-            Output::Inherit => {
-                cmd.stdout(std::process::Stdio::inherit())
-                    .stderr(std::process::Stdio::inherit());
-            }
-            Output::Null => {
-                cmd.stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null());
-            }
-            Output::Logs(_) => {
-                cmd.stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped());
-            }
+                .map_err(|e| Error::io("find the current executable to re-run as helper", e)),
+            HelperBinary::Path(p) => Ok(p.clone()),
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::io(format!("start the runtime helper {}", exe.display()), e))?;
-        let logs = match &output {
-            Output::Logs(cfg) => {
-                let mut streams: Vec<(Stream, Box<dyn std::io::Read + Send>)> = Vec::new();
-                if let Some(o) = child.stdout.take() {
-                    streams.push((Stream::Stdout, Box::new(o)));
-                }
-                if let Some(e) = child.stderr.take() {
-                    streams.push((Stream::Stderr, Box::new(e)));
-                }
-                match Logs::start(cfg, &req.id, streams) {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        return Err(Error::io(
-                            format!("open log file in {}", cfg.dir.display()),
-                            e,
-                        ));
+    }
+
+    /// Number of pre-started helpers waiting now.
+    pub fn idle_helpers(&self) -> usize {
+        self.pool.lock().map(|p| p.idle.len()).unwrap_or(0)
+    }
+
+    /// Takes a pre-started helper (refilling the pool in the background) or starts one.
+    fn helper(&self) -> Result<Warm> {
+        let exe = self.helper_exe()?;
+        let warm = self.pool.lock().ok().and_then(|mut p| p.idle.pop());
+        if self.cfg.prewarm > 0 {
+            let pool = self.pool.clone();
+            let (want, exe) = (self.cfg.prewarm, exe.clone());
+            std::thread::spawn(move || {
+                if let Ok(mut w) = start_helper(&exe) {
+                    match pool.lock() {
+                        Ok(mut p) if !p.closed && p.idle.len() < want => p.idle.push(w),
+                        _ => {
+                            drop(w.sock);
+                            let _ = w.child.wait();
+                        }
                     }
                 }
+            });
+        }
+        match warm {
+            Some(w) => Ok(w),
+            None => start_helper(&exe),
+        }
+    }
+
+    /// Starts an instance through a helper process (pre-started ones first, see
+    /// [`RuntimeConfig::prewarm`]) and returns once its namespaces exist (the command is
+    /// being set up or running).
+    pub fn spawn(&self, spec: &InstanceSpec, output: Output) -> Result<Instance> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let req = self.request(spec, false)?;
+        // The instance's stdout/stderr, handed to the helper over its socket.
+        let (out, err, readers): (OwnedFd, OwnedFd, Vec<(Stream, OwnedFd)>) = match &output {
+            Output::Inherit => (
+                std::io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| Error::io("dup stdout", e))?,
+                std::io::stderr()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| Error::io("dup stderr", e))?,
+                Vec::new(),
+            ),
+            Output::Null => {
+                let null = |_| {
+                    std::fs::File::options()
+                        .write(true)
+                        .open("/dev/null")
+                        .map(OwnedFd::from)
+                        .map_err(|e| Error::io("open /dev/null", e))
+                };
+                (null(1)?, null(2)?, Vec::new())
             }
-            _ => None,
+            Output::Logs(_) => {
+                let pipe = || {
+                    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                        .map_err(|e| Error::nix("create the log pipes", e))
+                };
+                let (or, ow) = pipe()?;
+                let (er, ew) = pipe()?;
+                (ow, ew, vec![(Stream::Stdout, or), (Stream::Stderr, er)])
+            }
         };
+        let warm = self.helper()?;
+        let Warm { child, sock: host } = warm;
+        let sent = crate::sys::send_fds(&host, &[out.as_raw_fd(), err.as_raw_fd()]);
+        drop((out, err));
+        let logs =
+            match &output {
+                Output::Logs(cfg) => {
+                    let streams: Vec<(Stream, Box<dyn std::io::Read + Send>)> = readers
+                        .into_iter()
+                        .map(|(s, fd)| {
+                            (
+                                s,
+                                Box::new(std::fs::File::from(fd)) as Box<dyn std::io::Read + Send>,
+                            )
+                        })
+                        .collect();
+                    Some(Logs::start(cfg, &req.id, streams).map_err(|e| {
+                        Error::io(format!("open log file in {}", cfg.dir.display()), e)
+                    })?)
+                }
+                _ => None,
+            };
         let mut inst = Instance {
             id: req.id.clone(),
             pid: 0,
@@ -268,10 +368,12 @@ impl Runtime {
         let mut line = serde_json::to_string(&req)
             .map_err(|e| Error::Helper(format!("encode request: {e}")))?;
         line.push('\n');
-        if let Err(e) = inst.writer.write_all(line.as_bytes()) {
+        if let Err(e) = sent.and_then(|()| inst.writer.write_all(line.as_bytes())) {
+            let _ = inst.child.kill();
+            inst.exit = Some(Exit::failed(e.to_string()));
+            let _ = inst.child.wait();
             return Err(Error::Helper(format!(
-                "{} did not accept the request ({e}); does its main() call landscape_runtime::init() first?",
-                exe.display()
+                "the helper did not accept the request ({e}); does the host's main() call landscape_runtime::init() first?"
             )));
         }
         match inst.next_event()? {

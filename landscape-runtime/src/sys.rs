@@ -188,3 +188,48 @@ pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
     };
     check(rc).map(|_| ())
 }
+
+/// Receives one message carrying descriptors (SCM_RIGHTS) on `sock`; returns them owned
+/// (close-on-exec). An empty vector means the peer closed the socket.
+pub(crate) fn recv_fds(sock: &impl std::os::fd::AsRawFd) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut out = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: SCM_RIGHTS just installed `fd` in this process; nothing else
+                // owns it, so taking ownership here is the only owner.
+                out.push(unsafe {
+                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sends `fds` over `sock` (SCM_RIGHTS) with a one-byte payload.
+pub(crate) fn send_fds(
+    sock: &impl std::os::fd::AsRawFd,
+    fds: &[std::os::fd::RawFd],
+) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(b"f")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}

@@ -19,6 +19,10 @@ fn main() {
             start_stop_200_cycles_leave_nothing_behind,
         ),
         (
+            "prewarmed_helpers_serve_instances_and_leave_nothing",
+            prewarmed_helpers_serve_instances_and_leave_nothing,
+        ),
+        (
             "limits_enforced_matches_cgroup_access",
             limits_enforced_matches_cgroup_access,
         ),
@@ -362,4 +366,38 @@ fn freeze_thaw_and_usage_as_root() {
     inst.freeze().unwrap();
     let exit = inst.stop(Duration::from_millis(200)).unwrap();
     assert!(exit.signal.is_some(), "{exit:?}");
+}
+
+fn prewarmed_helpers_serve_instances_and_leave_nothing() {
+    let cfg = landscape_runtime::RuntimeConfig {
+        prewarm: 2,
+        ..Default::default()
+    };
+    let rt = landscape_runtime::Runtime::new(cfg).unwrap();
+    assert_eq!(rt.idle_helpers(), 2);
+    for i in 0..5 {
+        let spec = InstanceSpec::new("warm", Process::shell(format!("echo warm-{i}")));
+        let (exit, out) = run_spec(&rt, &spec);
+        assert!(exit.success(), "{exit:?}");
+        assert_eq!(out, format!("warm-{i}"));
+    }
+    poll(Duration::from_secs(20), || {
+        (rt.idle_helpers() == 2).then_some(())
+    })
+    .expect("the pool refills to 2");
+    assert_eq!(
+        children_of(std::process::id() as i32).len(),
+        2,
+        "only the two idle helpers"
+    );
+    drop(rt);
+    let me = std::process::id() as i32;
+    let left = poll(Duration::from_secs(20), || {
+        children_of(me).is_empty().then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "idle helpers survived the runtime: {:?}",
+        children_of(me)
+    );
 }
