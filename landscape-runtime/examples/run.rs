@@ -8,7 +8,13 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     landscape_runtime::init();
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("spawn-bench") {
+        args.next();
+        let rootfs = args.next();
+        let n = args.next().and_then(|n| n.parse().ok()).unwrap_or(100);
+        return spawn_bench(rootfs, n);
+    }
     let mut spec = InstanceSpec::new("run", Process::default());
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -51,4 +57,50 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `run spawn-bench ROOTFS N`: median of spawn + wait of `/bin/true` through the API
+/// (re-executed helper), without and with pre-warmed helpers.
+fn spawn_bench(rootfs: Option<String>, n: usize) -> ExitCode {
+    for prewarm in [0, 2] {
+        let cfg = landscape_runtime::RuntimeConfig {
+            prewarm,
+            ..Default::default()
+        };
+        let runtime = match Runtime::new(cfg) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("run: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let mut spec = InstanceSpec::new("bench", Process::argv(["/bin/true"]));
+        if let Some(r) = &rootfs {
+            spec.rootfs = Rootfs::Dir(r.into());
+        }
+        let mut samples = Vec::new();
+        for _ in 0..n {
+            // Let the background refill finish so each spawn finds a warm helper.
+            while runtime.idle_helpers() < prewarm {
+                std::thread::yield_now();
+            }
+            let t = std::time::Instant::now();
+            let ok = runtime
+                .spawn(&spec, landscape_runtime::Output::Null)
+                .and_then(|mut i| i.wait())
+                .map(|e| e.success())
+                .unwrap_or(false);
+            samples.push(t.elapsed().as_secs_f64() * 1000.0);
+            if !ok {
+                eprintln!("run: instance failed");
+                return ExitCode::from(1);
+            }
+        }
+        samples.sort_by(f64::total_cmp);
+        println!(
+            "api spawn+wait prewarm={prewarm} p50_ms={:.2}",
+            samples[samples.len() / 2]
+        );
+    }
+    ExitCode::SUCCESS
 }
