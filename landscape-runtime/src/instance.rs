@@ -331,9 +331,17 @@ impl Runtime {
                 (ow, ew, vec![(Stream::Stdout, or), (Stream::Stderr, er)])
             }
         };
-        let warm = self.helper()?;
+        let fds = [out.as_raw_fd(), err.as_raw_fd()];
+        let mut warm = self.helper()?;
+        let mut sent = crate::sys::send_fds(&warm.sock, &fds);
+        if sent.is_err() {
+            // A pre-started helper died while idle: start a fresh one.
+            let _ = warm.child.kill();
+            let _ = warm.child.wait();
+            warm = start_helper(&self.helper_exe()?)?;
+            sent = crate::sys::send_fds(&warm.sock, &fds);
+        }
         let Warm { child, sock: host } = warm;
-        let sent = crate::sys::send_fds(&host, &[out.as_raw_fd(), err.as_raw_fd()]);
         drop((out, err));
         let logs =
             match &output {

@@ -228,7 +228,7 @@ pub(crate) fn send_fds(
         sock.as_raw_fd(),
         &iov,
         &[ControlMessage::ScmRights(fds)],
-        MsgFlags::empty(),
+        MsgFlags::MSG_NOSIGNAL,
         None,
     )?;
     Ok(())
