@@ -7,7 +7,15 @@ use landscape_runtime::{Error, InstanceSpec, Limits, Output, Process};
 use std::time::Duration;
 
 fn main() {
+    landscape_runtime::init();
+    if std::env::var_os("LANDSCAPE_RT_TEST_HOST").is_some() {
+        host_that_gets_killed();
+    }
     run(&[
+        (
+            "instances_die_with_their_host",
+            instances_die_with_their_host,
+        ),
         (
             "stop_instance_that_ignores_sigterm",
             stop_instance_that_ignores_sigterm,
@@ -399,5 +407,68 @@ fn prewarmed_helpers_serve_instances_and_leave_nothing() {
         left.is_some(),
         "idle helpers survived the runtime: {:?}",
         children_of(me)
+    );
+}
+
+/// Child-process mode of this test binary: a host that starts an instance, prints its
+/// init pid and waits to be killed.
+fn host_that_gets_killed() -> ! {
+    let rt = runtime();
+    let inst = rt
+        .spawn(
+            &InstanceSpec::new("orphan", Process::argv(["sleep", "1000"])),
+            Output::Null,
+        )
+        .unwrap();
+    println!("{}", inst.pid());
+    std::mem::forget(inst);
+    loop {
+        std::thread::park();
+    }
+}
+
+fn ppid_of(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn instances_die_with_their_host() {
+    use std::io::BufRead;
+    let mut host = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("LANDSCAPE_RT_TEST_HOST", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(host.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let init: i32 = line.trim().parse().unwrap();
+    let helper = ppid_of(init).expect("instance running");
+    assert_eq!(ppid_of(helper), Some(host.id() as i32));
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let gone = poll(Duration::from_secs(20), || {
+        // Gone or a zombie waiting for its (new) parent; pids are not reused this fast.
+        let alive = |p: i32| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .map(|s| {
+                    !s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(false)
+        };
+        (!alive(init) && !alive(helper)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "instance {init} / helper {helper} outlived the host"
     );
 }
