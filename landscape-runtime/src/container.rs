@@ -246,6 +246,16 @@ fn setup(req: &Request) -> R<()> {
             )?;
         }
     }
+    // /sys, read-only (the network namespace's own view of the network devices).
+    let sysfs = root.join("sys");
+    mkdirs(&sysfs, 0o555)?;
+    mnt(
+        Some("sysfs"),
+        &sysfs,
+        Some("sysfs"),
+        nsd | MsFlags::MS_RDONLY,
+        None,
+    )?;
     // /dev
     let dev = root.join("dev");
     mkdirs(&dev, 0o755)?;

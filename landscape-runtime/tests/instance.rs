@@ -384,7 +384,7 @@ fn dev_and_proc_are_fresh_and_minimal() {
     let (exit, out) = sh(
         &rt,
         None,
-        "ls /dev | tr '\\n' ' '; echo; head -c 4 /dev/urandom | wc -c; echo x > /dev/null && echo null-ok; cat /proc/kcore 2>/dev/null | wc -c; echo 1 > /proc/sys/kernel/domainname || echo sys-ro",
+        "ls /dev | tr '\\n' ' '; echo; head -c 4 /dev/urandom | wc -c; echo x > /dev/null && echo null-ok; cat /proc/kcore 2>/dev/null | wc -c; echo 1 > /proc/sys/kernel/domainname || echo sys-ro; ls /sys/class/net | tr '\\n' ' '; echo; touch /sys/x 2>/dev/null || echo sysfs-ro",
     );
     assert!(exit.success(), "{exit:?} {out}");
     let lines: Vec<&str> = out.lines().collect();
@@ -396,6 +396,8 @@ fn dev_and_proc_are_fresh_and_minimal() {
     assert_eq!(lines[2], "null-ok");
     assert_eq!(lines[3].trim(), "0");
     assert!(out.contains("sys-ro"), "{out}");
+    assert_eq!(lines[5].trim(), "lo", "{out}");
+    assert_eq!(lines[6], "sysfs-ro", "{out}");
 }
 
 const CI_YML: &str = r#"schemaVersion: v0.2
