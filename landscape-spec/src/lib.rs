@@ -45,6 +45,7 @@
 mod decode;
 pub mod diag;
 pub mod emit;
+mod fast;
 mod model;
 mod plans;
 pub mod schema;

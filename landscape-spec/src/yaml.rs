@@ -115,6 +115,79 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// Compares two trees: structure, scalar text and style, and every node's start position
+    /// (and a plain scalar's end). Returns the first difference.
+    #[doc(hidden)]
+    pub fn diff(&self, other: &Node<'_>) -> Option<String> {
+        let mut stack = vec![(self, other)];
+        while let Some((a, b)) = stack.pop() {
+            if a.span.start != b.span.start {
+                return Some(format!(
+                    "start {} vs {} ({:?} / {:?})",
+                    a.span.start,
+                    b.span.start,
+                    a.kind_name(),
+                    b.kind_name()
+                ));
+            }
+            match (&a.kind, &b.kind) {
+                (NodeKind::Scalar(x, sx), NodeKind::Scalar(y, sy)) => {
+                    if x != y || sx != sy {
+                        return Some(format!(
+                            "scalar at {}: {x:?} ({sx:?}) vs {y:?} ({sy:?})",
+                            a.span.start
+                        ));
+                    }
+                    if *sx == Style::Plain && !x.is_empty() && a.span.end != b.span.end {
+                        return Some(format!("end of {x:?}: {} vs {}", a.span.end, b.span.end));
+                    }
+                }
+                (NodeKind::Seq(x), NodeKind::Seq(y)) => {
+                    if x.len() != y.len() {
+                        return Some(format!(
+                            "list at {}: {} vs {} items",
+                            a.span.start,
+                            x.len(),
+                            y.len()
+                        ));
+                    }
+                    stack.extend(x.iter().zip(y.iter()));
+                }
+                (NodeKind::Map(x), NodeKind::Map(y)) => {
+                    if x.len() != y.len() {
+                        return Some(format!(
+                            "mapping at {}: {} vs {} entries",
+                            a.span.start,
+                            x.len(),
+                            y.len()
+                        ));
+                    }
+                    for ((ka, va), (kb, vb)) in x.iter().zip(y.iter()) {
+                        stack.push((ka, kb));
+                        stack.push((va, vb));
+                    }
+                }
+                _ => {
+                    return Some(format!(
+                        "kind at {}: {} vs {}",
+                        a.span.start,
+                        a.kind_name(),
+                        b.kind_name()
+                    ))
+                }
+            }
+        }
+        None
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            NodeKind::Scalar(..) => "scalar",
+            NodeKind::Seq(_) => "list",
+            NodeKind::Map(_) => "mapping",
+        }
+    }
+
     fn count(&self) -> usize {
         match &self.kind {
             NodeKind::Scalar(..) => 1,
@@ -309,9 +382,35 @@ pub fn pos_of_offset(text: &str, offset: usize) -> Pos {
 
 /// Parses one YAML document into a tree. Structural problems that do not stop reading
 /// (duplicate keys, non-scalar keys) are pushed to `diags` and the tree is still returned.
-/// `None` with an error in `diags` when the text is not YAML or a limit was hit; `Some(None)`-like
-/// empty documents come back as a null scalar.
+/// `None` with an error in `diags` when the text is not YAML or a limit was hit; empty
+/// documents come back as a null scalar.
+///
+/// Block-style files take a fast path; anything it does not handle is read by
+/// [`parse_document_full`].
 pub fn parse_document<'a>(
+    text: &'a str,
+    limits: &Limits,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Node<'a>> {
+    if let Some(n) = crate::fast::parse(text, limits, diags) {
+        return Some(n);
+    }
+    parse_document_full(text, limits, diags)
+}
+
+/// The fast path alone: `None` when it does not handle the text (for differential tests).
+#[doc(hidden)]
+pub fn parse_document_fast<'a>(
+    text: &'a str,
+    limits: &Limits,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Node<'a>> {
+    crate::fast::parse(text, limits, diags)
+}
+
+/// [`parse_document`] with `saphyr-parser` only (no fast path); the reference for the
+/// differential tests.
+pub fn parse_document_full<'a>(
     text: &'a str,
     limits: &Limits,
     diags: &mut Vec<Diagnostic>,
@@ -532,26 +631,7 @@ pub fn parse_document<'a>(
                         merges.push(node);
                         continue;
                     }
-                    if let Some(first) = find_key(entries, index.as_ref(), ktext) {
-                        let first_span = entries[first].0.span;
-                        diags.push(
-                            Diagnostic::error(codes::DUPLICATE_KEY, k.span, format!("duplicate key \"{ktext}\""))
-                                .with_related(first_span, "first defined here")
-                                .with_help("keys must be unique in a mapping; remove or rename one (the first is kept)"),
-                        );
-                        continue;
-                    }
-                    if let Some(ix) = index {
-                        ix.insert(ktext, entries.len());
-                    } else if entries.len() >= 16 {
-                        let mut ix = KeyIndex::default();
-                        for (i, (k, _)) in entries.iter().enumerate() {
-                            ix.insert(k.as_str().unwrap_or_default(), i);
-                        }
-                        ix.insert(ktext, entries.len());
-                        *index = Some(ix);
-                    }
-                    entries.push((k, node));
+                    insert_entry(entries, index, k, node, diags);
                 }
             },
         }
@@ -565,10 +645,48 @@ pub fn parse_document<'a>(
     root
 }
 
+/// Adds a key/value pair to a mapping under construction; a duplicate key is reported (with
+/// the first occurrence as related span) and dropped. Keys must be scalars.
+pub(crate) fn insert_entry<'a>(
+    entries: &mut Vec<(Node<'a>, Node<'a>)>,
+    index: &mut Option<KeyIndex>,
+    k: Node<'a>,
+    v: Node<'a>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let ktext = k.as_str().unwrap_or_default();
+    if let Some(first) = find_key(entries, index.as_ref(), ktext) {
+        let first_span = entries[first].0.span;
+        diags.push(
+            Diagnostic::error(
+                codes::DUPLICATE_KEY,
+                k.span,
+                format!("duplicate key \"{ktext}\""),
+            )
+            .with_related(first_span, "first defined here")
+            .with_help(
+                "keys must be unique in a mapping; remove or rename one (the first is kept)",
+            ),
+        );
+        return;
+    }
+    if let Some(ix) = index {
+        ix.insert(ktext, entries.len());
+    } else if entries.len() >= 16 {
+        let mut ix = KeyIndex::default();
+        for (i, (k, _)) in entries.iter().enumerate() {
+            ix.insert(k.as_str().unwrap_or_default(), i);
+        }
+        ix.insert(ktext, entries.len());
+        *index = Some(ix);
+    }
+    entries.push((k, v));
+}
+
 /// A hash index over the keys of a large mapping: key hash -> first entry with that hash.
 /// A hash hit is confirmed against the entry; on a mismatch (a collision) the entries are scanned.
 #[derive(Default)]
-struct KeyIndex {
+pub(crate) struct KeyIndex {
     hasher: std::collections::hash_map::RandomState,
     map: HashMap<u64, usize>,
 }

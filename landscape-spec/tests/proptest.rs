@@ -262,6 +262,31 @@ proptest! {
     }
 
     #[test]
+    fn fast_path_agrees_with_the_full_reader(l in landscape()) {
+        use landscape_spec::yaml::{parse_document_fast, parse_document_full, Limits};
+        let yaml = emit::to_yaml(&l);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let fast = parse_document_fast(&yaml, &Limits::default(), &mut a);
+        let full = parse_document_full(&yaml, &Limits::default(), &mut b).expect("emitted YAML reads");
+        if let Some(fast) = fast {
+            prop_assert!(fast.diff(&full).is_none(), "{:?}\n{}", fast.diff(&full), yaml);
+        }
+    }
+
+    #[test]
+    fn fast_path_never_contradicts_the_full_reader_on_noise(bytes in vec(prop_oneof![Just(b' '), Just(b'\n'), Just(b'-'), Just(b':'), Just(b'a'), Just(b'"'), Just(b'\''), Just(b'#'), Just(b'['), Just(b']'), Just(b'{'), Just(b'}'), Just(b','), Just(b'|'), Just(b'>'), Just(b'\\'), Just(b'1'), Just(b'\t')], 0..80)) {
+        use landscape_spec::yaml::{parse_document_fast, parse_document_full, Limits};
+        let text = String::from_utf8(bytes).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        if let Some(fast) = parse_document_fast(&text, &Limits::default(), &mut a) {
+            let full = parse_document_full(&text, &Limits::default(), &mut b);
+            prop_assert!(full.is_some(), "fast path accepted what the full reader rejects ({:?}):\n{:?}", b, text);
+            let full = full.unwrap();
+            prop_assert!(fast.diff(&full).is_none(), "{:?}\n{:?}", fast.diff(&full), text);
+        }
+    }
+
+    #[test]
     fn upgrade_is_idempotent(l in landscape()) {
         let once = upgrade(&l);
         let twice = upgrade(&once.landscape);
