@@ -396,7 +396,7 @@ impl<'a> P<'a> {
                 }
             } else {
                 let col = self.pos - self.line_start;
-                if self.b[self.line_start..self.pos].contains(&b'	')
+                if self.b[self.line_start..self.pos].contains(&b'\t')
                 {
                     return Err(Bail);
                 }
