@@ -346,6 +346,31 @@ fn setup(req: &Request) -> R<()> {
         }
     }
     drop(sources);
+    if spec.read_only_root {
+        // The root and the base layers become read-only; /tmp, /dev/shm, the app directory
+        // and the volume mounts are separate mounts and stay writable.
+        let mut layers = vec![root.clone()];
+        if matches!(spec.rootfs, Rootfs::Host) {
+            for top in [
+                "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32",
+            ] {
+                let p = root.join(top);
+                if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                    layers.push(p);
+                }
+            }
+        }
+        for l in layers {
+            mnt(
+                None,
+                &l,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None,
+            )
+            .map_err(|e| format!("read-only root: {e}"))?;
+        }
+    }
     nix::unistd::sethostname(&hostname).map_err(|e| format!("sethostname: {e}"))?;
     sys::loopback_up().map_err(|e| format!("bring up loopback: {e}"))?;
     nix::unistd::chdir(&root).map_err(|e| format!("chdir {}: {e}", root.display()))?;

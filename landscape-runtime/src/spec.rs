@@ -142,8 +142,12 @@ pub struct InstanceSpec {
     pub limits: Option<Limits>,
     /// Process rlimits.
     pub rlimits: Rlimits,
-    /// Apply the default seccomp filter (default on; see [`crate::seccomp`]).
+    /// Disable the default seccomp filters (default: applied; see [`crate::seccomp`]).
     pub no_seccomp: bool,
+    /// Make the whole root filesystem read-only (no throwaway layer writes outside
+    /// `/tmp`, `/dev/shm`, the app directory and the volume mounts), like Kubernetes'
+    /// `readOnlyRootFilesystem`.
+    pub read_only_root: bool,
 }
 
 impl InstanceSpec {

@@ -56,6 +56,10 @@ fn main() {
         ),
         ("cgroup_paths_are_namespaced", cgroup_paths_are_namespaced),
         (
+            "read_only_root_keeps_app_and_tmp_writable",
+            read_only_root_keeps_app_and_tmp_writable,
+        ),
+        (
             "hardening_caps_seccomp_no_new_privs_fds",
             hardening_caps_seccomp_no_new_privs_fds,
         ),
@@ -545,5 +549,27 @@ fn hardening_caps_seccomp_no_new_privs_fds() {
     assert_eq!(
         out, "CapEff:\t0000000000000000",
         "a non-root container user has no capabilities"
+    );
+}
+
+fn read_only_root_keeps_app_and_tmp_writable() {
+    let rt = runtime();
+    let app = app_dir(&rt);
+    let script = "for p in /x /etc/x /usr/x /var/tmp/x /tmp/x /dev/shm/x /home/user/app/x; do \
+                  touch $p 2>/dev/null && echo rw $p || echo ro $p; done";
+    let mut spec = InstanceSpec::new("ro", Process::shell(script));
+    spec.app_dir = Some(app.path().to_path_buf());
+    spec.read_only_root = true;
+    let (exit, out) = run_spec(&rt, &spec);
+    assert!(exit.success(), "{exit:?} {out}");
+    assert_eq!(
+        out,
+        "ro /x\nro /etc/x\nro /usr/x\nro /var/tmp/x\nrw /tmp/x\nrw /dev/shm/x\nrw /home/user/app/x"
+    );
+    spec.read_only_root = false;
+    let (_, out) = run_spec(&rt, &spec);
+    assert_eq!(
+        out,
+        "rw /x\nrw /etc/x\nrw /usr/x\nrw /var/tmp/x\nrw /tmp/x\nrw /dev/shm/x\nrw /home/user/app/x"
     );
 }
