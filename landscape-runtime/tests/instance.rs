@@ -8,7 +8,26 @@ use landscape_runtime::{InstanceSpec, Output, PortPolicy, Process, User};
 use std::time::Duration;
 
 fn main() {
+    landscape_runtime::init();
+    if let Some(script) = std::env::var_os("LANDSCAPE_RT_TEST_FOREGROUND") {
+        // Child-process mode: a single-threaded host running one instance in the
+        // foreground, like `landscape exec`.
+        let rt = runtime();
+        let spec = InstanceSpec::new("fg", Process::shell(script.to_string_lossy()));
+        let exit = rt
+            .run_foreground(&spec, &mut |pid| eprintln!("started {pid}"))
+            .unwrap();
+        std::process::exit(exit.status_code());
+    }
     run(&[
+        (
+            "run_foreground_in_a_single_threaded_host",
+            run_foreground_in_a_single_threaded_host,
+        ),
+        (
+            "run_foreground_refuses_a_multi_threaded_process",
+            run_foreground_refuses_a_multi_threaded_process,
+        ),
         (
             "app_dir_persists_and_root_writes_vanish",
             app_dir_persists_and_root_writes_vanish,
@@ -572,4 +591,45 @@ fn read_only_root_keeps_app_and_tmp_writable() {
         out,
         "rw /x\nrw /etc/x\nrw /usr/x\nrw /var/tmp/x\nrw /tmp/x\nrw /dev/shm/x\nrw /home/user/app/x"
     );
+}
+
+fn run_foreground_in_a_single_threaded_host() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(
+            "LANDSCAPE_RT_TEST_FOREGROUND",
+            "read line; echo got $line; hostname; exit 3",
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"from-stdin\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got from-stdin\nfg\n");
+    assert!(stderr.starts_with("started "), "{stderr}");
+}
+
+fn run_foreground_refuses_a_multi_threaded_process() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let _ = rx.recv();
+    });
+    let rt = runtime();
+    let exit = rt
+        .run_foreground(
+            &InstanceSpec::new("mt", Process::shell("true")),
+            &mut |_| {},
+        )
+        .unwrap();
+    drop(tx);
+    t.join().unwrap();
+    assert!(!exit.success());
+    let msg = exit.error.unwrap();
+    assert!(msg.contains("single-threaded"), "{msg}");
 }
