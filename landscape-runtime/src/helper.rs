@@ -122,7 +122,7 @@ pub(crate) fn supervise(
             "the fork path must run in a single-threaded process; call landscape_runtime::init() first in main and use Runtime::spawn".into(),
         );
     }
-    if let Err(e) = std::fs::create_dir(&req.staging) {
+    if let Err(e) = create_staging(&req.staging) {
         return Exit::failed(format!(
             "create staging directory {}: {e}",
             req.staging.display()
@@ -405,4 +405,22 @@ fn thaw(req: &Request) {
     if let Some(cg) = &req.cgroups {
         let _ = std::fs::write(cg.path("freezer").join("freezer.state"), "THAWED");
     }
+}
+
+/// Creates the instance's staging directory, and its parent (the runtime's state
+/// directory, removed when a runtime is dropped and empty) when needed.
+fn create_staging(staging: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    for _ in 0..3 {
+        match std::fs::create_dir(staging) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = staging.parent() {
+                    // 0711: the mapped ids must traverse it to reach the mount point.
+                    let _ = std::fs::DirBuilder::new().recursive(true).mode(0o711).create(parent);
+                }
+            }
+            other => return other,
+        }
+    }
+    std::fs::create_dir(staging)
 }

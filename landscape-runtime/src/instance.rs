@@ -152,6 +152,8 @@ impl Drop for Runtime {
             drop(w.sock); // EOF: the idle helper exits
             let _ = w.child.wait();
         }
+        // Leave no empty state directory behind (fails harmlessly while in use).
+        let _ = std::fs::remove_dir(&self.cfg.state_dir);
     }
 }
 
