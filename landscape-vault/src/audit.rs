@@ -57,6 +57,8 @@ struct Line {
     name: String,
     version: Option<u64>,
     result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gen: Option<u64>,
     prev: String,
     #[serde(default)]
     mac: String,
@@ -69,6 +71,8 @@ pub struct AuditLog {
     path: PathBuf,
     scope: String,
     key: Zeroizing<[u8; 32]>,
+    /// The store generation seen when the log was opened (recorded in each line).
+    generation: Option<u64>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -85,15 +89,19 @@ impl std::fmt::Debug for AuditLog {
 pub struct AuditReport {
     /// Number of lines checked.
     pub lines: u64,
+    /// The newest store generation recorded in the log (embedded store only).
+    pub max_generation: Option<u64>,
 }
 
 impl AuditLog {
     /// The audit log of a scope of the embedded store (its key lives wrapped in the store).
     pub fn for_scope(backend: &FileBackend, scope: &str) -> Result<Self> {
+        let (key, generation) = backend.audit_key(scope)?;
         Ok(AuditLog {
             path: backend.audit_path(scope),
             scope: scope.to_string(),
-            key: backend.audit_key(scope)?,
+            key,
+            generation: Some(generation),
         })
     }
 
@@ -103,6 +111,7 @@ impl AuditLog {
             path: path.into(),
             scope: scope.to_string(),
             key: Zeroizing::new(key),
+            generation: None,
         }
     }
 
@@ -163,6 +172,7 @@ impl AuditLog {
             name: ev.name.clone(),
             version: ev.version,
             result: ev.result.clone(),
+            gen: self.generation,
             prev,
             mac: String::new(),
         };
@@ -181,7 +191,10 @@ impl AuditLog {
         let text = match fs::read(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(AuditReport { lines: 0 })
+                return Ok(AuditReport {
+                    lines: 0,
+                    max_generation: None,
+                })
             }
             Err(e) => return Err(Error::io("read audit log", &self.path, e)),
         };
@@ -192,6 +205,7 @@ impl AuditLog {
         };
         let mut prev = GENESIS.to_string();
         let mut n = 0u64;
+        let mut max_gen: Option<u64> = None;
         for raw in text.split(|&b| b == b'\n') {
             if raw.is_empty() {
                 continue;
@@ -223,9 +237,13 @@ impl AuditLog {
             ) {
                 return Err(bad(n, "the MAC does not match (the line was changed)"));
             }
+            max_gen = max_gen.max(l.gen);
             prev = l.mac;
         }
-        Ok(AuditReport { lines: n })
+        Ok(AuditReport {
+            lines: n,
+            max_generation: max_gen,
+        })
     }
 }
 
@@ -239,6 +257,7 @@ fn clone_line(l: &Line) -> Line {
         name: l.name.clone(),
         version: l.version,
         result: l.result.clone(),
+        gen: l.gen,
         prev: l.prev.clone(),
         mac: l.mac.clone(),
     }

@@ -409,10 +409,10 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
         Command::AuditVerify => {
             let b = file_backend("audit verify")?;
             missing_store(&b)?;
-            let report = AuditLog::for_scope(&b, &scope)?.verify()?;
+            let report = b.verify_audit(&scope)?;
             writeln!(
                 io.stdout,
-                "audit log of scope \"{scope}\" verified: {} lines, chain intact",
+                "audit log of scope \"{scope}\" verified: {} lines, chain intact, store not rolled back",
                 report.lines
             )
             .map_err(out_err)?;

@@ -682,9 +682,31 @@ impl FileBackend {
     }
 
     /// The audit-chain key of a scope (unlocks the store).
-    pub(crate) fn audit_key(&self, scope: &str) -> Result<Zeroizing<[u8; 32]>> {
+    /// The audit-chain key and the current generation of a scope (unlocks the store).
+    pub(crate) fn audit_key(&self, scope: &str) -> Result<(Zeroizing<[u8; 32]>, u64)> {
         let f = self.require_file(scope)?;
-        Ok(self.unlock(scope, &f)?.audit.clone())
+        Ok((self.unlock(scope, &f)?.audit.clone(), f.generation))
+    }
+
+    /// Verifies the scope's audit log and checks that the store is not older than the newest
+    /// store generation the log recorded: a store file replaced by an older complete copy (a
+    /// whole-store rollback, which the store MAC cannot see) is reported as [`Error::Tampered`].
+    pub fn verify_audit(&self, scope: &str) -> Result<crate::audit::AuditReport> {
+        let log = crate::audit::AuditLog::for_scope(self, scope)?;
+        let report = log.verify()?;
+        let current = self.generation(scope)?;
+        if let Some(recorded) = report.max_generation {
+            if recorded > current {
+                return Err(Error::Tampered {
+                    store: self.store_path(scope),
+                    what: format!(
+                        "the store is at generation {current} but the audit log saw generation {recorded}: \
+                         the store file was replaced by an older copy (rolled back)"
+                    ),
+                });
+            }
+        }
+        Ok(report)
     }
 
     /// Opens and fully checks a store: key, MAC and every kept version's AEAD tag.

@@ -362,3 +362,23 @@ fn check_reports_every_unresolved_reference_with_its_position() {
     });
     assert_eq!(o.code, 2);
 }
+
+#[test]
+fn audit_verify_reports_a_rolled_back_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = Cli::new(tmp.path());
+    c.env
+        .insert("LANDSCAPE_VAULT_PASSPHRASE".into(), "pp".into());
+    assert_eq!(c.set("db", "first-value-1").code, 0);
+    let old = fs::read(c.store_file()).unwrap();
+    assert_eq!(c.set("db", "second-value-2").code, 0);
+    fs::write(c.store_file(), old).unwrap();
+    assert_eq!(
+        c.get("db").stdout,
+        "first-value-1\n",
+        "the old copy is authentic on its own"
+    );
+    let o = c.run(Command::AuditVerify);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stderr.contains("rolled back"), "{}", o.stderr);
+}

@@ -364,3 +364,35 @@ async fn the_watcher_announces_changes_made_by_other_processes() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_whole_store_rollback_is_caught_against_the_audit_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (v, b) = vault(tmp.path());
+    v.put("s", "db", SecretValue::from("old-password-1"), None)
+        .await
+        .unwrap();
+    let old_copy = fs::read(b.store_path("s")).unwrap();
+    v.put("s", "db", SecretValue::from("new-password-2"), Some(1))
+        .await
+        .unwrap();
+    v.put("s", "api", SecretValue::from("api-key-value-3"), None)
+        .await
+        .unwrap();
+    let report = b.verify_audit("s").unwrap();
+    assert_eq!((report.lines, report.max_generation), (2 + 1, Some(3)));
+
+    // Someone puts the older (authentic, validly sealed) store file back.
+    fs::write(b.store_path("s"), &old_copy).unwrap();
+    assert_eq!(
+        b.verify_sync("s").unwrap(),
+        1,
+        "the old file is internally consistent"
+    );
+    let err = b.verify_audit("s").unwrap_err();
+    assert!(matches!(err, Error::Tampered { .. }), "{err}");
+    assert!(
+        err.to_string().contains("rolled back") && err.to_string().contains("generation 1"),
+        "{err}"
+    );
+}
