@@ -457,6 +457,10 @@ fn init(req: &Request, mut report: File, seccomp: &[seccompiler::BpfProgram]) ->
         }
     };
     drop(err_w);
+    // pid 1 only reaps and signals from now on: keep CAP_KILL (to signal processes of
+    // other container users), nothing else.
+    let _ = sys::restrict_capabilities(1 << 5);
+    let _ = nix::sys::prctl::set_no_new_privs();
     let mut msg = String::new();
     let _ = File::from(err_r).read_to_string(&mut msg);
     if !msg.is_empty() {

@@ -416,7 +416,10 @@ fn create_staging(staging: &std::path::Path) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(parent) = staging.parent() {
                     // 0711: the mapped ids must traverse it to reach the mount point.
-                    let _ = std::fs::DirBuilder::new().recursive(true).mode(0o711).create(parent);
+                    let _ = std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o711)
+                        .create(parent);
                 }
             }
             other => return other,

@@ -235,6 +235,12 @@ fn host_uid_of_instance_is_unprivileged() {
             assert_eq!(uid, me, "pid {pid}");
         }
     }
+    let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    assert!(
+        status.contains("CapEff:\t0000000000000020\n"),
+        "init keeps only CAP_KILL: {status}"
+    );
+    assert!(status.contains("NoNewPrivs:\t1\n"), "{status}");
     let ns = |p: &std::path::Path| std::fs::read_link(p).unwrap();
     assert_ne!(
         ns(&inst.netns_path()),
