@@ -30,9 +30,19 @@ async fn every_vault_reference_of_the_corpus_is_reported_then_resolved() {
     for path in paths {
         let src = std::fs::read_to_string(&path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let Some(l) = landscape_spec::parse_str(&name, &src).landscape else {
-            continue;
-        };
+        // Parse on a thread so a parser that never returns fails this test by name instead
+        // of hanging the whole suite.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (n2, s2) = (name.clone(), src.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(landscape_spec::parse_str(&n2, &s2).landscape);
+        });
+        let parsed = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!("landscape_spec::parse_str({name}) did not return within 60 s")
+            });
+        let Some(l) = parsed else { continue };
         files += 1;
         let scope = format!("f{files}");
         // The references as the model holds them.
