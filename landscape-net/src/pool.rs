@@ -52,7 +52,7 @@ impl Pool {
 
     /// Returns a connection whose response head has arrived; it becomes usable once the
     /// response body has been read.
-    pub(crate) fn checkin(&self, ep: Endpoint, sender: SendRequest<ReqBody>) {
+    pub(crate) fn checkin(&self, ep: Endpoint, sender: SendRequest<ReqBody>, now: Instant) {
         if sender.is_closed() {
             return;
         }
@@ -69,6 +69,6 @@ impl Pool {
                 }
             }
         }
-        list.push((sender, Instant::now()));
+        list.push((sender, now));
     }
 }

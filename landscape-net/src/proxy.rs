@@ -403,7 +403,10 @@ impl Inner {
         };
         let upstream_req = Request::from_parts(parts, body);
 
-        match self.forward(&up, upstream_req, replay, upgrade).await {
+        match self
+            .forward(&up, upstream_req, replay, upgrade, started)
+            .await
+        {
             Ok((mut resp, picked)) => {
                 let status = resp.status();
                 finish.status = status.as_u16();
@@ -587,6 +590,7 @@ impl Inner {
         mut req: Request<ReqBody>,
         mut replay: Option<(Method, Uri, HeaderMap)>,
         upgrade: bool,
+        started: Instant,
     ) -> Result<(Response<Incoming>, Picked), Failure> {
         let mut tried: Vec<Endpoint> = Vec::new();
         let mut last = Failure::NoEndpoint;
@@ -615,7 +619,7 @@ impl Inner {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     if !upgrade {
-                        self.pool.checkin(ep, sender);
+                        self.pool.checkin(ep, sender, started);
                     }
                     return Ok((resp, picked));
                 }

@@ -173,7 +173,8 @@ impl Upstream {
         if n == 0 {
             return None;
         }
-        let now = self.now_ms();
+        // The clock is read only if some endpoint was ever ejected.
+        let mut now: Option<u64> = None;
         let start = self.rr.fetch_add(1, Relaxed);
         let mut best: Option<(usize, usize, bool)> = None; // (index, outstanding, ejected)
         for k in 0..n {
@@ -182,7 +183,8 @@ impl Upstream {
             if exclude.contains(ep) {
                 continue;
             }
-            let ejected = st.ejected_until.load(Relaxed) > now;
+            let until = st.ejected_until.load(Relaxed);
+            let ejected = until != 0 && until > *now.get_or_insert_with(|| self.now_ms());
             let out = st.outstanding.load(Relaxed);
             let better = match best {
                 None => true,

@@ -227,7 +227,7 @@ async fn http2_prior_knowledge_multiplexes_to_http1_upstreams() {
     }
     for t in tasks {
         let (i, status, body) = t.await.unwrap();
-        assert_eq!(status, 200);
+        assert_eq!(status, 200, "{body}");
         assert!(body.contains(&format!("path=/item/{i}\n")), "{body}");
         assert!(body.contains("version=HTTP/1.1\n"), "{body}");
         assert!(body.contains("host=app.example\n"), "{body}");

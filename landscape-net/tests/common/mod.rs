@@ -128,6 +128,15 @@ async fn handle(
                 .boxed(),
         ));
     }
+    // Read the whole request body before answering, like a well-behaved application (an
+    // upstream that answers early and closes races with connection reuse).
+    let (parts, mut body) = req.into_parts();
+    while let Some(f) = body.frame().await {
+        if f.is_err() {
+            break;
+        }
+    }
+    let req = Request::from_parts(parts, ());
     if path.ends_with("/slow") {
         let ms: u64 = req
             .uri()
