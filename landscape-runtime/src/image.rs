@@ -619,6 +619,9 @@ impl ImageStore {
         ar.set_preserve_permissions(true);
         ar.set_unpack_xattrs(false);
         ar.set_overwrite(true);
+        let root = dst
+            .canonicalize()
+            .map_err(|e| Self::err(name, format!("unpack directory {}: {e}", dst.display())))?;
         let mut this_layer: HashSet<PathBuf> = HashSet::new();
         let mut opaque: Vec<PathBuf> = Vec::new();
         let entries = ar
@@ -646,8 +649,9 @@ impl ImageStore {
                 continue;
             }
             if let Some(hidden) = file_name.strip_prefix(".wh.") {
-                let victim = dst.join(&parent).join(hidden);
-                if inside(dst, &victim) {
+                // Resolved without leaving the rootfs: a symlink from an earlier layer
+                // must not redirect the removal to the host.
+                if let Some(victim) = resolve_inside(&root, &parent.join(hidden)) {
                     remove_any(&victim);
                 }
                 continue;
@@ -657,9 +661,11 @@ impl ImageStore {
                 continue; // device nodes cannot be created here; /dev is the runtime's
             }
             let target = dst.join(&rel);
-            if let Ok(meta) = std::fs::symlink_metadata(&target) {
-                if !(meta.is_dir() && kind.is_dir()) {
-                    remove_any(&target);
+            if let Some(existing) = resolve_inside(&root, &rel) {
+                if let Ok(meta) = std::fs::symlink_metadata(&existing) {
+                    if !(meta.is_dir() && kind.is_dir()) {
+                        remove_any(&existing);
+                    }
                 }
             }
             let (uid, gid) = (
@@ -678,7 +684,15 @@ impl ImageStore {
             }
         }
         for dir in opaque {
-            let d = dst.join(&dir);
+            // The opaque directory itself, fully resolved, must stay inside the rootfs.
+            let Some(d) = root
+                .join(&dir)
+                .canonicalize()
+                .ok()
+                .filter(|d| d.starts_with(&root))
+            else {
+                continue;
+            };
             if let Ok(rd) = std::fs::read_dir(&d) {
                 for e in rd.flatten() {
                     let rel = dir.join(e.file_name());
@@ -822,8 +836,16 @@ fn pick_platform(list: &[Descriptor]) -> Option<&Descriptor> {
         .or_else(|| list.iter().find(|d| d.platform.is_none()))
 }
 
-fn inside(root: &Path, p: &Path) -> bool {
-    p.starts_with(root) && p != root
+/// `rel` inside the (canonical) `root`, with every directory component resolved (symlinks
+/// followed) and checked to stay inside `root`; `None` when it would leave it or does not
+/// exist. The last component is not followed (it is what gets removed or replaced).
+fn resolve_inside(root: &Path, rel: &Path) -> Option<PathBuf> {
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let dir = root.join(parent).canonicalize().ok()?;
+    if !dir.starts_with(root) {
+        return None;
+    }
+    rel.file_name().map(|f| dir.join(f))
 }
 
 fn remove_any(p: &Path) {

@@ -17,6 +17,10 @@ fn main() {
             oci_layout_image_runs_with_whiteouts_applied,
         ),
         ("oci_archive_image_runs", oci_archive_image_runs),
+        (
+            "hostile_layers_cannot_touch_the_host",
+            hostile_layers_cannot_touch_the_host,
+        ),
         ("unpacked_once_and_shared", unpacked_once_and_shared),
         ("corrupt_layer_is_rejected", corrupt_layer_is_rejected),
         (
@@ -108,10 +112,14 @@ fn build_layout(layout: &Path) -> Vec<String> {
     l2.file("opt/old/.wh..wh..opq", b"", 0o644);
     l2.file("opt/old/fresh", b"from layer 2\n", 0o644);
     l2.file("etc/motd", b"hello from the image\n", 0o644);
-    let layers: Vec<(String, usize)> = [l1.gzip(), l2.gzip()]
-        .iter()
-        .map(|b| put_blob(layout, b))
-        .collect();
+    write_image(layout, vec![l1.gzip(), l2.gzip()])
+}
+
+/// Writes `layers` (gzipped tars) with a busybox-shell config as the `latest` image of the
+/// OCI layout `layout`; returns the layer digests.
+fn write_image(layout: &Path, layer_blobs: Vec<Vec<u8>>) -> Vec<String> {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let layers: Vec<(String, usize)> = layer_blobs.iter().map(|b| put_blob(layout, b)).collect();
     let config = serde_json::json!({
         "architecture": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
         "os": "linux",
@@ -382,4 +390,50 @@ fn registry_pull_from_real_docker_registry() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not found"), "{err}");
+}
+
+fn hostile_layers_cannot_touch_the_host() {
+    let rt = runtime();
+    let host = TempDir::new("victim");
+    std::fs::create_dir_all(host.path().join("dir")).unwrap();
+    std::fs::write(host.path().join("keep"), "precious").unwrap();
+    std::fs::write(host.path().join("dir/also-keep"), "precious").unwrap();
+    let mut l1 = Layer::new();
+    l1.symlink("escape", &host.path().display().to_string());
+    l1.symlink("escape-dir", &host.path().join("dir").display().to_string());
+    let mut l2 = Layer::new();
+    l2.file("escape/.wh.keep", b"", 0o644);
+    l2.file("escape-dir/.wh..wh..opq", b"", 0o644);
+    let dir = TempDir::new("layout");
+    let cache = TempDir::new("cache");
+    write_image(dir.path(), vec![l1.gzip(), l2.gzip()]);
+    let store = ImageStore::new(cache.path(), rt.idmap());
+    let r = ImageRef::OciLayout {
+        path: dir.path().to_path_buf(),
+        tag: None,
+    };
+    store.resolve(&r, &mut |_| {}).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("keep")).unwrap(),
+        "precious"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("dir/also-keep")).unwrap(),
+        "precious"
+    );
+    // A file written through the symlink is refused (or skipped), never written outside.
+    let mut l3 = Layer::new();
+    l3.file("escape/planted", b"x", 0o644);
+    let dir2 = TempDir::new("layout");
+    let mut l1 = Layer::new();
+    l1.symlink("escape", &host.path().display().to_string());
+    write_image(dir2.path(), vec![l1.gzip(), l3.gzip()]);
+    let _ = store.resolve(
+        &ImageRef::OciLayout {
+            path: dir2.path().to_path_buf(),
+            tag: None,
+        },
+        &mut |_| {},
+    );
+    assert!(!host.path().join("planted").exists());
 }
