@@ -62,10 +62,17 @@ impl Rng {
 /// A command that re-runs this test binary, executing only the test `name` in child role `role`.
 pub fn child(name: &str, role: &str, store: &Path) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([name, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env("LV_CHILD_ROLE", role)
-        .env("LV_CHILD_STORE", store)
-        .stdin(Stdio::null());
+    c.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env("LV_CHILD_ROLE", role)
+    .env("LV_CHILD_STORE", store)
+    .stdin(Stdio::null());
     c
 }
 
