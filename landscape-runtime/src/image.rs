@@ -792,7 +792,9 @@ impl ImageStore {
             let mut out = File::create(&part)
                 .map_err(|e| Self::err(&name, format!("write {}: {e}", part.display())))?;
             let mut h = Sha256::new();
-            let mut r = resp.into_reader();
+            // Never read more than the manifest announced.
+            let limit = if d.size > 0 { d.size + 1 } else { u64::MAX };
+            let mut r = resp.into_reader().take(limit);
             let mut buf = vec![0u8; 1 << 16];
             let mut total = 0u64;
             loop {
@@ -808,7 +810,7 @@ impl ImageStore {
                     .map_err(|e| Self::err(&name, format!("write blob: {e}")))?;
             }
             drop(out);
-            if format!("{:x}", h.finalize()) != hex {
+            if (d.size > 0 && total != d.size) || format!("{:x}", h.finalize()) != hex {
                 let _ = std::fs::remove_file(&part);
                 return Err(Self::err(
                     &name,
