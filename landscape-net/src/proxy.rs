@@ -187,7 +187,9 @@ impl Inner {
             .or_insert_with(|| {
                 let (_tx, rx) = watch::channel(vec![Endpoint::new(&t.authority)].into());
                 let name = format!("target:{}", t.authority);
-                Arc::new(Upstream::new(Arc::new(ServiceCell::new(&name)), 0, rx))
+                let mut up = Upstream::new(Arc::new(ServiceCell::new(&name)), 0, rx);
+                up.external = true;
+                Arc::new(up)
             })
             .clone()
     }
@@ -318,7 +320,7 @@ impl Inner {
                 cr.stats.count(502);
                 return local(
                     StatusCode::BAD_GATEWAY,
-                    "https targets need landscape-net's `tls` feature\n",
+                    "https targets are not supported yet; use an http:// target\n",
                 )
                 .map(|b| b.with_finish(finish));
             }
@@ -604,7 +606,7 @@ impl Inner {
             };
             let mut sender = match pooled {
                 Some(s) => s,
-                None => match self.connect(&ep).await {
+                None => match self.connect(&ep, up.external).await {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(service = %up.cell.name, port = up.port, endpoint = %ep, error = %e, "upstream connect failed; ejecting");
@@ -651,8 +653,16 @@ impl Inner {
     async fn connect(
         &self,
         ep: &Endpoint,
+        external: bool,
     ) -> std::io::Result<hyper::client::conn::http1::SendRequest<ReqBody>> {
-        let io = tokio::time::timeout(self.config.connect_timeout, self.connector.connect(ep))
+        // Headless targets live outside the landscape: plain TCP from the host, not the
+        // landscape connector.
+        let connect = if external {
+            crate::upstream::TcpConnector.connect(ep)
+        } else {
+            self.connector.connect(ep)
+        };
+        let io = tokio::time::timeout(self.config.connect_timeout, connect)
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")

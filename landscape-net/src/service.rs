@@ -100,6 +100,8 @@ struct Snapshot {
 pub(crate) struct Upstream {
     pub(crate) cell: Arc<ServiceCell>,
     pub(crate) port: u16,
+    /// A headless target outside the landscape (connected with plain TCP).
+    pub(crate) external: bool,
     pub(crate) rx: watch::Receiver<Endpoints>,
     snapshot: ArcSwap<Snapshot>,
     rr: AtomicUsize,
@@ -125,6 +127,7 @@ impl Upstream {
         Upstream {
             cell,
             port,
+            external: false,
             rx,
             snapshot: ArcSwap::from_pointee(Snapshot { source, eps }),
             rr: AtomicUsize::new(0),

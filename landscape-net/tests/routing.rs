@@ -449,3 +449,51 @@ async fn graceful_shutdown_drains_in_flight_requests() {
         "listener closed after shutdown"
     );
 }
+
+/// Records the endpoints it connects to and delegates to plain TCP (the runtime's connector
+/// hands over sockets from a network namespace instead).
+struct CountingConnector(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl landscape_net::Connector for CountingConnector {
+    async fn connect(&self, ep: &landscape_net::Endpoint) -> std::io::Result<landscape_net::BoxIo> {
+        self.0.lock().unwrap().push(ep.authority().to_string());
+        landscape_net::TcpConnector.connect(ep).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_use_the_connector_and_targets_plain_tcp() {
+    let svc = Upstream::start("svc").await;
+    let external = Upstream::start("external").await;
+    let connector = std::sync::Arc::new(CountingConnector(Default::default()));
+    let endpoints = landscape_net::StaticEndpoints::new();
+    endpoints.set("svc", None, vec![svc.endpoint()]);
+    let router = landscape_net::Router::builder()
+        .endpoints(endpoints)
+        .connector(connector.clone())
+        .build(
+            RouteTable::new()
+                .with(Route::to_service("/", "svc", 80))
+                .with(Route::to_target("/ext", &format!("http://{}", external.addr)).unwrap()),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let r = router.clone();
+    let task = tokio::spawn(async move { r.serve(listener, std::future::pending()).await });
+    let mut c = Client::connect(addr).await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(c.get("h", "/a").await.unwrap().field("server"), "svc");
+        assert_eq!(
+            c.get("h", "/ext/b").await.unwrap().field("server"),
+            "external"
+        );
+    }
+    // Service connections go through the connector; the target never does.
+    let seen = connector.0.lock().unwrap().clone();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|a| *a == svc.addr.to_string()),
+        "{seen:?}"
+    );
+    task.abort();
+}
