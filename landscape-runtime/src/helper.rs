@@ -122,15 +122,15 @@ pub(crate) fn supervise(
             "the fork path must run in a single-threaded process; call landscape_runtime::init() first in main and use Runtime::spawn".into(),
         );
     }
-    if let Err(e) = create_staging(&req.staging) {
+    // Every instance mounts its private tmpfs on the same directory: the mount exists only
+    // in the instance's own mount namespace, so instances never see each other's.
+    if let Err(e) = ensure_dir(&req.staging) {
         return Exit::failed(format!(
-            "create staging directory {}: {e}",
+            "create the mount point {}: {e}",
             req.staging.display()
         ));
     }
-    let exit = supervise_inner(req, control.as_mut(), emit);
-    let _ = std::fs::remove_dir(&req.staging);
-    exit
+    supervise_inner(req, control.as_mut(), emit)
 }
 
 fn supervise_inner(
@@ -407,23 +407,12 @@ fn thaw(req: &Request) {
     }
 }
 
-/// Creates the instance's staging directory, and its parent (the runtime's state
-/// directory, removed when a runtime is dropped and empty) when needed.
-fn create_staging(staging: &std::path::Path) -> std::io::Result<()> {
+/// Creates the runtime's state directory when it is missing (it is removed when a
+/// runtime is dropped); 0711: the mapped ids must traverse it to reach the mount point.
+fn ensure_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    for _ in 0..3 {
-        match std::fs::create_dir(staging) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(parent) = staging.parent() {
-                    // 0711: the mapped ids must traverse it to reach the mount point.
-                    let _ = std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o711)
-                        .create(parent);
-                }
-            }
-            other => return other,
-        }
+    if dir.is_dir() {
+        return Ok(());
     }
-    std::fs::create_dir(staging)
+    std::fs::DirBuilder::new().recursive(true).mode(0o711).create(dir)
 }

@@ -61,8 +61,9 @@ pub enum HelperBinary {
 /// Runtime-wide settings.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Directory for per-instance mount points (must be traversable by the mapped ids);
-    /// default `$TMPDIR/landscape-runtime-<uid>`.
+    /// Directory on which every instance mounts its private root tmpfs (inside its own
+    /// mount namespace; must be traversable by the mapped ids); default
+    /// `$TMPDIR/landscape-runtime-<uid>`.
     pub state_dir: PathBuf,
     /// The helper program.
     pub helper: HelperBinary,
@@ -247,7 +248,7 @@ impl Runtime {
             _ => None,
         };
         Ok(Request {
-            staging: self.cfg.state_dir.join(&id),
+            staging: self.cfg.state_dir.clone(),
             id,
             spec: spec.clone(),
             idmap: self.idmap,
