@@ -497,3 +497,45 @@ async fn services_use_the_connector_and_targets_plain_tcp() {
     );
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_closes_what_outlives_the_drain_deadline() {
+    let backend = Upstream::start("backend").await;
+    let cfg = RouterConfig {
+        drain_timeout: Duration::from_millis(200),
+        ..RouterConfig::default()
+    };
+    let mut r = TestRouter::start(
+        RouteTable::new().with(Route::to_service("/", "backend", 80)),
+        cfg,
+    )
+    .await;
+    r.endpoints.set("backend", None, vec![backend.endpoint()]);
+    let addr = r.addr;
+    // Far longer than the test's own bound: only the drain deadline can end it.
+    let stuck = tokio::spawn(async move {
+        let mut c = Client::connect(addr).await.unwrap();
+        c.get("h", "/slow?ms=3600000").await
+    });
+    wait_until("request in flight", || {
+        r.router
+            .activity("backend")
+            .is_some_and(|a| a.in_flight == 1)
+    })
+    .await;
+    r.shutdown();
+    let task = r.task.take().unwrap();
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("serve did not return after the drain deadline")
+        .unwrap()
+        .unwrap();
+    let res = tokio::time::timeout(DEADLINE, stuck)
+        .await
+        .expect("client still waiting")
+        .unwrap();
+    assert!(
+        res.is_err(),
+        "the stuck request should have been cut off: {res:?}"
+    );
+}
