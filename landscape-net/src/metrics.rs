@@ -12,19 +12,35 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// Counters of one route; shared across route-table swaps by name.
-#[derive(Default)]
+/// Counters of one route by status code (lock-free); shared across route-table swaps by name.
 pub(crate) struct RouteStats {
-    by_status: Mutex<Vec<(u16, u64)>>,
+    by_status: Box<[AtomicU64]>,
+}
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        RouteStats {
+            by_status: (0..600).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 impl RouteStats {
     pub(crate) fn count(&self, status: u16) {
-        let mut v = self.by_status.lock().unwrap_or_else(|e| e.into_inner());
-        match v.iter_mut().find(|(s, _)| *s == status) {
-            Some((_, n)) => *n += 1,
-            None => v.push((status, 1)),
+        if let Some(c) = self.by_status.get(status as usize) {
+            c.fetch_add(1, Relaxed);
         }
+    }
+
+    fn counts(&self) -> Vec<(u16, u64)> {
+        self.by_status
+            .iter()
+            .enumerate()
+            .filter_map(|(s, c)| {
+                let n = c.load(Relaxed);
+                (n > 0).then_some((s as u16, n))
+            })
+            .collect()
     }
 }
 
@@ -85,11 +101,7 @@ impl Metrics {
         let mut names: Vec<&String> = routes.keys().collect();
         names.sort();
         for name in names {
-            let v = routes[name]
-                .by_status
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let v = routes[name].counts();
             for (status, n) in v {
                 let _ = writeln!(
                     out,

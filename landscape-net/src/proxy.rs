@@ -93,6 +93,10 @@ fn rand_u64() -> u64 {
 }
 
 fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Fast path: one pass over the names (most requests carry none of them).
+    if !h.keys().any(|k| HOP_BY_HOP.iter().any(|n| n == k)) {
+        return;
+    }
     // Headers named in `Connection` are hop-by-hop too.
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
