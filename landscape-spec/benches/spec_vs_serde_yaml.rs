@@ -122,6 +122,14 @@ fn main() {
     if std::env::args().any(|a| a == "--breakdown") {
         return breakdown();
     }
+    if let Some(n) = std::env::args().skip_while(|a| a != "--only").nth(1) {
+        // Profiling aid: parse one size in a loop.
+        let text = landscape_spec::testgen::landscape_yaml(n.parse().unwrap_or(2000));
+        for _ in 0..(20_000_000 / text.len()).max(1) {
+            black_box(landscape_spec::parse_str("bench.yml", black_box(&text)));
+        }
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 3 } else { 15 };
     let mut per_size = Vec::new();

@@ -266,7 +266,15 @@ impl<'d> Decoder<'d> {
                     self.err(Diagnostic::error(
                         codes::OUT_OF_RANGE,
                         node.span,
-                        format!("{} {i} is out of range; expected {min}..{max}", Name(what)),
+                        format!(
+                            "{} {i} is out of range; expected {}",
+                            Name(what),
+                            if max >= u32::MAX as i128 {
+                                format!("at least {min}")
+                            } else {
+                                format!("{min}..{max}")
+                            }
+                        ),
                     ));
                     None
                 } else {
@@ -312,7 +320,7 @@ impl<'d> Decoder<'d> {
     fn template(&mut self, node: Node<'_>, what: Ctx<'_>) -> Option<Spanned<Template>> {
         match node.kind {
             NodeKind::Scalar(s, style) if !(style == Style::Plain && is_null(&s)) => {
-                if !s.contains("${{") {
+                if !crate::template::has_template(&s) {
                     return Some(Spanned::new(Template::literal(s.into_owned()), node.span));
                 }
                 let span = node.span;
@@ -711,7 +719,7 @@ impl<'d> Decoder<'d> {
         while let Some(n) = stack.pop() {
             match &n.kind {
                 NodeKind::Scalar(s, _) => {
-                    if s.contains("${{") {
+                    if crate::template::has_template(s) {
                         self.template_text(n, s, what);
                     }
                 }

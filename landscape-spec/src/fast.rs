@@ -63,6 +63,15 @@ pub(crate) fn parse<'a>(
     Some(root)
 }
 
+/// Width of a text in characters (columns), fast for ASCII.
+fn width(s: &str) -> u32 {
+    (if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    }) as u32
+}
+
 fn is_ws(c: u8) -> bool {
     c == b' ' || c == b'\t'
 }
@@ -115,6 +124,9 @@ impl<'a> P<'a> {
     fn end_of_line(&mut self) -> R<()> {
         self.skip_spaces();
         if self.peek() == Some(b'#') {
+            if self.pos > self.line_start && !is_ws(self.b[self.pos - 1]) {
+                return Err(Bail); // `"x"#c`: a comment must follow whitespace
+            }
             while !self.at_eol() {
                 self.pos += 1;
             }
@@ -377,34 +389,37 @@ impl<'a> P<'a> {
         let mut end;
         loop {
             // at '-'
-            let dash = self.here();
             self.pos += 1;
             self.skip_spaces();
+            // where the full reader places an empty item
+            let empty_at = self.here();
             let item = if self.at_eol() || self.peek() == Some(b'#') {
+                if self.peek() == Some(b'#') {
+                    return Err(Bail);
+                }
                 self.end_of_line()?;
                 let save = (self.pos, self.line, self.line_start);
                 match self.next_content_line()? {
                     Some(i) if i > indent => self.block_node(i, false, indent)?,
                     _ => {
                         (self.pos, self.line, self.line_start) = save;
-                        let at = Pos::new(dash.line, dash.col + 1);
                         Node {
                             kind: NodeKind::Scalar(Cow::Borrowed(""), Style::Plain),
-                            span: Span::at(at),
+                            span: Span::at(empty_at),
                         }
                     }
                 }
             } else {
                 let col = self.pos - self.line_start;
-                if self.b[self.line_start..self.pos].contains(&b'\t')
-                {
+                if self.b[self.line_start..self.pos].contains(&b'\t') {
                     return Err(Bail);
                 }
                 self.block_node(col, true, indent)?
             };
             end = item.span.end;
             if indentless && items.is_empty() {
-                start = item.span.start;
+                // where the first item's content would start on the dash's line
+                start = empty_at;
             }
             items.push(item);
             self.end_of_line_or_positioned()?;
@@ -463,7 +478,6 @@ impl<'a> P<'a> {
                 }
                 let text = &self.src[start..end];
                 if text.is_empty()
-                    || text.contains(" #")
                     || text.starts_with([
                         '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '%',
                         '@', '`',
@@ -471,10 +485,7 @@ impl<'a> P<'a> {
                 {
                     return Err(Bail);
                 }
-                let e = Pos::new(
-                    self.line,
-                    sp.col + self.src[start..end].chars().count() as u32,
-                );
+                let e = Pos::new(self.line, sp.col + width(&self.src[start..end]));
                 Node {
                     kind: NodeKind::Scalar(Cow::Borrowed(text), Style::Plain),
                     span: Span::new(sp, e),
@@ -484,7 +495,13 @@ impl<'a> P<'a> {
         if self.peek() != Some(b':') {
             return Err(Bail);
         }
+        if self.col_of(self.pos) - k.span.start.col > 1000 {
+            return Err(Bail); // YAML limits implicit keys to 1024 characters
+        }
         self.pos += 1;
+        if !matches!(self.peek(), None | Some(b' ') | Some(b'\n') | Some(b'\r')) {
+            return Err(Bail); // `"key":value` is for flow context only
+        }
         Ok(k)
     }
 
@@ -515,7 +532,7 @@ impl<'a> P<'a> {
     fn plain(&mut self, indent: usize) -> R<Node<'a>> {
         let sp = self.here();
         let first = self.plain_line()?;
-        let mut end = Pos::new(self.line, sp.col + first.chars().count() as u32);
+        let mut end = Pos::new(self.line, sp.col + width(first));
         let mut owned: Option<String> = None;
         loop {
             // continuation lines?
@@ -573,7 +590,7 @@ impl<'a> P<'a> {
                 }
             }
             s.push_str(text);
-            end = Pos::new(self.line, start_col.col + text.chars().count() as u32);
+            end = Pos::new(self.line, start_col.col + width(text));
         }
         let kind = match owned {
             Some(s) => NodeKind::Scalar(Cow::Owned(s), Style::Plain),
@@ -752,7 +769,11 @@ impl<'a> P<'a> {
                             }
                             self.newline();
                             self.skip_spaces();
-                            if self.at_eol() {
+                            let ind = self.b[self.line_start..self.pos]
+                                .iter()
+                                .take_while(|c| **c == b' ')
+                                .count();
+                            if self.at_eol() || (indent != usize::MAX && ind <= indent) {
                                 return Err(Bail);
                             }
                         }
@@ -1010,7 +1031,7 @@ impl<'a> P<'a> {
                 items.push(v);
             } else {
                 let k = match self.peek() {
-                    Some(b'"') | Some(b'\'') => self.quoted(usize::MAX)?,
+                    Some(b'"') | Some(b'\'') => self.quoted(self.flow_min)?,
                     Some(b'[') | Some(b'{') | Some(b'?') | Some(b',') => return Err(Bail),
                     _ => self.flow_plain()?,
                 };
@@ -1057,7 +1078,7 @@ impl<'a> P<'a> {
 
     fn flow_value(&mut self) -> R<Node<'a>> {
         match self.peek().ok_or(Bail)? {
-            b'"' | b'\'' => self.quoted(usize::MAX),
+            b'"' | b'\'' => self.quoted(self.flow_min),
             b'[' | b'{' => self.flow(),
             b'&' | b'*' | b'!' | b'%' | b'@' | b'`' | b'?' | b'|' | b'>' | b',' | b']' | b'}'
             | b'#' => Err(Bail),
@@ -1122,7 +1143,7 @@ impl<'a> P<'a> {
             }
         }
         let text = &self.src[start..end];
-        let e = Pos::new(self.line, sp.col + text.chars().count() as u32);
+        let e = Pos::new(self.line, sp.col + width(text));
         Ok(Node {
             kind: NodeKind::Scalar(Cow::Borrowed(text), Style::Plain),
             span: Span::new(sp, e),

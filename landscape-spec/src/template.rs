@@ -228,6 +228,20 @@ impl Template {
     }
 }
 
+/// Whether `s` contains `${{` (a cheap check before [`Template::parse`]).
+pub fn has_template(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while let Some(p) = b[i..].iter().position(|&c| c == b'$') {
+        let at = i + p;
+        if b.get(at + 1) == Some(&b'{') && b.get(at + 2) == Some(&b'{') {
+            return true;
+        }
+        i = at + 1;
+    }
+    false
+}
+
 /// Escapes `${{` in a literal (as `${{ '${{' }}`) so that it parses back as the same literal.
 pub fn escape_literal(l: &str) -> String {
     l.replace("${{", "${{ '${{' }}")

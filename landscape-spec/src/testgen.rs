@@ -43,3 +43,64 @@ pub fn landscape_yaml(n: usize) -> String {
     }
     s
 }
+
+/// The checks of the `parse` fuzz target: no panic, every diagnostic located, and wherever the
+/// fast YAML path answers, the full reader builds the same tree. Panics on a violation.
+pub fn check_parse(data: &[u8]) {
+    use crate::yaml::{check_bytes, parse_document_fast, parse_document_full, Limits};
+    let parsed = crate::parse_bytes("fuzz.yml", data);
+    for d in &parsed.diagnostics {
+        assert!(
+            d.span.start.line >= 1 && d.span.start.col >= 1,
+            "unlocated diagnostic {d:?}"
+        );
+    }
+    let limits = Limits::default();
+    let mut diags = Vec::new();
+    let Ok(text) = check_bytes(data, &limits, &mut diags) else {
+        return;
+    };
+    let mut fd = Vec::new();
+    if let Some(fast) = parse_document_fast(text, &limits, &mut fd) {
+        let mut sd = Vec::new();
+        let full = parse_document_full(text, &limits, &mut sd)
+            .unwrap_or_else(|| panic!("fast path accepted what the full reader rejects: {sd:?}"));
+        if let Some(d) = fast.diff(&full) {
+            panic!("fast and full trees differ: {d}");
+        }
+        let key = |d: &crate::Diagnostic| (d.code, d.span.start);
+        assert_eq!(
+            fd.iter().map(key).collect::<Vec<_>>(),
+            sd.iter().map(key).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// The checks of the `upgrade` fuzz target: every model that reads upgrades idempotently and
+/// its upgraded YAML reads back as the same model. Panics on a violation.
+pub fn check_upgrade(data: &[u8]) {
+    let parsed = crate::parse_bytes("fuzz.yml", data);
+    let Some(l) = parsed.landscape else { return };
+    let once = crate::upgrade(&l);
+    let twice = crate::upgrade(&once.landscape);
+    assert!(
+        twice.changes.is_empty(),
+        "second upgrade changed {:?}",
+        twice.changes
+    );
+    assert!(
+        twice.landscape == once.landscape,
+        "second upgrade changed the model"
+    );
+    check_roundtrip(&once.landscape);
+}
+
+/// Model -> YAML -> model must be the identity. Panics on a violation.
+pub fn check_roundtrip(l: &crate::Landscape) {
+    let yaml = crate::emit::to_yaml(l);
+    let p = crate::parse_str("rt.yml", &yaml);
+    let back = p
+        .landscape
+        .unwrap_or_else(|| panic!("emitted YAML does not read: {:?}\n{yaml}", p.diagnostics));
+    assert!(back == *l, "round trip differs:\n{yaml}");
+}
