@@ -55,12 +55,26 @@ pub(crate) fn parse<'a>(
     if text.contains('\r') && text.replace("\r\n", "").contains('\r') {
         return None; // lone carriage returns: full parser
     }
-    if text.contains(":\t") {
-        return None; // `:` + tab: the full reader decides
+    if text.contains(":\t") || tab_in_indentation(text) {
+        return None; // tabs where YAML is picky: the full reader decides
     }
     let root = p.document().ok()?;
     diags.append(&mut p.diags);
     Some(root)
+}
+
+/// Whether any line's leading whitespace contains a tab.
+fn tab_in_indentation(text: &str) -> bool {
+    let mut at_start = true;
+    for &c in text.as_bytes() {
+        match c {
+            b'\n' => at_start = true,
+            b'\t' if at_start => return true,
+            b' ' => {}
+            _ => at_start = false,
+        }
+    }
+    false
 }
 
 /// Width of a text in characters (columns), fast for ASCII.
