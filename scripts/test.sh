@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-cargo test --workspace --all-targets
+# The CLI tests run the real `landscape` binary (target/debug/examples/landscape).
+cargo build --workspace --examples
+cargo test --workspace --all-targets --no-fail-fast
 cargo test --workspace --doc
 for f in scripts/test.d/*.sh; do
   [ -f "$f" ] || continue
