@@ -896,6 +896,9 @@ impl<'a> P<'a> {
             while le < self.b.len() && self.b[le] != b'\n' {
                 le += 1;
             }
+            if le == self.b.len() && self.b[ls..le].iter().all(|c| is_ws(*c)) && le > ls {
+                return Err(Bail); // a blank last line without a line break: full reader
+            }
             let mut text_end = le;
             if text_end > i && self.b[text_end - 1] == b'\r' {
                 text_end -= 1;
