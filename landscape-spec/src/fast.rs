@@ -1105,7 +1105,7 @@ impl<'a> P<'a> {
             b'-' | b':'
                 if matches!(
                     self.at(1),
-                    None | Some(b' ') | Some(b'\t') | Some(b'\n') | Some(b'\r') | Some(b',')
+                    None | Some(b' ' | b'\t' | b'\n' | b'\r' | b',' | b'[' | b']' | b'{' | b'}')
                 ) =>
             {
                 Err(Bail)
