@@ -544,7 +544,9 @@ impl<'a> P<'a> {
 
     /// A plain scalar in block context, possibly continued on more-indented lines.
     fn plain(&mut self, indent: usize) -> R<Node<'a>> {
-        if matches!(self.peek(), Some(b'-' | b'?' | b':')) && matches!(self.at(1), Some(b',' | b'[' | b']' | b'{' | b'}')) {
+        if matches!(self.peek(), Some(b'-' | b'?' | b':'))
+            && matches!(self.at(1), Some(b',' | b'[' | b']' | b'{' | b'}'))
+        {
             return Err(Bail); // not a valid plain-scalar start
         }
         let sp = self.here();

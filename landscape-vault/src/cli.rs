@@ -114,7 +114,8 @@ pub struct Io<'a> {
 
 enum Opened {
     File(FileBackend),
-    Bao(OpenBaoBackend),
+    // Boxed: the HTTP client makes it much larger than the file backend.
+    Bao(Box<OpenBaoBackend>),
 }
 
 struct Fail(u8, String);
@@ -240,7 +241,7 @@ fn open(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<Opened, 
             if let Some(m) = &opts.mount {
                 b = b.with_mount(m);
             }
-            Ok(Opened::Bao(b))
+            Ok(Opened::Bao(Box::new(b)))
         }
     }
 }
@@ -268,7 +269,7 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
     }
     let vault = match &opened {
         Opened::File(b) => Vault::new(b.clone()),
-        Opened::Bao(b) => Vault::new(b.clone()),
+        Opened::Bao(b) => Vault::new((**b).clone()),
     }
     .with_actor(actor(opts, env))
     .with_policy(policy);
