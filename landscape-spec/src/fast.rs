@@ -688,12 +688,14 @@ impl<'a> P<'a> {
         }
         // General case.
         let mut out = String::new();
+        // Escaped characters are content: line folding never trims them.
+        let mut keep = 0;
         loop {
             let c = self.peek().ok_or(Bail)?;
             match c {
                 b'\n' | b'\r' => {
-                    // fold: trailing spaces of this line were already trimmed below
-                    while out.ends_with([' ', '\t']) {
+                    // fold: trailing white space of the line is dropped
+                    while out.len() > keep && out.ends_with([' ', '\t']) {
                         out.pop();
                     }
                     let mut breaks = 0;
@@ -798,6 +800,7 @@ impl<'a> P<'a> {
                         }
                         _ => return Err(Bail),
                     }
+                    keep = out.len();
                 }
                 _ => {
                     // copy a run of ordinary characters
