@@ -78,16 +78,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn breakdown() {
-    let text = landscape_spec::testgen::landscape_yaml(200);
+    for n in [200, 2000] {
+        breakdown_one(n);
+    }
+}
+
+fn breakdown_one(n: usize) {
+    let text = landscape_spec::testgen::landscape_yaml(n);
     let mb = text.len() as f64 / 1e6;
     let time = |f: &dyn Fn()| {
         let mut v = Vec::new();
         for _ in 0..9 {
             let t = Instant::now();
-            for _ in 0..20 {
+            let reps = (4_000_000 / text.len()).max(2);
+            for _ in 0..reps {
                 f();
             }
-            v.push(t.elapsed().as_secs_f64() / 20.0);
+            v.push(t.elapsed().as_secs_f64() / reps as f64);
         }
         mb / median(v)
     };
@@ -112,10 +119,14 @@ fn breakdown() {
     let full = time(&|| {
         black_box(landscape_spec::parse_str("b", &text));
     });
+    let model = landscape_spec::parse_str("b", &text).landscape.unwrap();
+    let validate = time(&|| {
+        black_box(landscape_spec::validate(&model, None));
+    });
     let serde = time(&|| {
         black_box(serde_yaml::from_str::<File>(&text).ok());
     });
-    println!("MB/s: events={events:.1} tree={tree:.1} decode={decode:.1} full={full:.1} serde_yaml={serde:.1}");
+    println!("n={n} MB/s: events={events:.1} tree={tree:.1} decode={decode:.1} full={full:.1} validate_only={validate:.1} serde_yaml={serde:.1}");
 }
 
 fn main() {
