@@ -20,7 +20,7 @@ pub fn to_yaml(l: &Landscape) -> String {
         Run::Services(m) => {
             o.push_str("run:\n");
             for (name, s) in m {
-                let _ = writeln!(o, "  {}:", scalar(name));
+                block_entry(&mut o, 2, name, "");
                 service(&mut o, s, 4);
             }
         }
@@ -91,6 +91,43 @@ pub fn quoted(s: &str) -> String {
     o
 }
 
+/// YAML limits implicit keys to 1024 characters; longer keys are written as explicit keys
+/// (`? key` then `: value`).
+const MAX_IMPLICIT_KEY: usize = 1000;
+
+fn long_key(written: &str) -> bool {
+    written.len() > MAX_IMPLICIT_KEY && written.chars().count() > MAX_IMPLICIT_KEY
+}
+
+/// A block mapping entry `key: value` at `indent` (`value` empty: the value follows on the next
+/// lines, indented deeper).
+fn block_entry(o: &mut String, indent: usize, key: &str, value: &str) {
+    let k = scalar(key);
+    let p = pad(indent);
+    if long_key(&k) {
+        let _ = writeln!(o, "{p}? {k}");
+        if value.is_empty() {
+            let _ = writeln!(o, "{p}:");
+        } else {
+            let _ = writeln!(o, "{p}: {value}");
+        }
+    } else if value.is_empty() {
+        let _ = writeln!(o, "{p}{k}:");
+    } else {
+        let _ = writeln!(o, "{p}{k}: {value}");
+    }
+}
+
+/// A flow mapping key with its `:` (explicit `? key :` when too long for an implicit key).
+fn flow_key(key: &str) -> String {
+    let k = quoted(key);
+    if long_key(&k) {
+        format!("? {k} :")
+    } else {
+        format!("{k}:")
+    }
+}
+
 fn pad(n: usize) -> String {
     " ".repeat(n)
 }
@@ -138,7 +175,7 @@ pub fn json_flow(v: &serde_json::Value) -> String {
         Value::Object(m) => format!(
             "{{{}}}",
             m.iter()
-                .map(|(k, v)| format!("{}: {}", quoted(k), json_flow(v)))
+                .map(|(k, v)| format!("{} {}", flow_key(k), json_flow(v)))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -162,7 +199,7 @@ fn service(o: &mut String, s: &Service, ind: usize) {
                 if let Some(params) = &m.parameters {
                     let inner: Vec<String> = params
                         .iter()
-                        .map(|(k, v)| format!("{}: {}", quoted(k), json_flow(v)))
+                        .map(|(k, v)| format!("{} {}", flow_key(k), json_flow(v)))
                         .collect();
                     parts.push(format!("parameters: {{{}}}", inner.join(", ")));
                 }
@@ -186,14 +223,14 @@ fn service(o: &mut String, s: &Service, ind: usize) {
     if let Some(c) = &s.config {
         let inner: Vec<String> = c
             .iter()
-            .map(|(k, v)| format!("{}: {}", quoted(k), json_flow(v)))
+            .map(|(k, v)| format!("{} {}", flow_key(k), json_flow(v)))
             .collect();
         line(o, format!("config: {{{}}}", inner.join(", ")));
     }
     if let Some(sec) = &s.secrets {
         let inner: Vec<String> = sec
             .iter()
-            .map(|(k, v)| format!("{}: {}", quoted(k), quoted(&v.to_source())))
+            .map(|(k, v)| format!("{} {}", flow_key(k), quoted(&v.to_source())))
             .collect();
         line(o, format!("secrets: {{{}}}", inner.join(", ")));
     }
@@ -230,7 +267,7 @@ fn service(o: &mut String, s: &Service, ind: usize) {
         } else {
             line(o, "env:".into());
             for (k, v) in env {
-                line(o, format!("  {}: {}", scalar(k), tpl(&v.value)));
+                block_entry(o, ind + 2, k, &tpl(&v.value));
             }
         }
     }
