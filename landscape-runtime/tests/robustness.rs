@@ -89,7 +89,8 @@ fn stop_reaches_every_process() {
     // A background process that outlives its shell would be left behind without pid 1.
     let (app, mut inst) = spawn_ready(
         &rt,
-        "(trap 'echo bg-term > /home/user/app/bg; exit 0' TERM; while :; do sleep 0.05; done) & touch ready; wait",
+        // `ready` is touched by the background process itself, after its trap is in place.
+        "(trap 'echo bg-term > /home/user/app/bg; exit 0' TERM; touch ready; while :; do sleep 0.05; done) & wait",
         None,
     );
     let exit = inst.stop(Duration::from_secs(10)).unwrap();
