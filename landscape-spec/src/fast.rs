@@ -123,6 +123,21 @@ impl<'a> P<'a> {
         self.line_start = self.pos;
     }
 
+    /// A position to return to after looking ahead.
+    fn mark(&self) -> (usize, u32, usize) {
+        (self.pos, self.line, self.line_start)
+    }
+
+    fn reset(&mut self, m: (usize, u32, usize)) {
+        (self.pos, self.line, self.line_start) = m;
+    }
+
+    /// Whether a block sequence entry (`-` followed by a space or the line end) starts here.
+    fn at_seq_entry(&self) -> bool {
+        self.peek() == Some(b'-')
+            && matches!(self.at(1), None | Some(b' ') | Some(b'\n') | Some(b'\r'))
+    }
+
     fn at_eol(&self) -> bool {
         matches!(self.peek(), None | Some(b'\n'))
             || (self.peek() == Some(b'\r') && self.at(1) == Some(b'\n'))
@@ -250,8 +265,8 @@ impl<'a> P<'a> {
     /// `in_seq_item`: the node directly follows `- ` (compact forms allowed).
     /// Scalars continue on lines indented more than `parent`.
     fn block_node(&mut self, indent: usize, in_seq_item: bool, parent: usize) -> R<Node<'a>> {
-        let c = self.peek().ok_or(Bail)?;
-        if c == b'-' && matches!(self.at(1), None | Some(b' ') | Some(b'\n') | Some(b'\r')) {
+        self.peek().ok_or(Bail)?;
+        if self.at_seq_entry() {
             if in_seq_item {
                 return Err(Bail); // `- - x`
             }
@@ -332,22 +347,15 @@ impl<'a> P<'a> {
             self.skip_spaces();
             let value = if self.at_eol() || self.peek() == Some(b'#') {
                 self.end_of_line()?;
-                let save = (self.pos, self.line, self.line_start);
+                let save = self.mark();
                 match self.next_content_line()? {
                     Some(i) if i > indent => self.block_node(i, false, indent)?,
-                    Some(i)
-                        if i == indent
-                            && self.peek() == Some(b'-')
-                            && matches!(
-                                self.at(1),
-                                Some(b' ') | Some(b'\n') | Some(b'\r') | None
-                            ) =>
-                    {
+                    Some(i) if i == indent && self.at_seq_entry() => {
                         // an "indentless" sequence: the full reader places it at its first item
                         self.block_seq(indent, true)?
                     }
                     _ => {
-                        (self.pos, self.line, self.line_start) = save;
+                        self.reset(save);
                         Node {
                             kind: NodeKind::Scalar(Cow::Borrowed(""), Style::Plain),
                             span: Span::at(colon),
@@ -361,12 +369,10 @@ impl<'a> P<'a> {
             insert_entry(&mut entries, &mut index, key, value, &mut self.diags);
             // next key?
             self.end_of_line_or_positioned()?;
-            let save = (self.pos, self.line, self.line_start);
+            let save = self.mark();
             match self.next_content_line()? {
                 Some(i) if i == indent => {
-                    if self.peek() == Some(b'-')
-                        && matches!(self.at(1), Some(b' ') | Some(b'\n') | Some(b'\r') | None)
-                    {
+                    if self.at_seq_entry() {
                         return Err(Bail);
                     }
                     if !self.looks_like_key()? {
@@ -375,7 +381,7 @@ impl<'a> P<'a> {
                 }
                 Some(i) if i > indent => return Err(Bail),
                 _ => {
-                    (self.pos, self.line, self.line_start) = save;
+                    self.reset(save);
                     break;
                 }
             }
@@ -412,11 +418,11 @@ impl<'a> P<'a> {
                     return Err(Bail);
                 }
                 self.end_of_line()?;
-                let save = (self.pos, self.line, self.line_start);
+                let save = self.mark();
                 match self.next_content_line()? {
                     Some(i) if i > indent => self.block_node(i, false, indent)?,
                     _ => {
-                        (self.pos, self.line, self.line_start) = save;
+                        self.reset(save);
                         Node {
                             kind: NodeKind::Scalar(Cow::Borrowed(""), Style::Plain),
                             span: Span::at(empty_at),
@@ -437,15 +443,12 @@ impl<'a> P<'a> {
             }
             items.push(item);
             self.end_of_line_or_positioned()?;
-            let save = (self.pos, self.line, self.line_start);
+            let save = self.mark();
             match self.next_content_line()? {
-                Some(i)
-                    if i == indent
-                        && self.peek() == Some(b'-')
-                        && matches!(self.at(1), Some(b' ') | Some(b'\n') | Some(b'\r') | None) => {}
+                Some(i) if i == indent && self.at_seq_entry() => {}
                 Some(i) if i > indent => return Err(Bail),
                 _ => {
-                    (self.pos, self.line, self.line_start) = save;
+                    self.reset(save);
                     break;
                 }
             }
@@ -555,7 +558,7 @@ impl<'a> P<'a> {
         let mut owned: Option<String> = None;
         loop {
             // continuation lines?
-            let save = (self.pos, self.line, self.line_start);
+            let save = self.mark();
             if !self.at_eol() {
                 // stopped at a comment
                 break;
@@ -595,7 +598,7 @@ impl<'a> P<'a> {
                 }
             }
             let Some(_) = cont else {
-                (self.pos, self.line, self.line_start) = save;
+                self.reset(save);
                 break;
             };
             let start_col = self.here();
