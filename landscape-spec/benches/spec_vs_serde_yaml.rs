@@ -143,44 +143,61 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 3 } else { 15 };
-    let mut per_size = Vec::new();
-    for n in [10usize, 200, 2000] {
-        let text = landscape_spec::testgen::landscape_yaml(n);
-        let p = landscape_spec::parse_str("bench.yml", &text);
+    let sizes = [10usize, 200, 2000];
+    let texts: Vec<String> = sizes
+        .iter()
+        .map(|&n| landscape_spec::testgen::landscape_yaml(n))
+        .collect();
+    for text in &texts {
+        let p = landscape_spec::parse_str("bench.yml", text);
         assert!(
             !p.has_errors(),
             "generated file has errors: {:?}",
             p.errors().next()
         );
-        serde_yaml::from_str::<File>(&text).expect("serde_yaml reads the generated file");
-        // Repeat small inputs so that each timed batch is about 2 MB.
-        let reps = (2_000_000 / text.len()).max(1);
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
+        serde_yaml::from_str::<File>(text).expect("serde_yaml reads the generated file");
+    }
+    // Every round times every size, ours then serde_yaml's, so that the ratios and the
+    // 2,000/200 scaling compare figures taken side by side, not minutes apart.
+    let mut ours = vec![Vec::new(); sizes.len()];
+    let mut theirs = vec![Vec::new(); sizes.len()];
+    let mut scaling = Vec::new();
+    for _ in 0..rounds {
+        for (i, text) in texts.iter().enumerate() {
+            // Repeat small inputs so that each timed batch is about 2 MB.
+            let reps = (2_000_000 / text.len()).max(1);
             let t = Instant::now();
             for _ in 0..reps {
-                black_box(landscape_spec::parse_str("bench.yml", black_box(&text)));
+                black_box(landscape_spec::parse_str("bench.yml", black_box(text)));
             }
-            ours.push(t.elapsed().as_secs_f64() / reps as f64);
+            ours[i].push(t.elapsed().as_secs_f64() / reps as f64);
             let t = Instant::now();
             for _ in 0..reps {
-                black_box(serde_yaml::from_str::<File>(black_box(&text)).ok());
+                black_box(serde_yaml::from_str::<File>(black_box(text)).ok());
             }
-            theirs.push(t.elapsed().as_secs_f64() / reps as f64);
+            theirs[i].push(t.elapsed().as_secs_f64() / reps as f64);
         }
-        let (o, t) = (median(ours), median(theirs));
-        let mb = text.len() as f64 / 1e6;
+        scaling.push(ours[2].last().unwrap() / ours[1].last().unwrap());
+    }
+    for (i, n) in sizes.iter().enumerate() {
+        let (o, t) = (median(ours[i].clone()), median(theirs[i].clone()));
+        let mb = texts[i].len() as f64 / 1e6;
         println!(
             "size={n} bytes={} landscape_mb_s={:.1} serde_yaml_mb_s={:.1} ratio={:.2}",
-            text.len(),
+            texts[i].len(),
             mb / o,
             mb / t,
             t / o
         );
-        per_size.push(o);
     }
+    let serde_scaling: Vec<f64> = theirs[2]
+        .iter()
+        .zip(&theirs[1])
+        .map(|(a, b)| a / b)
+        .collect();
     println!(
-        "scaling_2000_over_200={:.2} (linear would be 10.0; limit 11)",
-        per_size[2] / per_size[1]
+        "scaling_2000_over_200={:.2} serde_yaml={:.2} (median of per-round ratios; linear would be 10.0; limit 11)",
+        median(scaling),
+        median(serde_scaling)
     );
 }

@@ -3,7 +3,7 @@
 
 use crate::diag::{codes, Diagnostic};
 use crate::model::*;
-use crate::span::{Span, Spanned};
+use crate::span::{Pos, Span, Spanned};
 use crate::template::Template;
 use crate::yaml::{Node, NodeKind, Resolved, Style};
 use indexmap::IndexMap;
@@ -58,6 +58,44 @@ impl<'p> Ctx<'p> {
 pub(crate) struct Decoder<'d> {
     pub diags: &'d mut Vec<Diagnostic>,
     pub version: SchemaVersion,
+    /// Services decoded ahead by the streaming fast reader (see `fast::parse_streaming`);
+    /// the tree holds an empty mapping in their place.
+    pub streamed: Option<StreamedRun>,
+}
+
+/// The services of a block-style `run` mapping, decoded while the fast reader was still
+/// reading the file, in file order, with the diagnostics their decoding produced. Those are
+/// only reported for services the decoder then uses, where it would have decoded them.
+#[derive(Default)]
+pub(crate) struct StreamedRun {
+    services: IndexMap<String, Service>,
+    /// Where each service's key starts (increasing).
+    keys: Vec<Pos>,
+    /// Diagnostics, with the index of the service they belong to (increasing).
+    diags: Vec<(usize, Diagnostic)>,
+    scratch: Vec<Diagnostic>,
+}
+
+/// Decodes one `run.<name>` entry on its own and adds it to `out`. Decoding a service does
+/// not depend on the schema version or on anything outside the service. The reader drops
+/// duplicate keys before this is called, so a name seen before can only come from a second
+/// top-level `run`, which is itself dropped as a duplicate: such a service is skipped.
+pub(crate) fn stream_service(out: &mut StreamedRun, key: &Node<'_>, value: Node<'_>) {
+    let name = key.as_str().unwrap_or_default();
+    if out.services.contains_key(name) {
+        return;
+    }
+    let index = out.keys.len();
+    let mut dec = Decoder {
+        diags: &mut out.scratch,
+        version: SchemaVersion::LATEST,
+        streamed: None,
+    };
+    let mut service = dec.service(value, Ctx::ROOT.service(name));
+    service.name = Spanned::new(name.to_string(), key.span);
+    out.services.insert(name.to_string(), service);
+    out.keys.push(key.span.start);
+    out.diags.extend(out.scratch.drain(..).map(|d| (index, d)));
 }
 
 const TOP_KEYS: &[&str] = &["schemaVersion", "prepare", "test", "run"];
@@ -569,16 +607,63 @@ impl<'d> Decoder<'d> {
     }
 
     fn services(&mut self, entries: Entries<'_>) -> IndexMap<String, Service> {
+        let streamed = self.streamed.take();
+        if let Some(st) = streamed {
+            let all = st.keys.len() == entries.len()
+                && entries
+                    .iter()
+                    .zip(&st.keys)
+                    .all(|((k, _), at)| k.span.start == *at);
+            if all {
+                // The usual case: every service was decoded while reading.
+                self.diags.extend(st.diags.into_iter().map(|(_, d)| d));
+                return st.services;
+            }
+            return self.services_mixed(entries, st);
+        }
         let mut out = IndexMap::with_capacity(entries.len());
         for (k, v) in entries {
-            let span = k.span;
-            let name = match k.kind {
-                NodeKind::Scalar(s, _) => s.into_owned(),
-                _ => String::new(),
-            };
-            let mut svc = self.service(v, Ctx::ROOT.service(&name));
-            svc.name = Spanned::new(name.clone(), span);
+            let (name, svc) = self.one_service(k, v);
             out.insert(name, svc);
+        }
+        out
+    }
+
+    fn one_service(&mut self, k: Node<'_>, v: Node<'_>) -> (String, Service) {
+        let span = k.span;
+        let name = match k.kind {
+            NodeKind::Scalar(s, _) => s.into_owned(),
+            _ => String::new(),
+        };
+        let mut svc = self.service(v, Ctx::ROOT.service(&name));
+        svc.name = Spanned::new(name.clone(), span);
+        (name, svc)
+    }
+
+    /// Some entries of `run` were not decoded while reading (not mappings) or are not used
+    /// (the shape checks of `run` dropped them): take the decoded ones by position.
+    fn services_mixed(
+        &mut self,
+        entries: Entries<'_>,
+        mut st: StreamedRun,
+    ) -> IndexMap<String, Service> {
+        let mut out = IndexMap::with_capacity(entries.len());
+        let mut diags = st.diags.into_iter().peekable();
+        for (k, v) in entries {
+            match st.keys.binary_search(&k.span.start) {
+                Ok(i) => {
+                    while diags.next_if(|(j, _)| *j < i).is_some() {}
+                    while let Some((_, d)) = diags.next_if(|(j, _)| *j == i) {
+                        self.diags.push(d);
+                    }
+                    let svc = std::mem::take(&mut st.services[i]);
+                    out.insert(svc.name.value.clone(), svc);
+                }
+                Err(_) => {
+                    let (name, svc) = self.one_service(k, v);
+                    out.insert(name, svc);
+                }
+            }
         }
         out
     }

@@ -10,6 +10,7 @@
 //!
 //! Recursion is bounded by [`Limits::max_depth`].
 
+use crate::decode::StreamedRun;
 use crate::diag::Diagnostic;
 use crate::span::{Pos, Span};
 use crate::yaml::{insert_entry, KeyIndex, Limits, Node, NodeKind, Style};
@@ -33,6 +34,11 @@ struct P<'a> {
     /// Lines inside a flow collection must be indented more than this.
     flow_min: usize,
     diags: Vec<Diagnostic>,
+    /// Services decoded while their subtree is still in cache (see [`parse_streaming`]);
+    /// `None` when not streaming.
+    stream: Option<StreamedRun>,
+    /// Set while reading the value of the top-level `run` key, when streaming.
+    stream_next: bool,
 }
 
 /// Reads `text` with the fast path. `None` means "not handled here": use the full parser.
@@ -41,6 +47,29 @@ pub(crate) fn parse<'a>(
     limits: &Limits,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Node<'a>> {
+    read(text, limits, diags, None).map(|(n, _)| n)
+}
+
+/// [`parse`], decoding each service of a block-style top-level `run` mapping as soon as its
+/// subtree is read, while it is still in cache; the subtree is then dropped and its memory
+/// reused for the next service, so large files do not build the whole tree first. In the
+/// returned tree such a service's value is an empty mapping with the original span; the
+/// decoded services come back in file order, with their key's position. Only accepted
+/// entries (not duplicates) with a mapping value are streamed.
+pub(crate) fn parse_streaming<'a>(
+    text: &'a str,
+    limits: &Limits,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(Node<'a>, StreamedRun)> {
+    read(text, limits, diags, Some(StreamedRun::default())).map(|(n, s)| (n, s.unwrap_or_default()))
+}
+
+fn read<'a>(
+    text: &'a str,
+    limits: &Limits,
+    diags: &mut Vec<Diagnostic>,
+    stream: Option<StreamedRun>,
+) -> Option<(Node<'a>, Option<StreamedRun>)> {
     let mut p = P {
         src: text,
         b: text.as_bytes(),
@@ -51,6 +80,8 @@ pub(crate) fn parse<'a>(
         depth: 0,
         flow_min: 0,
         diags: Vec::new(),
+        stream,
+        stream_next: false,
     };
     if text.contains('\r') && text.replace("\r\n", "").contains('\r') {
         return None; // lone carriage returns: full parser
@@ -60,7 +91,7 @@ pub(crate) fn parse<'a>(
     }
     let root = p.document().ok()?;
     diags.append(&mut p.diags);
-    Some(root)
+    Some((root, p.stream))
 }
 
 /// Whether any line's leading whitespace contains a tab.
@@ -332,6 +363,8 @@ impl<'a> P<'a> {
 
     fn block_map(&mut self, indent: usize) -> R<Node<'a>> {
         self.enter()?;
+        // The direct value of the top-level `run` key (depth 2) streams its services.
+        let streaming = std::mem::take(&mut self.stream_next) && self.depth == 2;
         let start = self.here();
         let mut entries: Vec<(Node<'a>, Node<'a>)> = Vec::new();
         let mut index: Option<KeyIndex> = None;
@@ -345,6 +378,8 @@ impl<'a> P<'a> {
             // after `:`
             let colon = Pos::new(self.line, self.col_of(self.pos) - 1);
             self.skip_spaces();
+            self.stream_next =
+                self.stream.is_some() && self.depth == 1 && key.as_str() == Some("run");
             let value = if self.at_eol() || self.peek() == Some(b'#') {
                 self.end_of_line()?;
                 let save = self.mark();
@@ -365,8 +400,12 @@ impl<'a> P<'a> {
             } else {
                 self.inline_value(indent)?
             };
+            self.stream_next = false;
             end = value.span.end;
-            insert_entry(&mut entries, &mut index, key, value, &mut self.diags);
+            let added = insert_entry(&mut entries, &mut index, key, value, &mut self.diags);
+            if streaming && added {
+                self.stream_last(&mut entries);
+            }
             // next key?
             self.end_of_line_or_positioned()?;
             let save = self.mark();
@@ -391,6 +430,23 @@ impl<'a> P<'a> {
             kind: NodeKind::Map(entries),
             span: Span::new(start, end),
         })
+    }
+
+    /// Decodes the value of the entry just added to `run` when it is a mapping, leaving an
+    /// empty mapping with the same span in its place.
+    fn stream_last(&mut self, entries: &mut [(Node<'a>, Node<'a>)]) {
+        let (Some(out), Some((k, v))) = (self.stream.as_mut(), entries.last_mut()) else {
+            return;
+        };
+        if !matches!(v.kind, NodeKind::Map(_)) {
+            return;
+        }
+        let placeholder = Node {
+            kind: NodeKind::Map(Vec::new()),
+            span: v.span,
+        };
+        let v = std::mem::replace(v, placeholder);
+        crate::decode::stream_service(out, k, v);
     }
 
     /// After a nested block node the position is already at a line start (or the end); after an

@@ -128,8 +128,20 @@ pub fn parse_bytes(file: &str, bytes: &[u8]) -> Parsed {
 
 /// Reads a `ci.yml` from bytes: parse, decode into the model, validate.
 pub fn parse_with(file: &str, bytes: &[u8], opts: &ParseOptions) -> Parsed {
+    finish(file, bytes, opts, true)
+}
+
+/// [`parse_with`] through the reference path only: the `saphyr-parser` reader and a decoder
+/// that sees the whole tree. The fuzz targets and differential tests check that it gives
+/// exactly what [`parse_with`] gives.
+#[doc(hidden)]
+pub fn parse_reference(file: &str, bytes: &[u8], opts: &ParseOptions) -> Parsed {
+    finish(file, bytes, opts, false)
+}
+
+fn finish(file: &str, bytes: &[u8], opts: &ParseOptions, fast: bool) -> Parsed {
     let mut diagnostics = Vec::new();
-    let landscape = read(bytes, opts, &mut diagnostics);
+    let landscape = read(bytes, opts, &mut diagnostics, fast);
     if let Some(l) = &landscape {
         if !opts.skip_validation {
             diagnostics.extend(validate(l, opts.plans.as_ref()));
@@ -148,12 +160,26 @@ pub fn parse_with(file: &str, bytes: &[u8], opts: &ParseOptions) -> Parsed {
     }
 }
 
-fn read(bytes: &[u8], opts: &ParseOptions, diags: &mut Vec<Diagnostic>) -> Option<Landscape> {
+fn read(
+    bytes: &[u8],
+    opts: &ParseOptions,
+    diags: &mut Vec<Diagnostic>,
+    fast: bool,
+) -> Option<Landscape> {
     let text = yaml::check_bytes(bytes, &opts.limits, diags).ok()?;
-    let root = yaml::parse_document(text, &opts.limits, diags)?;
+    // Block-style files take the fast reader, which also decodes the services of `run` while
+    // it reads them; anything it declines is read by saphyr and decoded from the whole tree.
+    let streamed = fast
+        .then(|| fast::parse_streaming(text, &opts.limits, diags))
+        .flatten();
+    let (root, streamed) = match streamed {
+        Some((root, streamed)) => (root, Some(streamed)),
+        None => (yaml::parse_document_full(text, &opts.limits, diags)?, None),
+    };
     let mut dec = decode::Decoder {
         diags,
         version: SchemaVersion::V0_1,
+        streamed,
     };
     dec.landscape(root)
 }

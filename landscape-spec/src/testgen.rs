@@ -44,8 +44,9 @@ pub fn landscape_yaml(n: usize) -> String {
     s
 }
 
-/// The checks of the `parse` fuzz target: no panic, every diagnostic located, and wherever the
-/// fast YAML path answers, the full reader builds the same tree. Panics on a violation.
+/// The checks of the `parse` fuzz target: no panic, every diagnostic located, the result equal
+/// to the reference path's (saphyr reader, whole-tree decoding), and wherever the fast YAML path
+/// answers, the full reader builds the same tree. Panics on a violation.
 pub fn check_parse(data: &[u8]) {
     use crate::yaml::{check_bytes, parse_document_fast, parse_document_full, Limits};
     let parsed = crate::parse_bytes("fuzz.yml", data);
@@ -55,6 +56,7 @@ pub fn check_parse(data: &[u8]) {
             "unlocated diagnostic {d:?}"
         );
     }
+    check_same_as_reference(data, &parsed);
     let limits = Limits::default();
     let mut diags = Vec::new();
     let Ok(text) = check_bytes(data, &limits, &mut diags) else {
@@ -74,6 +76,36 @@ pub fn check_parse(data: &[u8]) {
             sd.iter().map(key).collect::<Vec<_>>()
         );
     }
+}
+
+/// Panics unless `parsed` (from [`crate::parse_bytes`]) equals what the reference path gives:
+/// same model, same diagnostics in the same order (compared by code, severity, start, related
+/// start, message and help: where a collection's span ends differs between the readers).
+pub fn check_same_as_reference(data: &[u8], parsed: &crate::Parsed) {
+    let key = |d: &crate::Diagnostic| {
+        (
+            d.code,
+            d.severity,
+            d.span.start,
+            d.related
+                .as_ref()
+                .map(|r| (r.span.start, r.message.clone())),
+            d.message.clone(),
+            d.help.clone(),
+        )
+    };
+    let reference = crate::parse_reference("fuzz.yml", data, &Default::default());
+    assert!(
+        parsed.landscape == reference.landscape,
+        "the fast reader's model differs from the reference:\n{:?}\n---\n{:?}",
+        parsed.landscape,
+        reference.landscape
+    );
+    assert_eq!(
+        parsed.diagnostics.iter().map(key).collect::<Vec<_>>(),
+        reference.diagnostics.iter().map(key).collect::<Vec<_>>(),
+        "the fast reader's diagnostics differ from the reference"
+    );
 }
 
 /// The checks of the `upgrade` fuzz target: every model that reads upgrades idempotently and

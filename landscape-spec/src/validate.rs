@@ -32,10 +32,57 @@ fn normalize_route(p: &str) -> &str {
 }
 
 fn secret_looking(key: &str) -> bool {
-    let k = key.to_ascii_uppercase();
-    ["PASSWORD", "TOKEN", "SECRET", "KEY"]
-        .iter()
-        .any(|w| k.contains(w))
+    ["PASSWORD", "TOKEN", "SECRET", "KEY"].iter().any(|w| {
+        key.as_bytes()
+            .windows(w.len())
+            .any(|c| c.eq_ignore_ascii_case(w.as_bytes()))
+    })
+}
+
+/// `service "<name>"` for messages, formatted only when a message is written.
+#[derive(Clone, Copy)]
+struct Obj<'a>(&'a str);
+
+impl std::fmt::Display for Obj<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "service \"{}\"", self.0)
+    }
+}
+
+/// `run.<name>`: the owner of a service's steps in messages.
+struct RunOwner<'a>(&'a str);
+
+impl std::fmt::Display for RunOwner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "run.{}", self.0)
+    }
+}
+
+/// Ports seen in one service: a short list scanned in place, a hash map when long.
+#[derive(Default)]
+struct PortSet {
+    few: Vec<(u16, Span)>,
+    many: Option<HashMap<u16, Span>>,
+}
+
+impl PortSet {
+    fn get(&self, port: u16) -> Option<Span> {
+        match &self.many {
+            Some(m) => m.get(&port).copied(),
+            None => self.few.iter().find(|(p, _)| *p == port).map(|(_, s)| *s),
+        }
+    }
+    fn insert(&mut self, port: u16, at: Span) {
+        if let Some(m) = &mut self.many {
+            m.insert(port, at);
+        } else if self.few.len() < 16 {
+            self.few.push((port, at));
+        } else {
+            let mut m: HashMap<u16, Span> = self.few.drain(..).collect();
+            m.insert(port, at);
+            self.many = Some(m);
+        }
+    }
 }
 
 /// Whether an image reference names a tag other than `latest` or a digest.
@@ -61,28 +108,30 @@ fn relative_path_problem(p: &str) -> Option<&'static str> {
     }
 }
 
+/// Route prefix -> where it was first claimed, and by which service.
+type Routes<'l> = HashMap<&'l str, (Span, Obj<'l>)>;
+
 /// Checks a model; returns every problem found (errors and warnings).
 pub fn validate(l: &Landscape, plans: Option<&PlanCatalogue>) -> Vec<Diagnostic> {
     let mut d = Vec::new();
     for (stage, st) in [("prepare", &l.prepare), ("test", &l.test)] {
-        empty_commands(&mut d, &st.steps, stage);
+        empty_commands(&mut d, &st.steps, &stage);
     }
     let services = match &l.run {
         Run::Steps(st) => {
-            empty_commands(&mut d, &st.steps, "run");
+            empty_commands(&mut d, &st.steps, &"run");
             return d;
         }
         Run::Services(s) => s,
     };
-    // route prefix -> (span, owner)
-    let mut routes: HashMap<String, (Span, String)> = HashMap::new();
+    let mut routes = Routes::new();
     for (name, s) in services {
         service(&mut d, l, name, s, plans, &mut routes);
     }
     d
 }
 
-fn empty_commands(d: &mut Vec<Diagnostic>, steps: &[Step], owner: &str) {
+fn empty_commands(d: &mut Vec<Diagnostic>, steps: &[Step], owner: &dyn std::fmt::Display) {
     for (i, st) in steps.iter().enumerate() {
         if st.command.trim().is_empty() {
             d.push(
@@ -97,15 +146,15 @@ fn empty_commands(d: &mut Vec<Diagnostic>, steps: &[Step], owner: &str) {
     }
 }
 
-fn service(
+fn service<'l>(
     d: &mut Vec<Diagnostic>,
     l: &Landscape,
-    name: &str,
-    s: &Service,
+    name: &'l str,
+    s: &'l Service,
     plans: Option<&PlanCatalogue>,
-    routes: &mut HashMap<String, (Span, String)>,
+    routes: &mut Routes<'l>,
 ) {
-    let obj = format!("service \"{name}\"");
+    let obj = Obj(name);
     let kind = s.kind();
     if !is_service_name(name) {
         d.push(
@@ -114,7 +163,7 @@ fn service(
         );
     }
     if let Some(steps) = &s.steps {
-        empty_commands(d, steps, &format!("run.{name}"));
+        empty_commands(d, steps, &RunOwner(name));
         if let Some(c) = &s.command {
             d.push(
                 Diagnostic::error(
@@ -170,7 +219,7 @@ fn service(
         }
     }
     for (i, vm) in s.volume_mounts().iter().enumerate() {
-        let w = format!("{obj}: volumeMounts[{i}]");
+        let w = VolumeMountAt(obj, i);
         if vm.name.value != "_workspace" {
             d.push(
                 Diagnostic::error(
@@ -312,14 +361,23 @@ fn service(
     network(d, name, s, kind, routes);
 }
 
-fn network(
+/// `service "<name>": volumeMounts[<i>]` for messages.
+struct VolumeMountAt<'a>(Obj<'a>, usize);
+
+impl std::fmt::Display for VolumeMountAt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: volumeMounts[{}]", self.0, self.1)
+    }
+}
+
+fn network<'l>(
     d: &mut Vec<Diagnostic>,
-    name: &str,
-    s: &Service,
+    name: &'l str,
+    s: &'l Service,
     kind: ServiceKind,
-    routes: &mut HashMap<String, (Span, String)>,
+    routes: &mut Routes<'l>,
 ) {
-    let obj = format!("service \"{name}\"");
+    let obj = Obj(name);
     let runs = matches!(kind, ServiceKind::Reactive | ServiceKind::ManagedContainer);
     let Some(n) = &s.network else {
         if runs && s.is_public.as_ref().is_none_or(|p| p.value) {
@@ -358,7 +416,7 @@ fn network(
             );
         }
         if let Some(p) = &n.legacy_path {
-            route(d, &obj, p.as_ref(), routes);
+            route(d, obj, p.as_ref(), routes);
         }
     }
     if new_form {
@@ -373,16 +431,16 @@ fn network(
             );
         }
     }
-    let mut seen: HashMap<u16, Span> = HashMap::new();
+    let mut seen = PortSet::default();
     for p in &n.ports {
-        if let Some(first) = seen.get(&p.port.value) {
+        if let Some(first) = seen.get(p.port.value) {
             d.push(
                 Diagnostic::error(
                     codes::DUPLICATE_PORT,
                     p.port.span,
                     format!("{obj}: port {} is listed twice", p.port.value),
                 )
-                .with_related(*first, "first listed here")
+                .with_related(first, "first listed here")
                 .with_help("list each port once"),
             );
         } else {
@@ -396,13 +454,13 @@ fn network(
         }
     }
     for p in &n.paths {
-        route(d, &obj, p.path.as_ref(), routes);
+        route(d, obj, p.path.as_ref(), routes);
         match &p.port {
             None if p.target.is_none() => d.push(
                 Diagnostic::error(codes::MISSING_PORT, p.path.span, format!("{obj}: path \"{}\" has no `port`", p.path.value))
                     .with_help("name the port the path routes to, e.g. `port: 3000` (only headless routes with `target` go without)"),
             ),
-            Some(port) if !seen.contains_key(&port.value) => d.push(
+            Some(port) if seen.get(port.value).is_none() => d.push(
                 Diagnostic::warning(codes::W_UNDECLARED_PORT, port.span, format!("{obj}: path \"{}\" routes to port {}, which is not listed in `ports`", p.path.value, port.value))
                     .with_help(format!("add `- port: {}` under `network.ports`", port.value)),
             ),
@@ -420,7 +478,7 @@ fn network(
                 .with_help("add a `paths` entry, or mark a port `isPublic: true`, if it serves requests; ignore this for workers"),
         );
     }
-    if runs && s.health_endpoint.is_none() && !n.ports.is_empty() && !seen.contains_key(&3000) {
+    if runs && s.health_endpoint.is_none() && !n.ports.is_empty() && seen.get(3000).is_none() {
         d.push(
             Diagnostic::warning(
                 codes::W_HEALTH_PORT,
@@ -435,11 +493,11 @@ fn network(
     }
 }
 
-fn route(
+fn route<'l>(
     d: &mut Vec<Diagnostic>,
-    obj: &str,
-    path: crate::span::Spanned<&String>,
-    routes: &mut HashMap<String, (Span, String)>,
+    obj: Obj<'l>,
+    path: crate::span::Spanned<&'l String>,
+    routes: &mut Routes<'l>,
 ) {
     if !path.value.starts_with('/') {
         d.push(
@@ -452,8 +510,8 @@ fn route(
         );
         return;
     }
-    let key = normalize_route(path.value).to_string();
-    if let Some((first, owner)) = routes.get(&key) {
+    let key = normalize_route(path.value);
+    if let Some((first, owner)) = routes.get(key) {
         d.push(
             Diagnostic::error(
                 codes::DUPLICATE_ROUTE,
@@ -464,7 +522,7 @@ fn route(
             .with_help("each public path prefix can route to one place; change one of them"),
         );
     } else {
-        routes.insert(key, (path.span, obj.to_string()));
+        routes.insert(key, (path.span, obj));
     }
 }
 

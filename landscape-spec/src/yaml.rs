@@ -646,14 +646,15 @@ pub fn parse_document_full<'a>(
 }
 
 /// Adds a key/value pair to a mapping under construction; a duplicate key is reported (with
-/// the first occurrence as related span) and dropped. Keys must be scalars.
+/// the first occurrence as related span) and dropped. Keys must be scalars. Returns whether
+/// the pair was added.
 pub(crate) fn insert_entry<'a>(
     entries: &mut Vec<(Node<'a>, Node<'a>)>,
     index: &mut Option<KeyIndex>,
     k: Node<'a>,
     v: Node<'a>,
     diags: &mut Vec<Diagnostic>,
-) {
+) -> bool {
     let ktext = k.as_str().unwrap_or_default();
     if let Some(first) = find_key(entries, index.as_ref(), ktext) {
         let first_span = entries[first].0.span;
@@ -668,7 +669,7 @@ pub(crate) fn insert_entry<'a>(
                 "keys must be unique in a mapping; remove or rename one (the first is kept)",
             ),
         );
-        return;
+        return false;
     }
     if let Some(ix) = index {
         ix.insert(ktext, entries.len());
@@ -681,6 +682,7 @@ pub(crate) fn insert_entry<'a>(
         *index = Some(ix);
     }
     entries.push((k, v));
+    true
 }
 
 /// A hash index over the keys of a large mapping: key hash -> first entry with that hash.

@@ -110,3 +110,51 @@ fn tricky_snippets_agree_or_fall_back() {
         cases.len()
     );
 }
+
+/// The fast reader decodes the services of `run` while it reads them (and drops their subtrees);
+/// the result must be exactly what the reference path (saphyr, whole-tree decoding) gives.
+#[test]
+fn streaming_decode_gives_the_reference_result() {
+    use landscape_spec::testgen::check_same_as_reference;
+    let mut files: Vec<String> = common::corpus().into_iter().map(|(_, s)| s).collect();
+    for n in [1, 10, 200] {
+        files.push(landscape_spec::testgen::landscape_yaml(n));
+    }
+    let svc = "    steps:\n      - command: run x\n    plan: 8\n";
+    let cases = [
+        // duplicate service: the second is dropped and not decoded
+        format!("schemaVersion: v0.4\nrun:\n  a:\n{svc}  a:\n    bogus: 1\n"),
+        // errors inside streamed services, in several services
+        "schemaVersion: v0.4\nrun:\n  a:\n    replicas: x\n    envv: 1\n  b:\n    network:\n      ports: [{port: 99999}]\n".to_string(),
+        // v0.1 shape with services beside it: services are reported, not decoded
+        format!("run:\n  steps:\n    - command: x\n  web:\n{svc}"),
+        // no schemaVersion, services only: decoded, plus the shape error
+        format!("run:\n  web:\n{svc}"),
+        // schemaVersion written after run
+        format!("run:\n  web:\n{svc}schemaVersion: v0.2\n"),
+        // v0.4 with flat steps beside services
+        format!("schemaVersion: v0.4\nrun:\n  steps:\n    - command: x\n  web:\n{svc}"),
+        // non-mapping service values
+        "schemaVersion: v0.4\nrun:\n  a: 1\n  b:\n    - x\n  c:\n  d: {steps: [{command: y}]}\n".to_string(),
+        // run as a list, run as a flow mapping, run duplicated
+        "schemaVersion: v0.4\nrun:\n  - a:\n      steps: []\n".to_string(),
+        "schemaVersion: v0.4\nrun: {a: {steps: [{command: x}]}}\n".to_string(),
+        format!("schemaVersion: v0.4\nrun:\n  a:\n{svc}run:\n  b:\n    bogus: 1\n"),
+        format!("schemaVersion: v0.4\nrun:\n  a:\n{svc}run:\n  a:\n    bogus: 1\n  b:\n{svc}"),
+        // keys named run below the top level are not streamed specially
+        format!("schemaVersion: v0.4\nrun:\n  run:\n{svc}    env:\n      run: x\n"),
+        // a service named like a reserved key, quoted keys
+        format!("schemaVersion: v0.4\n\"run\":\n  'steps':\n{svc}"),
+        // a fall back to saphyr after some services were streamed (anchor at the end)
+        format!("schemaVersion: v0.4\nrun:\n  a:\n{svc}  b: &x\n    plan: 8\n  c: *x\n"),
+        // an error the fast path leaves to saphyr, after streamed services
+        format!("schemaVersion: v0.4\nrun:\n  a:\n{svc}  b:\n    steps: [\n"),
+        // an unknown schemaVersion
+        format!("schemaVersion: v9\nrun:\n  a:\n{svc}"),
+    ];
+    files.extend(cases);
+    for f in &files {
+        let parsed = landscape_spec::parse_str("fuzz.yml", f);
+        check_same_as_reference(f.as_bytes(), &parsed);
+    }
+}
