@@ -73,7 +73,7 @@ pub(crate) fn child_main(
     req: &Request,
     go: OwnedFd,
     report: OwnedFd,
-    seccomp: &[seccompiler::BpfProgram],
+    seccomp: Option<&seccompiler::BpfProgram>,
 ) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let mut go = File::from(go);
@@ -436,7 +436,7 @@ fn overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> R<()> {
 
 /// pid 1 of the instance: starts the command, reaps every zombie, forwards signals
 /// (SIGTERM to every process of the instance), and reports the command's exit status.
-fn init(req: &Request, mut report: File, seccomp: &[seccompiler::BpfProgram]) -> ! {
+fn init(req: &Request, mut report: File, seccomp: Option<&seccompiler::BpfProgram>) -> ! {
     let (err_r, err_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
@@ -557,7 +557,7 @@ fn capability_mask(ports: PortPolicy) -> u64 {
 }
 
 /// The command's child: returns (exit code, message) only when exec failed.
-fn exec_command(req: &Request, seccomp: &[seccompiler::BpfProgram]) -> (i32, String) {
+fn exec_command(req: &Request, seccomp: Option<&seccompiler::BpfProgram>) -> (i32, String) {
     let spec = &req.spec;
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
@@ -640,7 +640,7 @@ fn exec_command(req: &Request, seccomp: &[seccompiler::BpfProgram]) -> (i32, Str
     if let Err(e) = nix::sys::prctl::set_no_new_privs() {
         return (126, format!("set no_new_privs: {e}"));
     }
-    for filter in seccomp {
+    if let Some(filter) = seccomp {
         if let Err(e) = seccompiler::apply_filter(filter) {
             return (126, format!("install seccomp filter: {e}"));
         }

@@ -160,13 +160,15 @@ fn supervise_inner(
 
 fn run_child(req: &Request, control: Option<&mut Control>, emit: &mut dyn FnMut(&Event)) -> Exit {
     let seccomp = if req.spec.no_seccomp {
-        Vec::new()
+        None
     } else {
-        match crate::seccomp::default_filters() {
-            Ok(f) => f,
+        match crate::seccomp::default_program() {
+            Ok(f) => Some(f),
             Err(e) => return Exit::failed(e),
         }
     };
+    // Read once here, inherited by the instance's processes (which drop capabilities).
+    sys::last_cap();
     let mask = container::handled_signals();
     let mut old = nix::sys::signal::SigSet::empty();
     if let Err(e) = nix::sys::signal::sigprocmask(
@@ -176,7 +178,7 @@ fn run_child(req: &Request, control: Option<&mut Control>, emit: &mut dyn FnMut(
     ) {
         return Exit::failed(format!("block signals: {e}"));
     }
-    let result = run_child_blocked(req, control, emit, &seccomp);
+    let result = run_child_blocked(req, control, emit, seccomp);
     let _ =
         nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&old), None);
     result
@@ -191,7 +193,7 @@ fn run_child_blocked(
     req: &Request,
     mut control: Option<&mut Control>,
     emit: &mut dyn FnMut(&Event),
-    seccomp: &[seccompiler::BpfProgram],
+    seccomp: Option<&seccompiler::BpfProgram>,
 ) -> Exit {
     let sfd = match SignalFd::with_flags(&container::handled_signals(), SfdFlags::SFD_CLOEXEC) {
         Ok(s) => s,

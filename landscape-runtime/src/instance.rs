@@ -103,12 +103,32 @@ pub enum Output {
     Logs(LogConfig),
 }
 
+/// Creates the state directory (0711: the mapped ids must traverse it to reach the mount
+/// point) unless it already exists with that mode.
+fn ensure_state_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let what = |verb: &str| format!("{verb} state directory {}", dir.display());
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() && m.permissions().mode() & 0o7777 == 0o711 => return Ok(()),
+        Ok(m) if m.is_dir() => {}
+        _ => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .map_err(|e| Error::io(what("create"), e))?,
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| Error::io(what("chmod"), e))
+}
+
 /// Starts instances. Cheap to share (`&Runtime` is all an instance needs).
 #[derive(Debug)]
 pub struct Runtime {
     cfg: RuntimeConfig,
     idmap: IdMap,
-    cgroups: std::result::Result<(), String>,
+    /// Whether cgroups are usable, checked on first need (instances without limits never
+    /// ask).
+    cgroups: std::sync::OnceLock<std::result::Result<(), String>>,
     counter: AtomicU64,
     pool: std::sync::Arc<std::sync::Mutex<Pool>>,
 }
@@ -153,8 +173,8 @@ impl Drop for Runtime {
             drop(w.sock); // EOF: the idle helper exits
             let _ = w.child.wait();
         }
-        // Leave no empty state directory behind (fails harmlessly while in use).
-        let _ = std::fs::remove_dir(&self.cfg.state_dir);
+        // The (empty) state directory stays: removing and re-creating it for every
+        // short-lived runtime (`landscape exec`) costs a synchronous discard on some disks.
     }
 }
 
@@ -171,27 +191,11 @@ impl Runtime {
             ));
         }
         let idmap = IdMap::detect(&cfg.subid_user)?;
-        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
-            Error::io(
-                format!("create state directory {}", cfg.state_dir.display()),
-                e,
-            )
-        })?;
-        // The mapped ids must traverse it to reach the per-instance mount points.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o711)).map_err(
-            |e| {
-                Error::io(
-                    format!("chmod state directory {}", cfg.state_dir.display()),
-                    e,
-                )
-            },
-        )?;
-        let cgroups = cgroup::availability(&cfg.cgroup_root);
+        ensure_state_dir(&cfg.state_dir)?;
         let rt = Runtime {
             cfg,
             idmap,
-            cgroups,
+            cgroups: std::sync::OnceLock::new(),
             counter: AtomicU64::new(0),
             pool: Default::default(),
         };
@@ -216,7 +220,12 @@ impl Runtime {
 
     /// `Ok` when plans become enforced cgroup limits, else the reason they are not.
     pub fn limits_support(&self) -> std::result::Result<(), String> {
-        self.cgroups.clone()
+        self.cgroup_support().clone()
+    }
+
+    fn cgroup_support(&self) -> &std::result::Result<(), String> {
+        self.cgroups
+            .get_or_init(|| cgroup::availability(&self.cfg.cgroup_root))
     }
 
     /// Makes `dir` writable by container user `user` (root mode: hands the directory to
@@ -243,9 +252,9 @@ impl Runtime {
         // Moving a process into a cgroup v1 hierarchy costs ~10 ms (the kernel waits for an
         // RCU grace period), so instances get cgroups only when they have limits; pass
         // `Limits::default()` for usage and freezing without limits.
-        let cgroups = match (&self.cgroups, spec.limits.is_some()) {
-            (Ok(()), true) => Some(Cgroups::new(&self.cfg.cgroup_root, &id)),
-            _ => None,
+        let cgroups = match spec.limits.is_some() && self.cgroup_support().is_ok() {
+            true => Some(Cgroups::new(&self.cfg.cgroup_root, &id)),
+            false => None,
         };
         Ok(Request {
             staging: self.cfg.state_dir.clone(),
