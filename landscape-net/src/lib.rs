@@ -32,6 +32,7 @@
 
 mod body;
 mod error;
+mod h1;
 mod metrics;
 mod pool;
 mod proxy;
@@ -90,6 +91,10 @@ pub struct RouterConfig {
     pub http2_keepalive_interval: Duration,
     /// HTTP/2 concurrent streams per connection.
     pub http2_max_concurrent_streams: u32,
+    /// Serve plain HTTP/1.1 requests to ready HTTP/1.1 upstreams on the lean path (own
+    /// parser, pooled raw connections, no per-request tasks); anything else, and every
+    /// request when this is off, takes the hyper path. Same semantics either way.
+    pub fast_http1: bool,
 }
 
 impl Default for RouterConfig {
@@ -108,6 +113,7 @@ impl Default for RouterConfig {
             drain_timeout: Duration::from_secs(30),
             http2_keepalive_interval: Duration::from_secs(20),
             http2_max_concurrent_streams: 256,
+            fast_http1: true,
         }
     }
 }

@@ -22,10 +22,10 @@ use tokio::sync::watch;
 
 /// A route with everything resolved that a request needs.
 pub(crate) struct CompiledRoute {
-    name: Arc<str>,
-    stats: Arc<RouteStats>,
-    backends: Vec<(Arc<Upstream>, u32)>,
-    target: Option<Target>,
+    pub(crate) name: Arc<str>,
+    pub(crate) stats: Arc<RouteStats>,
+    pub(crate) backends: Vec<(Arc<Upstream>, u32)>,
+    pub(crate) target: Option<Target>,
 }
 
 /// A route table plus its resolved upstreams; swapped atomically as a whole.
@@ -33,6 +33,16 @@ pub(crate) struct Compiled {
     pub(crate) table: RouteTable,
     default: Vec<CompiledRoute>,
     hosts: Vec<Vec<CompiledRoute>>,
+}
+
+impl Compiled {
+    /// The compiled route of a table lookup.
+    pub(crate) fn route(&self, id: crate::routes::RouteId) -> &CompiledRoute {
+        match id.host {
+            None => &self.default[id.index],
+            Some(h) => &self.hosts[h][id.index],
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -132,7 +142,7 @@ fn is_upgrade_request<B>(req: &Request<B>) -> bool {
 }
 
 /// Why forwarding failed.
-enum Failure {
+pub(crate) enum Failure {
     NoEndpoint,
     Connect,
     Exchange,
@@ -272,10 +282,7 @@ impl Inner {
             self.metrics.unrouted.fetch_add(1, Relaxed);
             return local(StatusCode::NOT_FOUND, "no route for this request\n");
         };
-        let cr = match id.host {
-            None => &compiled.default[id.index],
-            Some(h) => &compiled.hosts[h][id.index],
-        };
+        let cr = compiled.route(id);
 
         // Choose a backend: weighted over those with ready endpoints; else hold on the heaviest.
         let (up, ready) = match choose(&cr.backends) {
@@ -654,11 +661,12 @@ impl Inner {
         Err(last)
     }
 
-    async fn connect(
+    /// Opens a byte stream to `ep` within the connect timeout.
+    pub(crate) async fn connect_io(
         &self,
         ep: &Endpoint,
         external: bool,
-    ) -> std::io::Result<hyper::client::conn::http1::SendRequest<ReqBody>> {
+    ) -> std::io::Result<crate::upstream::BoxIo> {
         // Headless targets live outside the landscape: plain TCP from the host, not the
         // landscape connector.
         let connect = if external {
@@ -671,6 +679,15 @@ impl Inner {
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
+        Ok(io)
+    }
+
+    async fn connect(
+        &self,
+        ep: &Endpoint,
+        external: bool,
+    ) -> std::io::Result<hyper::client::conn::http1::SendRequest<ReqBody>> {
+        let io = self.connect_io(ep, external).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -684,7 +701,7 @@ impl Inner {
     }
 }
 
-fn is_idempotent(m: &Method) -> bool {
+pub(crate) fn is_idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -693,7 +710,7 @@ fn is_idempotent(m: &Method) -> bool {
 
 /// Weighted choice over backends with ready endpoints; `(upstream, true)`. When none is ready,
 /// the heaviest backend with weight > 0 is returned with `false` (hold on it).
-fn choose(backends: &[(Arc<Upstream>, u32)]) -> Option<(Arc<Upstream>, bool)> {
+pub(crate) fn choose(backends: &[(Arc<Upstream>, u32)]) -> Option<(Arc<Upstream>, bool)> {
     if backends.len() == 1 {
         let (u, w) = &backends[0];
         return (*w > 0).then(|| (u.clone(), u.has_ready()));

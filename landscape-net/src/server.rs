@@ -13,9 +13,72 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+
+/// A stream that first replays bytes already read from it (the lean path handing a
+/// connection to hyper).
+struct Rewind<S> {
+    pre: Vec<u8>,
+    pos: usize,
+    io: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.pos < this.pre.len() {
+            let n = (this.pre.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.pre[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.pre.len() {
+                this.pre = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
 
 fn builder(inner: &Inner) -> auto::Builder<TokioExecutor> {
     let c = &inner.config;
@@ -58,6 +121,8 @@ pub(crate) async fn serve_with(
 ) -> Result<(), Error> {
     let builder = Arc::new(builder(&inner));
     let graceful = GracefulShutdown::new();
+    // Tells connections on the lean path to finish (the hyper ones hear `graceful`).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -78,6 +143,7 @@ pub(crate) async fn serve_with(
         let inner = inner.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let mut stop = stop_rx.clone();
         #[allow(clippy::clone_on_copy)] // `Infallible` without the `tls` feature
         let tls = tls.clone();
         conns.spawn(async move {
@@ -101,6 +167,25 @@ pub(crate) async fn serve_with(
                 async move { Ok::<_, Infallible>(inner.handle(req, ip, proto).await) }
             });
             let result = match tls {
+                None if inner.config.fast_http1 => {
+                    let mut stream = stream;
+                    let ip = peer.ip().to_string();
+                    match crate::h1::serve(&inner, &mut stream, ip.as_bytes(), proto, &mut stop)
+                        .await
+                    {
+                        crate::h1::Lean::Done => Ok(()),
+                        crate::h1::Lean::Fallback(pre) => {
+                            let io = Rewind {
+                                pre,
+                                pos: 0,
+                                io: stream,
+                            };
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                    }
+                }
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     watcher.watch(conn.into_owned()).await
@@ -132,10 +217,12 @@ pub(crate) async fn serve_with(
     }
     drop(listener);
     let drain = inner.config.drain_timeout;
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop_tx.send(true);
+    let all_done = async {
+        graceful.shutdown().await;
+        while conns.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(drain, all_done).await.is_err() {
         tracing::warn!(
             remaining = conns.len(),
             "drain deadline passed; closing remaining connections"

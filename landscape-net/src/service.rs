@@ -83,12 +83,15 @@ impl ServiceCell {
     }
 }
 
-/// Load-balancing counters of one endpoint.
+/// Load-balancing counters of one endpoint, and its idle connections of the lean HTTP/1.1
+/// path (dropped with the endpoint when it leaves the ready set).
 #[derive(Default)]
 pub(crate) struct EpStats {
     pub(crate) outstanding: AtomicUsize,
     /// Milliseconds since the router's epoch until which the endpoint is ejected.
     ejected_until: AtomicU64,
+    /// Idle keep-alive connections (most recently used last) and when they became idle.
+    pub(crate) idle: Mutex<Vec<(crate::upstream::BoxIo, Instant)>>,
 }
 
 struct Snapshot {
@@ -111,7 +114,7 @@ pub(crate) struct Upstream {
 /// A chosen endpoint; decrements its outstanding counter when dropped.
 pub(crate) struct Picked {
     pub(crate) endpoint: Endpoint,
-    stats: Arc<EpStats>,
+    pub(crate) stats: Arc<EpStats>,
 }
 
 impl Drop for Picked {
