@@ -3,6 +3,7 @@
 
 use crate::diag::{codes, Diagnostic};
 use crate::model::*;
+use crate::plans::PlanCatalogue;
 use crate::span::{Pos, Span, Spanned};
 use crate::template::Template;
 use crate::yaml::{Node, NodeKind, Resolved, Style};
@@ -60,27 +61,53 @@ pub(crate) struct Decoder<'d> {
     pub version: SchemaVersion,
     /// Services decoded ahead by the streaming fast reader (see `fast::parse_streaming`);
     /// the tree holds an empty mapping in their place.
-    pub streamed: Option<StreamedRun>,
+    pub streamed: Option<StreamedRun<'d>>,
+    /// Set when the services of `run` are exactly the streamed ones and they were checked
+    /// while streaming: the schema version assumed and what the checks found.
+    pub checked: Option<(SchemaVersion, Vec<Diagnostic>)>,
 }
 
 /// The services of a block-style `run` mapping, decoded while the fast reader was still
 /// reading the file, in file order, with the diagnostics their decoding produced. Those are
 /// only reported for services the decoder then uses, where it would have decoded them.
 #[derive(Default)]
-pub(crate) struct StreamedRun {
+pub(crate) struct StreamedRun<'p> {
     services: IndexMap<String, Service>,
     /// Where each service's key starts (increasing).
     keys: Vec<Pos>,
     /// Diagnostics, with the index of the service they belong to (increasing).
     diags: Vec<(usize, Diagnostic)>,
     scratch: Vec<Diagnostic>,
+    /// The semantic checks of each service (`validate::service`), run while it is still in
+    /// cache; set when the schema version was known before `run`.
+    pub check: Option<StreamCheck<'p>>,
+}
+
+/// The state of the per-service checks run while streaming.
+pub(crate) struct StreamCheck<'p> {
+    version: SchemaVersion,
+    plans: Option<&'p PlanCatalogue>,
+    routes: crate::validate::Routes,
+    diags: Vec<Diagnostic>,
+}
+
+impl<'p> StreamCheck<'p> {
+    /// Checks against `version` and `plans`.
+    pub fn new(version: SchemaVersion, plans: Option<&'p PlanCatalogue>) -> Self {
+        StreamCheck {
+            version,
+            plans,
+            routes: Default::default(),
+            diags: Vec::new(),
+        }
+    }
 }
 
 /// Decodes one `run.<name>` entry on its own and adds it to `out`. Decoding a service does
 /// not depend on the schema version or on anything outside the service. The reader drops
 /// duplicate keys before this is called, so a name seen before can only come from a second
 /// top-level `run`, which is itself dropped as a duplicate: such a service is skipped.
-pub(crate) fn stream_service(out: &mut StreamedRun, key: &Node<'_>, value: Node<'_>) {
+pub(crate) fn stream_service(out: &mut StreamedRun<'_>, key: &Node<'_>, value: Node<'_>) {
     let name = key.as_str().unwrap_or_default();
     if out.services.contains_key(name) {
         return;
@@ -90,12 +117,23 @@ pub(crate) fn stream_service(out: &mut StreamedRun, key: &Node<'_>, value: Node<
         diags: &mut out.scratch,
         version: SchemaVersion::LATEST,
         streamed: None,
+        checked: None,
     };
     let mut service = dec.service(value, Ctx::ROOT.service(name));
     service.name = Spanned::new(name.to_string(), key.span);
     out.services.insert(name.to_string(), service);
     out.keys.push(key.span.start);
     out.diags.extend(out.scratch.drain(..).map(|d| (index, d)));
+    if let Some(c) = &mut out.check {
+        crate::validate::service(
+            &mut c.diags,
+            c.version,
+            &out.services,
+            index,
+            c.plans,
+            &mut c.routes,
+        );
+    }
 }
 
 const TOP_KEYS: &[&str] = &["schemaVersion", "prepare", "test", "run"];
@@ -617,6 +655,7 @@ impl<'d> Decoder<'d> {
             if all {
                 // The usual case: every service was decoded while reading.
                 self.diags.extend(st.diags.into_iter().map(|(_, d)| d));
+                self.checked = st.check.map(|c| (c.version, c.diags));
                 return st.services;
             }
             return self.services_mixed(entries, st);

@@ -10,10 +10,12 @@
 //!
 //! Recursion is bounded by [`Limits::max_depth`].
 
-use crate::decode::StreamedRun;
+use crate::decode::{StreamCheck, StreamedRun};
 use crate::diag::Diagnostic;
+use crate::model::SchemaVersion;
+use crate::plans::PlanCatalogue;
 use crate::span::{Pos, Span};
-use crate::yaml::{insert_entry, KeyIndex, Limits, Node, NodeKind, Style};
+use crate::yaml::{insert_entry, KeyIndex, Limits, Node, NodeKind, Resolved, Style};
 use std::borrow::Cow;
 
 /// Gives up: the caller falls back to the full parser.
@@ -36,9 +38,11 @@ struct P<'a> {
     diags: Vec<Diagnostic>,
     /// Services decoded while their subtree is still in cache (see [`parse_streaming`]);
     /// `None` when not streaming.
-    stream: Option<StreamedRun>,
+    stream: Option<StreamedRun<'a>>,
     /// Set while reading the value of the top-level `run` key, when streaming.
     stream_next: bool,
+    /// When streaming with checks: the plan catalogue to check services against.
+    check: Option<Option<&'a PlanCatalogue>>,
 }
 
 /// Reads `text` with the fast path. `None` means "not handled here": use the full parser.
@@ -47,7 +51,7 @@ pub(crate) fn parse<'a>(
     limits: &Limits,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Node<'a>> {
-    read(text, limits, diags, None).map(|(n, _)| n)
+    read(text, limits, diags, None, None).map(|(n, _)| n)
 }
 
 /// [`parse`], decoding each service of a block-style top-level `run` mapping as soon as its
@@ -55,21 +59,26 @@ pub(crate) fn parse<'a>(
 /// reused for the next service, so large files do not build the whole tree first. In the
 /// returned tree such a service's value is an empty mapping with the original span; the
 /// decoded services come back in file order, with their key's position. Only accepted
-/// entries (not duplicates) with a mapping value are streamed.
+/// entries (not duplicates) with a mapping value are streamed. With `check` (the plan
+/// catalogue, if any), each streamed service also gets its semantic checks
+/// (`validate::service`) when a known schemaVersion precedes `run`.
 pub(crate) fn parse_streaming<'a>(
     text: &'a str,
     limits: &Limits,
     diags: &mut Vec<Diagnostic>,
-) -> Option<(Node<'a>, StreamedRun)> {
-    read(text, limits, diags, Some(StreamedRun::default())).map(|(n, s)| (n, s.unwrap_or_default()))
+    check: Option<Option<&'a PlanCatalogue>>,
+) -> Option<(Node<'a>, StreamedRun<'a>)> {
+    read(text, limits, diags, Some(StreamedRun::default()), check)
+        .map(|(n, s)| (n, s.unwrap_or_default()))
 }
 
 fn read<'a>(
     text: &'a str,
     limits: &Limits,
     diags: &mut Vec<Diagnostic>,
-    stream: Option<StreamedRun>,
-) -> Option<(Node<'a>, Option<StreamedRun>)> {
+    stream: Option<StreamedRun<'a>>,
+    check: Option<Option<&'a PlanCatalogue>>,
+) -> Option<(Node<'a>, Option<StreamedRun<'a>>)> {
     let mut p = P {
         src: text,
         b: text.as_bytes(),
@@ -82,6 +91,7 @@ fn read<'a>(
         diags: Vec::new(),
         stream,
         stream_next: false,
+        check,
     };
     if text.contains('\r') && text.replace("\r\n", "").contains('\r') {
         return None; // lone carriage returns: full parser
@@ -380,6 +390,9 @@ impl<'a> P<'a> {
             self.skip_spaces();
             self.stream_next =
                 self.stream.is_some() && self.depth == 1 && key.as_str() == Some("run");
+            if self.stream_next {
+                self.start_checks(&entries);
+            }
             let value = if self.at_eol() || self.peek() == Some(b'#') {
                 self.end_of_line()?;
                 let save = self.mark();
@@ -430,6 +443,27 @@ impl<'a> P<'a> {
             kind: NodeKind::Map(entries),
             span: Span::new(start, end),
         })
+    }
+
+    /// Before the top-level `run`: when checks were asked for and a known schemaVersion with
+    /// services came before, the streamed services are checked against it as they are read.
+    fn start_checks(&mut self, root: &[(Node<'a>, Node<'a>)]) {
+        let (Some(plans), Some(stream)) = (self.check, self.stream.as_mut()) else {
+            return;
+        };
+        if stream.check.is_some() {
+            return; // a second `run`: dropped as a duplicate key
+        }
+        let version = root
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("schemaVersion"))
+            .and_then(|(_, v)| match v.resolve() {
+                Some(Resolved::Str(s)) => SchemaVersion::parse(s),
+                _ => None,
+            });
+        if let Some(v) = version.filter(|v| v.has_services()) {
+            stream.check = Some(StreamCheck::new(v, plans));
+        }
     }
 
     /// Decodes the value of the entry just added to `run` when it is a mapping, leaving an

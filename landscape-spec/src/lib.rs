@@ -141,10 +141,18 @@ pub fn parse_reference(file: &str, bytes: &[u8], opts: &ParseOptions) -> Parsed 
 
 fn finish(file: &str, bytes: &[u8], opts: &ParseOptions, fast: bool) -> Parsed {
     let mut diagnostics = Vec::new();
-    let landscape = read(bytes, opts, &mut diagnostics, fast);
+    let (landscape, checked) = read(bytes, opts, &mut diagnostics, fast);
     if let Some(l) = &landscape {
         if !opts.skip_validation {
-            diagnostics.extend(validate(l, opts.plans.as_ref()));
+            diagnostics.extend(match checked {
+                // The services were checked while they were read, against this version.
+                Some((v, checked))
+                    if v == l.schema_version.value && matches!(l.run, Run::Services(_)) =>
+                {
+                    validate::validate_with_checked(l, checked)
+                }
+                _ => validate(l, opts.plans.as_ref()),
+            });
         }
     }
     diagnostics.sort_by(|a, b| {
@@ -160,28 +168,34 @@ fn finish(file: &str, bytes: &[u8], opts: &ParseOptions, fast: bool) -> Parsed {
     }
 }
 
-fn read(
-    bytes: &[u8],
-    opts: &ParseOptions,
-    diags: &mut Vec<Diagnostic>,
-    fast: bool,
-) -> Option<Landscape> {
-    let text = yaml::check_bytes(bytes, &opts.limits, diags).ok()?;
+/// What [`read`] found: the model, and the services' checks if they were run while reading.
+type Read = (Option<Landscape>, Option<(SchemaVersion, Vec<Diagnostic>)>);
+
+fn read(bytes: &[u8], opts: &ParseOptions, diags: &mut Vec<Diagnostic>, fast: bool) -> Read {
+    let Ok(text) = yaml::check_bytes(bytes, &opts.limits, diags) else {
+        return (None, None);
+    };
+    let check = (!opts.skip_validation).then_some(opts.plans.as_ref());
     // Block-style files take the fast reader, which also decodes the services of `run` while
     // it reads them; anything it declines is read by saphyr and decoded from the whole tree.
     let streamed = fast
-        .then(|| fast::parse_streaming(text, &opts.limits, diags))
+        .then(|| fast::parse_streaming(text, &opts.limits, diags, check))
         .flatten();
     let (root, streamed) = match streamed {
         Some((root, streamed)) => (root, Some(streamed)),
-        None => (yaml::parse_document_full(text, &opts.limits, diags)?, None),
+        None => match yaml::parse_document_full(text, &opts.limits, diags) {
+            Some(root) => (root, None),
+            None => return (None, None),
+        },
     };
     let mut dec = decode::Decoder {
         diags,
         version: SchemaVersion::V0_1,
         streamed,
+        checked: None,
     };
-    dec.landscape(root)
+    let l = dec.landscape(root);
+    (l, dec.checked)
 }
 
 /// The file name of a profile: `ci.yml` for the default profile, `ci.<profile>.yml` otherwise.

@@ -82,6 +82,15 @@ pub fn check_parse(data: &[u8]) {
 /// same model, same diagnostics in the same order (compared by code, severity, start, related
 /// start, message and help: where a collection's span ends differs between the readers).
 pub fn check_same_as_reference(data: &[u8], parsed: &crate::Parsed) {
+    check_same_as_reference_with(data, parsed, &Default::default());
+}
+
+/// [`check_same_as_reference`] for a file read with `opts`.
+pub fn check_same_as_reference_with(
+    data: &[u8],
+    parsed: &crate::Parsed,
+    opts: &crate::ParseOptions,
+) {
     let key = |d: &crate::Diagnostic| {
         (
             d.code,
@@ -94,7 +103,7 @@ pub fn check_same_as_reference(data: &[u8], parsed: &crate::Parsed) {
             d.help.clone(),
         )
     };
-    let reference = crate::parse_reference("fuzz.yml", data, &Default::default());
+    let reference = crate::parse_reference("fuzz.yml", data, opts);
     assert!(
         parsed.landscape == reference.landscape,
         "the fast reader's model differs from the reference:\n{:?}\n---\n{:?}",

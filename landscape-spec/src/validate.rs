@@ -5,6 +5,7 @@ use crate::diag::{codes, Diagnostic};
 use crate::model::*;
 use crate::plans::PlanCatalogue;
 use crate::span::Span;
+use indexmap::IndexMap;
 use std::collections::HashMap;
 
 /// Whether `name` is a valid service name: a DNS label of at most 32 characters,
@@ -108,25 +109,45 @@ fn relative_path_problem(p: &str) -> Option<&'static str> {
     }
 }
 
-/// Route prefix -> where it was first claimed, and by which service.
-type Routes<'l> = HashMap<&'l str, (Span, Obj<'l>)>;
+/// Route prefix -> where it was first claimed, and by which service (its index).
+pub(crate) type Routes = HashMap<String, (Span, usize)>;
 
 /// Checks a model; returns every problem found (errors and warnings).
 pub fn validate(l: &Landscape, plans: Option<&PlanCatalogue>) -> Vec<Diagnostic> {
+    let mut d = stages(l);
+    if let Run::Services(services) = &l.run {
+        let mut routes = Routes::new();
+        for i in 0..services.len() {
+            service(
+                &mut d,
+                l.schema_version.value,
+                services,
+                i,
+                plans,
+                &mut routes,
+            );
+        }
+    }
+    d
+}
+
+/// [`validate`] of a model whose services were already checked one by one with
+/// [`service`], in order, against the same schema version and plans: `checked` holds what
+/// those checks found.
+pub(crate) fn validate_with_checked(l: &Landscape, checked: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut d = stages(l);
+    d.extend(checked);
+    d
+}
+
+/// The checks outside services: empty commands in `prepare`, `test` and v0.1's `run`.
+fn stages(l: &Landscape) -> Vec<Diagnostic> {
     let mut d = Vec::new();
     for (stage, st) in [("prepare", &l.prepare), ("test", &l.test)] {
         empty_commands(&mut d, &st.steps, &stage);
     }
-    let services = match &l.run {
-        Run::Steps(st) => {
-            empty_commands(&mut d, &st.steps, &"run");
-            return d;
-        }
-        Run::Services(s) => s,
-    };
-    let mut routes = Routes::new();
-    for (name, s) in services {
-        service(&mut d, l, name, s, plans, &mut routes);
+    if let Run::Steps(st) = &l.run {
+        empty_commands(&mut d, &st.steps, &"run");
     }
     d
 }
@@ -146,14 +167,19 @@ fn empty_commands(d: &mut Vec<Diagnostic>, steps: &[Step], owner: &dyn std::fmt:
     }
 }
 
-fn service<'l>(
+/// Checks service `i` of `services` (those before it were checked already: route prefixes are
+/// unique across the landscape).
+pub(crate) fn service(
     d: &mut Vec<Diagnostic>,
-    l: &Landscape,
-    name: &'l str,
-    s: &'l Service,
+    version: SchemaVersion,
+    services: &IndexMap<String, Service>,
+    i: usize,
     plans: Option<&PlanCatalogue>,
-    routes: &mut Routes<'l>,
+    routes: &mut Routes,
 ) {
+    let Some((name, s)) = services.get_index(i) else {
+        return;
+    };
     let obj = Obj(name);
     let kind = s.kind();
     if !is_service_name(name) {
@@ -289,7 +315,7 @@ fn service<'l>(
     }
     if let Some(p) = &s.provider {
         if let Some(v) = &p.version {
-            if l.schema_version.value >= SchemaVersion::V0_4 {
+            if version >= SchemaVersion::V0_4 {
                 d.push(
                     Diagnostic::warning(
                         codes::W_DEPRECATED,
@@ -358,7 +384,7 @@ fn service<'l>(
             );
         }
     }
-    network(d, name, s, kind, routes);
+    network(d, services, i, kind, routes);
 }
 
 /// `service "<name>": volumeMounts[<i>]` for messages.
@@ -370,13 +396,16 @@ impl std::fmt::Display for VolumeMountAt<'_> {
     }
 }
 
-fn network<'l>(
+fn network(
     d: &mut Vec<Diagnostic>,
-    name: &'l str,
-    s: &'l Service,
+    services: &IndexMap<String, Service>,
+    i: usize,
     kind: ServiceKind,
-    routes: &mut Routes<'l>,
+    routes: &mut Routes,
 ) {
+    let Some((name, s)) = services.get_index(i) else {
+        return;
+    };
     let obj = Obj(name);
     let runs = matches!(kind, ServiceKind::Reactive | ServiceKind::ManagedContainer);
     let Some(n) = &s.network else {
@@ -416,7 +445,7 @@ fn network<'l>(
             );
         }
         if let Some(p) = &n.legacy_path {
-            route(d, obj, p.as_ref(), routes);
+            route(d, (obj, i), p.as_ref(), routes, services);
         }
     }
     if new_form {
@@ -454,7 +483,7 @@ fn network<'l>(
         }
     }
     for p in &n.paths {
-        route(d, obj, p.path.as_ref(), routes);
+        route(d, (obj, i), p.path.as_ref(), routes, services);
         match &p.port {
             None if p.target.is_none() => d.push(
                 Diagnostic::error(codes::MISSING_PORT, p.path.span, format!("{obj}: path \"{}\" has no `port`", p.path.value))
@@ -493,11 +522,12 @@ fn network<'l>(
     }
 }
 
-fn route<'l>(
+fn route(
     d: &mut Vec<Diagnostic>,
-    obj: Obj<'l>,
-    path: crate::span::Spanned<&'l String>,
-    routes: &mut Routes<'l>,
+    (obj, i): (Obj<'_>, usize),
+    path: crate::span::Spanned<&String>,
+    routes: &mut Routes,
+    services: &IndexMap<String, Service>,
 ) {
     if !path.value.starts_with('/') {
         d.push(
@@ -512,6 +542,7 @@ fn route<'l>(
     }
     let key = normalize_route(path.value);
     if let Some((first, owner)) = routes.get(key) {
+        let owner = Obj(services.get_index(*owner).map_or("", |(n, _)| n));
         d.push(
             Diagnostic::error(
                 codes::DUPLICATE_ROUTE,
@@ -522,7 +553,7 @@ fn route<'l>(
             .with_help("each public path prefix can route to one place; change one of them"),
         );
     } else {
-        routes.insert(key, (path.span, obj));
+        routes.insert(key.to_string(), (path.span, i));
     }
 }
 

@@ -115,7 +115,7 @@ fn tricky_snippets_agree_or_fall_back() {
 /// the result must be exactly what the reference path (saphyr, whole-tree decoding) gives.
 #[test]
 fn streaming_decode_gives_the_reference_result() {
-    use landscape_spec::testgen::check_same_as_reference;
+    use landscape_spec::testgen::{check_same_as_reference, check_same_as_reference_with};
     let mut files: Vec<String> = common::corpus().into_iter().map(|(_, s)| s).collect();
     for n in [1, 10, 200] {
         files.push(landscape_spec::testgen::landscape_yaml(n));
@@ -153,8 +153,40 @@ fn streaming_decode_gives_the_reference_result() {
         format!("schemaVersion: v9\nrun:\n  a:\n{svc}"),
     ];
     files.extend(cases);
+    // Services are also checked while streaming when schemaVersion comes first: cases whose
+    // checks depend on the version, on other services (route prefixes) or on the plans.
+    let routes =
+        "    network:\n      ports: [{port: 3000}]\n      paths: [{port: 3000, path: /api/}]\n";
+    let checked = [
+        format!("schemaVersion: v0.4\nrun:\n  a:\n{svc}{routes}  b:\n{svc}{routes}  c:\n{svc}{routes}"),
+        "schemaVersion: v0.4\nrun:\n  db:\n    provider: {name: postgres, version: v1}\n    plan: {id: 0}\n".to_string(),
+        "schemaVersion: v0.2\nrun:\n  db:\n    provider: {name: postgres, version: v1}\n    plan: {id: 0}\n".to_string(),
+        "schemaVersion: v0.2\nrun:\n  a:\n    plan: 9\n    replicas: 5\n  b:\n    plan: 77\n  Bad_Name:\n    plan: 8\n".to_string(),
+        format!("schemaVersion: v0.4\nprepare:\n  steps:\n    - command: ''\nrun:\n  a:\n{svc}    env:\n      API_TOKEN: literal\n"),
+        format!("schemaVersion: 0.4\nrun:\n  a:\n{svc}"),
+        format!("schemaVersion: v0.1\nrun:\n  a:\n{svc}"),
+        format!("schemaVersion: v0.4\nschemaVersion: v0.2\nrun:\n  a:\n{svc}"),
+        format!("schemaVersion: v0.4\nrun:\n  a:\n{svc}  b: 1\n  c:\n{svc}{routes}"),
+    ];
+    let plans = landscape_spec::PlanCatalogue::from_json(
+        r#"[{"id": 8, "title": "Micro", "cpu": 0.5, "memory": 1073741824, "maxReplicas": 2}, {"id": 9, "title": "Old", "cpu": 1, "memory": 1, "deprecated": true}]"#,
+    )
+    .unwrap();
+    let with_plans = landscape_spec::ParseOptions {
+        plans: Some(plans),
+        ..Default::default()
+    };
+    let skip = landscape_spec::ParseOptions {
+        skip_validation: true,
+        ..Default::default()
+    };
+    files.extend(checked);
     for f in &files {
         let parsed = landscape_spec::parse_str("fuzz.yml", f);
         check_same_as_reference(f.as_bytes(), &parsed);
+        for opts in [&with_plans, &skip] {
+            let parsed = landscape_spec::parse_with("fuzz.yml", f.as_bytes(), opts);
+            check_same_as_reference_with(f.as_bytes(), &parsed, opts);
+        }
     }
 }
