@@ -73,6 +73,7 @@ pub(crate) fn child_main(
     req: &Request,
     go: OwnedFd,
     report: OwnedFd,
+    netns: std::os::unix::net::UnixStream,
     seccomp: Option<&seccompiler::BpfProgram>,
 ) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
@@ -83,14 +84,31 @@ pub(crate) fn child_main(
     }
     drop(go);
     let mut report = File::from(report);
-    if let Err(msg) = setup(req) {
+    if let Err(msg) = setup(req, &netns) {
         let _ = report.write_all(format!("E{}\n", msg.replace('\n', " ")).as_bytes());
         sys::exit_now(1);
     }
     init(req, report, seccomp)
 }
 
-fn setup(req: &Request) -> R<()> {
+/// Joins the network namespace the helper created for this instance (see
+/// `helper::start_netns`); the instance never runs in the host's.
+fn join_netns(netns: &std::os::unix::net::UnixStream) -> R<()> {
+    let (fds, text) =
+        sys::recv_fds_and_text(netns).map_err(|e| format!("receive the network namespace: {e}"))?;
+    let Some(fd) = fds.first() else {
+        let why = String::from_utf8_lossy(&text);
+        let why = match why.trim() {
+            "" => "its helper process exited without sending it",
+            w => w,
+        };
+        return Err(format!("create the network namespace: {why}"));
+    };
+    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("join the network namespace: {e}"))
+}
+
+fn setup(req: &Request, netns: &std::os::unix::net::UnixStream) -> R<()> {
     let spec = &req.spec;
     if !req.keep_stdin {
         let null = File::options()
@@ -248,16 +266,6 @@ fn setup(req: &Request) -> R<()> {
             )?;
         }
     }
-    // /sys, read-only (the network namespace's own view of the network devices).
-    let sysfs = root.join("sys");
-    mkdirs(&sysfs, 0o555)?;
-    mnt(
-        Some("sysfs"),
-        &sysfs,
-        Some("sysfs"),
-        nsd | MsFlags::MS_RDONLY,
-        None,
-    )?;
     // /dev
     let dev = root.join("dev");
     mkdirs(&dev, 0o755)?;
@@ -348,6 +356,19 @@ fn setup(req: &Request) -> R<()> {
         }
     }
     drop(sources);
+    // The network namespace (created meanwhile by the helper), then /sys: a sysfs mount
+    // shows the network devices of the mounting process's namespace.
+    join_netns(netns)?;
+    // /sys, read-only (the network namespace's own view of the network devices).
+    let sysfs = root.join("sys");
+    mkdirs(&sysfs, 0o555)?;
+    mnt(
+        Some("sysfs"),
+        &sysfs,
+        Some("sysfs"),
+        nsd | MsFlags::MS_RDONLY,
+        None,
+    )?;
     if spec.read_only_root {
         // The root and the base layers become read-only; /tmp, /dev/shm, the app directory
         // and the volume mounts are separate mounts and stay writable.
@@ -374,7 +395,6 @@ fn setup(req: &Request) -> R<()> {
         }
     }
     nix::unistd::sethostname(&hostname).map_err(|e| format!("sethostname: {e}"))?;
-    sys::loopback_up().map_err(|e| format!("bring up loopback: {e}"))?;
     nix::unistd::chdir(&root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;

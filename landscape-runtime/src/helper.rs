@@ -207,18 +207,25 @@ fn run_child_blocked(
         Ok(p) => p,
         Err(e) => return e,
     };
+    // The network namespace is not created by this clone: a short-lived process creates
+    // it (owned by the instance's user namespace) while the instance sets up its mounts,
+    // and hands it over through this socket; see `start_netns`.
+    let (net_tx, net_rx) = match UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => return Exit::failed(format!("create the network namespace socket: {e}")),
+    };
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWNET;
+        | libc::CLONE_NEWIPC;
     let pid = match sys::clone_into_namespaces(flags) {
         Ok(sys::Forked::Child) => {
             drop(go_w);
             drop(rep_r);
             drop(sfd);
-            container::child_main(req, go_r, rep_w, seccomp)
+            drop(net_tx);
+            container::child_main(req, go_r, rep_w, net_rx, seccomp)
         }
         Ok(sys::Forked::Parent(pid)) => Pid::from_raw(pid),
         Err(e) => {
@@ -230,6 +237,7 @@ fn run_child_blocked(
     };
     drop(go_r);
     drop(rep_w);
+    drop(net_rx);
     let kill_child = |why: String| {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
@@ -261,6 +269,11 @@ fn run_child_blocked(
         return kill_child("the instance's init died before starting".into());
     }
     drop(go);
+    let netns = start_netns(pid, net_tx);
+    // The instance waits for the namespace (or the error text) before it goes on.
+    if let Err(e) = netns.and_then(|p| waitpid(p, None).map_err(|e| format!("wait: {e}"))) {
+        return kill_child(format!("create the instance's network namespace: {e}"));
+    }
     emit(&Event::Started { pid: pid.as_raw() });
 
     let mut report_fd = Some(rep_r);
@@ -400,6 +413,36 @@ fn run_child_blocked(
         }
     }
     exit
+}
+
+/// Forks a process that joins the user namespace of `instance`, creates a network
+/// namespace there (so the instance's root owns it), brings its loopback up and sends it
+/// to the instance over `tx` (SCM_RIGHTS), or sends the reason it could not. Creating a
+/// network namespace is the most expensive part of a start; this way it overlaps with the
+/// instance's mount setup instead of adding to it. Returns the process to reap.
+fn start_netns(instance: Pid, tx: UnixStream) -> Result<Pid, String> {
+    let userns = File::open(format!("/proc/{}/ns/user", instance.as_raw()))
+        .map_err(|e| format!("open the instance's user namespace: {e}"))?;
+    match sys::fork().map_err(|e| format!("fork: {e}"))? {
+        sys::Forked::Parent(pid) => Ok(Pid::from_raw(pid)),
+        sys::Forked::Child => {
+            let made = (|| -> Result<OwnedFd, String> {
+                nix::sched::setns(&userns, nix::sched::CloneFlags::CLONE_NEWUSER)
+                    .map_err(|e| format!("join its user namespace: {e}"))?;
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("unshare: {e}"))?;
+                sys::loopback_up().map_err(|e| format!("bring up loopback: {e}"))?;
+                File::open("/proc/self/ns/net")
+                    .map(OwnedFd::from)
+                    .map_err(|e| format!("open it: {e}"))
+            })();
+            let sent = match made {
+                Ok(fd) => sys::send_fds(&tx, &[std::os::fd::AsRawFd::as_raw_fd(&fd)]),
+                Err(msg) => (&tx).write_all(msg.as_bytes()),
+            };
+            sys::exit_now(i32::from(sent.is_err()))
+        }
+    }
 }
 
 /// A frozen (cgroup v1) process does not act on signals, not even SIGKILL: thaw first.

@@ -47,8 +47,9 @@ pub(crate) fn clone_into_namespaces(flags: libc::c_int) -> io::Result<Forked> {
 
 /// `fork(2)`; the caller must be single-threaded.
 pub(crate) fn fork() -> io::Result<Forked> {
-    // SAFETY: only called from the single-threaded container init (pid 1 of the instance),
-    // so the child cannot inherit locks held by other threads.
+    // SAFETY: only called from single-threaded processes (the container init, pid 1 of
+    // the instance, and the helper, which checks its thread count before cloning), so the
+    // child cannot inherit locks held by other threads.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => Ok(Forked::Child),
         Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Forked::Parent(child.as_raw())),
@@ -196,9 +197,25 @@ pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
 /// Receives one message carrying descriptors (SCM_RIGHTS) on `sock`; returns them owned
 /// (close-on-exec). An empty vector means the peer closed the socket.
 pub(crate) fn recv_fds(sock: &impl std::os::fd::AsRawFd) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    recv_msg(sock, &mut [0u8; 1]).map(|(fds, _)| fds)
+}
+
+/// Like [`recv_fds`], also returning the message's bytes (up to 512; a sender without
+/// descriptors to give explains why in them).
+pub(crate) fn recv_fds_and_text(
+    sock: &impl std::os::fd::AsRawFd,
+) -> io::Result<(Vec<std::os::fd::OwnedFd>, Vec<u8>)> {
+    let mut buf = [0u8; 512];
+    let (fds, n) = recv_msg(sock, &mut buf)?;
+    Ok((fds, buf[..n].to_vec()))
+}
+
+fn recv_msg(
+    sock: &impl std::os::fd::AsRawFd,
+    buf: &mut [u8],
+) -> io::Result<(Vec<std::os::fd::OwnedFd>, usize)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut iov = [std::io::IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),
@@ -206,6 +223,7 @@ pub(crate) fn recv_fds(sock: &impl std::os::fd::AsRawFd) -> io::Result<Vec<std::
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )?;
+    let n = msg.bytes;
     let mut out = Vec::new();
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = c {
@@ -218,7 +236,7 @@ pub(crate) fn recv_fds(sock: &impl std::os::fd::AsRawFd) -> io::Result<Vec<std::
             }
         }
     }
-    Ok(out)
+    Ok((out, n))
 }
 
 /// Sends `fds` over `sock` (SCM_RIGHTS) with a one-byte payload.
