@@ -81,6 +81,8 @@ pub(crate) struct StreamedRun<'p> {
     /// The semantic checks of each service (`validate::service`), run while it is still in
     /// cache; set when the schema version was known before `run`.
     pub check: Option<StreamCheck<'p>>,
+    /// How many top-level `run` keys the reader met (more than one is an error).
+    pub runs: u32,
 }
 
 /// The state of the per-service checks run while streaming.

@@ -451,8 +451,13 @@ impl<'a> P<'a> {
         let (Some(plans), Some(stream)) = (self.check, self.stream.as_mut()) else {
             return;
         };
-        if stream.check.is_some() {
-            return; // a second `run`: dropped as a duplicate key
+        stream.runs += 1;
+        if stream.runs > 1 {
+            // A second top-level `run` (dropped later as a duplicate key): its services
+            // are streamed too, so the checks would not match the services used. Check
+            // the model afterwards instead.
+            stream.check = None;
+            return;
         }
         let version = root
             .iter()

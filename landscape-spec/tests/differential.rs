@@ -167,6 +167,8 @@ fn streaming_decode_gives_the_reference_result() {
         format!("schemaVersion: v0.1\nrun:\n  a:\n{svc}"),
         format!("schemaVersion: v0.4\nschemaVersion: v0.2\nrun:\n  a:\n{svc}"),
         format!("schemaVersion: v0.4\nrun:\n  a:\n{svc}  b: 1\n  c:\n{svc}{routes}"),
+        // schemaVersion between a `run` and its duplicate (fuzz finding)
+        "run:\n  db:\n    provider: {name: pg}\n    plan: {id: x}\nschemaVersion: v0.4\nrun:\n  db:\n    plan: 8\n".to_string(),
     ];
     let plans = landscape_spec::PlanCatalogue::from_json(
         r#"[{"id": 8, "title": "Micro", "cpu": 0.5, "memory": 1073741824, "maxReplicas": 2}, {"id": 9, "title": "Old", "cpu": 1, "memory": 1, "deprecated": true}]"#,
