@@ -106,6 +106,14 @@ impl RespBody {
         }
     }
 
+    /// The bytes of a short local body (`None` for an upstream stream).
+    pub(crate) fn local_bytes(&self) -> Option<&[u8]> {
+        match &self.inner {
+            Inner::Full(b) => Some(b.as_deref().unwrap_or(&[])),
+            Inner::Upstream(_) => None,
+        }
+    }
+
     pub(crate) fn with_finish(mut self, f: Finish) -> Self {
         self.finish = Some(f);
         self

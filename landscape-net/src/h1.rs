@@ -11,7 +11,8 @@
 //! handed to hyper for the rest of its life ([`Lean::Fallback`]). That covers h2c, upgrades
 //! (WebSocket), `Expect`, HTTP/1.0 clients, absolute-form targets, unusual characters in the
 //! path, conflicting framing headers, malformed or oversize heads (hyper answers 400/431),
-//! unknown routes (404), services that need waking (hold), and `https` targets.
+//! unknown routes (404) and `https` targets. Requests for a service that must be woken are
+//! held here too (the same [`Inner::hold`] as on the hyper path).
 
 use crate::body::Finish;
 use crate::proxy::{choose, is_idempotent, Failure, Inner};
@@ -308,6 +309,8 @@ struct Plan {
     idempotent: bool,
     body: Framing,
     client_close: bool,
+    /// No ready endpoint: hold until the service is up.
+    hold: bool,
 }
 
 enum Parsed {
@@ -390,13 +393,13 @@ fn plan(inner: &Inner, data: &[u8], out: &mut Vec<u8>, client_ip: &[u8], proto: 
         None => (target, None),
     };
 
-    // Route: only ready backends on this path (holding, 404 and https targets: hyper path).
+    // Route (404 and https targets: hyper path).
     let compiled = inner.table.load();
     let Some((id, route)) = compiled.table.lookup(Some(host), path) else {
         return Parsed::Fallback;
     };
     let cr = compiled.route(id);
-    let Some((up, true)) = choose(&cr.backends) else {
+    let Some((up, ready)) = choose(&cr.backends) else {
         return Parsed::Fallback;
     };
     let target_route: Option<&Target> = cr.target.as_ref();
@@ -471,6 +474,7 @@ fn plan(inner: &Inner, data: &[u8], out: &mut Vec<u8>, client_ip: &[u8], proto: 
         method: m,
         body,
         client_close,
+        hold: !ready,
         up,
     })
 }
@@ -546,6 +550,7 @@ struct RespCtx<'a> {
     plan: &'a Plan,
     started: std::time::Instant,
     stopping: bool,
+    cold_start_ms: Option<u64>,
 }
 
 /// A parsed upstream response head.
@@ -658,6 +663,11 @@ fn response_head(
             continue;
         }
         push_header(wout, name.as_bytes(), h.value);
+    }
+    if let Some(ms) = ctx.cold_start_ms {
+        wout.extend_from_slice(b"x-landscape-cold-start-ms: ");
+        wout.extend_from_slice(ms.to_string().as_bytes());
+        wout.extend_from_slice(b"\r\n");
     }
     if close_client {
         wout.extend_from_slice(b"connection: close\r\n");
@@ -888,13 +898,37 @@ where
         cell: Some(cell.clone()),
         picked: None,
     };
+    let has_body = !matches!(plan.body, Framing::None);
+    // With a body that was not (fully) read, the connection cannot carry another request.
+    let keep_after_local = !has_body && !plan.client_close && !stopping;
+    if plan.hold {
+        match Box::pin(inner.hold(&plan.up)).await {
+            Ok(waited) => finish.cold_start_ms = Some(waited.as_millis() as u64),
+            Err(resp) => {
+                let status = resp.status().as_u16();
+                finish.status = status;
+                plan.stats.count(status);
+                inner.metrics.observe(started.elapsed());
+                let msg = resp
+                    .body()
+                    .local_bytes()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let retry = (status == 503).then_some(inner.config.retry_after_secs);
+                local(&mut b.wout, status, &msg, retry, !keep_after_local);
+                let ok = io.write_all(&b.wout).await.is_ok();
+                b.wout.clear();
+                return keep_after_local && ok;
+            }
+        }
+    }
     let ctx = RespCtx {
         inner,
         plan,
         started,
         stopping,
+        cold_start_ms: finish.cold_start_ms,
     };
-    let has_body = !matches!(plan.body, Framing::None);
     let mut tried: Vec<Endpoint> = Vec::new();
     let mut last = Failure::NoEndpoint;
     let mut fresh_only = false;
@@ -1031,8 +1065,7 @@ where
             Failure::Exchange => (502, "upstream closed the connection\n", None),
         }
     };
-    // With a body that was not (fully) read, the connection cannot carry another request.
-    let keep = !has_body && !plan.client_close && !stopping;
+    let keep = keep_after_local;
     finish.status = status;
     plan.stats.count(status);
     inner.metrics.observe(started.elapsed());

@@ -493,7 +493,7 @@ impl Inner {
 
     /// Holds a request until `up` has an endpoint: wakes the service once (coalesced), bounded
     /// by the per-service queue and the hold deadline.
-    async fn hold(&self, up: &Arc<Upstream>) -> Result<Duration, Response<RespBody>> {
+    pub(crate) async fn hold(&self, up: &Arc<Upstream>) -> Result<Duration, Response<RespBody>> {
         let cell = &up.cell;
         let Some(waker) = self.waker.as_ref().filter(|w| w.can_wake(&cell.name)) else {
             return Err(local(

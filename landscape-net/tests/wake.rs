@@ -36,6 +36,16 @@ impl ServiceWaker for StartOnWake {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_requests_to_a_sleeping_service_succeed_after_one_wake() {
+    two_hundred_held(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_held_requests_on_the_hyper_path_too() {
+    two_hundred_held(false).await;
+}
+
+/// `fast`: `RouterConfig::fast_http1` (the lean HTTP/1.1 path holds requests too).
+async fn two_hundred_held(fast: bool) {
     let endpoints = StaticEndpoints::new();
     let waker = Arc::new(StartOnWake {
         endpoints: endpoints.clone(),
@@ -45,7 +55,10 @@ async fn two_hundred_concurrent_requests_to_a_sleeping_service_succeed_after_one
     });
     let r = TestRouter::start_with(
         RouteTable::new().with(Route::to_service("/", "sleepy", 3000)),
-        RouterConfig::default(),
+        RouterConfig {
+            fast_http1: fast,
+            ..RouterConfig::default()
+        },
         endpoints,
         Some(waker.clone()),
     )
@@ -195,17 +208,26 @@ async fn failed_wake_fails_held_requests_at_once_with_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_without_waker_gets_503_at_once() {
-    let r = TestRouter::start(
-        RouteTable::new().with(Route::to_service("/", "down", 3000)),
-        RouterConfig {
-            hold_timeout: Duration::from_secs(3600),
-            ..RouterConfig::default()
-        },
-    )
-    .await;
-    let g = tokio::time::timeout(DEADLINE, get(r.addr, "h", "/"))
-        .await
-        .unwrap();
-    assert_eq!(g.status, 503);
-    assert!(g.headers.get("retry-after").is_some());
+    for fast in [true, false] {
+        let r = TestRouter::start(
+            RouteTable::new().with(Route::to_service("/", "down", 3000)),
+            RouterConfig {
+                hold_timeout: Duration::from_secs(3600),
+                fast_http1: fast,
+                ..RouterConfig::default()
+            },
+        )
+        .await;
+        let mut c = Client::connect(r.addr).await.unwrap();
+        for _ in 0..2 {
+            // Twice on one connection: the local answer keeps the connection usable.
+            let g = tokio::time::timeout(DEADLINE, c.get("h", "/"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(g.status, 503);
+            assert_eq!(g.body, "service has no ready instance\n");
+            assert!(g.headers.get("retry-after").is_some());
+        }
+    }
 }
