@@ -457,35 +457,29 @@ fn overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> R<()> {
 /// pid 1 of the instance: starts the command, reaps every zombie, forwards signals
 /// (SIGTERM to every process of the instance), and reports the command's exit status.
 fn init(req: &Request, mut report: File, seccomp: Option<&seccompiler::BpfProgram>) -> ! {
-    let (err_r, err_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = writeln!(report, "Epipe: {e}");
-            sys::exit_now(1)
+    let cmd = match Command::prepare(req, seccomp) {
+        Ok(c) => c,
+        Err(msg) => {
+            let _ = report.write_all(format!("E{msg}\n").as_bytes());
+            sys::exit_now(126)
         }
     };
-    let main = match sys::fork() {
-        Ok(sys::Forked::Child) => {
-            drop(err_r);
-            let mut err_w = File::from(err_w);
-            let (code, msg) = exec_command(req, seccomp);
-            let _ = err_w.write_all(msg.as_bytes());
-            sys::exit_now(code)
-        }
-        Ok(sys::Forked::Parent(pid)) => Pid::from_raw(pid),
+    let failure = Failure::default();
+    // The command's process shares this one's memory until it calls execve (as with
+    // posix_spawn): no page tables to copy, no copy-on-write faults; it only makes system
+    // calls on data prepared here, and records a failure in `failure`.
+    let main = match sys::vfork_exec(&mut || cmd.exec(&failure)) {
+        Ok(pid) => Pid::from_raw(pid),
         Err(e) => {
             let _ = writeln!(report, "Efork: {e}");
             sys::exit_now(1)
         }
     };
-    drop(err_w);
     // pid 1 only reaps and signals from now on: keep CAP_KILL (to signal processes of
     // other container users), nothing else.
     let _ = sys::restrict_capabilities(1 << 5);
     let _ = nix::sys::prctl::set_no_new_privs();
-    let mut msg = String::new();
-    let _ = File::from(err_r).read_to_string(&mut msg);
-    if !msg.is_empty() {
+    if let Some(msg) = cmd.describe(&failure) {
         let _ = report.write_all(format!("E{}\n", msg.replace('\n', " ")).as_bytes());
     }
     let sfd = match SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_CLOEXEC) {
@@ -576,112 +570,238 @@ fn capability_mask(ports: PortPolicy) -> u64 {
     caps
 }
 
-/// The command's child: returns (exit code, message) only when exec failed.
-fn exec_command(req: &Request, seccomp: Option<&seccompiler::BpfProgram>) -> (i32, String) {
-    let spec = &req.spec;
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::empty()),
-        None,
-    );
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let n = spec.rlimits.nofile.min(hard);
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, n, n);
-    }
-    let _ = setrlimit(Resource::RLIMIT_CORE, spec.rlimits.core, spec.rlimits.core);
-    if let Err(e) = sys::restrict_capabilities(capability_mask(spec.ports)) {
-        return (126, format!("drop capabilities: {e}"));
-    }
-    let (uid, gid) = (spec.user.uid, spec.user.gid);
-    if matches!(req.idmap, crate::IdMap::Range { .. }) {
-        if let Err(e) = nix::unistd::setgroups(&[Gid::from_raw(gid)]) {
-            return (126, format!("setgroups {gid}: {e}"));
+/// What went wrong in the command's process before or at execve; written there (the
+/// process shares init's memory until execve), read by init once it has exec'd or exited.
+#[derive(Default)]
+struct Failure {
+    /// Index of the failed [`Step`] plus one (0: no failure).
+    step: std::sync::atomic::AtomicU8,
+    errno: std::sync::atomic::AtomicI32,
+    /// The candidate path whose execve failed with something other than "not found".
+    candidate: std::sync::atomic::AtomicUsize,
+}
+
+/// The steps of the command's start, in order.
+#[derive(Clone, Copy)]
+enum Step {
+    Capabilities = 1,
+    Groups,
+    Gid,
+    Uid,
+    Cwd,
+    CloseFds,
+    NoNewPrivs,
+    Seccomp,
+    Exec,
+    NotFound,
+}
+
+/// The command of an instance, with everything its process needs prepared beforehand
+/// (strings, pointer arrays, ids, limits), so that the process itself only makes system
+/// calls.
+struct Command<'a> {
+    /// Own the strings the pointer arrays point into.
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    candidates: Vec<CString>,
+    cwd: CString,
+    uid: u32,
+    gid: u32,
+    set_groups: bool,
+    caps: u64,
+    nofile: Option<u64>,
+    core: u64,
+    seccomp: Option<&'a seccompiler::BpfProgram>,
+    /// The command name and the PATH searched, for messages.
+    arg0: String,
+    path: String,
+}
+
+impl<'a> Command<'a> {
+    fn prepare(req: &Request, seccomp: Option<&'a seccompiler::BpfProgram>) -> R<Command<'a>> {
+        let spec = &req.spec;
+        let mut env: Vec<(String, String)> = spec.process.env.clone();
+        let hostname = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
+        for (k, v) in [
+            ("PATH", DEFAULT_PATH.to_string()),
+            ("HOME", "/home/user".to_string()),
+            ("HOSTNAME", hostname),
+        ] {
+            if !env.iter().any(|(ek, _)| ek == k) {
+                env.push((k.to_string(), v));
+            }
         }
-    }
-    if let Err(e) =
-        nix::unistd::setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))
-    {
-        return (126, format!("switch to group {gid}: {e}"));
-    }
-    if let Err(e) =
-        nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
-    {
-        return (126, format!("switch to user {uid}: {e}"));
-    }
-    let cwd = spec.process.cwd.as_deref().unwrap_or(APP_MOUNT_PATH);
-    if let Err(e) = nix::unistd::chdir(cwd) {
-        return (126, format!("working directory {cwd:?}: {e}"));
-    }
-    let mut env: Vec<(String, String)> = spec.process.env.clone();
-    let hostname = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
-    for (k, v) in [
-        ("PATH", DEFAULT_PATH.to_string()),
-        ("HOME", "/home/user".to_string()),
-        ("HOSTNAME", hostname),
-    ] {
-        if !env.iter().any(|(ek, _)| ek == k) {
-            env.push((k.to_string(), v));
-        }
-    }
-    let path = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let envp: Result<Vec<CString>, _> = env
-        .iter()
-        .map(|(k, v)| CString::new(format!("{k}={v}")))
-        .collect();
-    let argv: Result<Vec<CString>, _> = spec
-        .process
-        .args
-        .iter()
-        .map(|a| CString::new(a.as_str()))
-        .collect();
-    let (Ok(envp), Ok(argv)) = (envp, argv) else {
-        return (
-            126,
-            "the command or its environment contains a NUL byte".into(),
-        );
-    };
-    let arg0 = &spec.process.args[0];
-    let candidates: Vec<String> = if arg0.contains('/') {
-        vec![arg0.clone()]
-    } else {
-        path.split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| format!("{d}/{arg0}"))
-            .collect()
-    };
-    if let Err(e) = sys::cloexec_from(3) {
-        return (126, format!("close inherited descriptors: {e}"));
-    }
-    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
-        return (126, format!("set no_new_privs: {e}"));
-    }
-    if let Some(filter) = seccomp {
-        if let Err(e) = seccompiler::apply_filter(filter) {
-            return (126, format!("install seccomp filter: {e}"));
-        }
-    }
-    let mut denied = None;
-    for c in &candidates {
-        let Ok(cpath) = CString::new(c.as_str()) else {
-            continue;
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let nul = || "the command or its environment contains a NUL byte".to_string();
+        let envp = env
+            .iter()
+            .map(|(k, v)| CString::new(format!("{k}={v}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| nul())?;
+        let argv = spec
+            .process
+            .args
+            .iter()
+            .map(|a| CString::new(a.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| nul())?;
+        let arg0 = spec.process.args.first().cloned().unwrap_or_default();
+        let candidates = if arg0.contains('/') {
+            vec![arg0.clone()]
+        } else {
+            path.split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| format!("{d}/{arg0}"))
+                .collect()
         };
-        let Err(e) = nix::unistd::execve(&cpath, &argv, &envp);
-        match e {
-            nix::Error::ENOENT | nix::Error::ENOTDIR => {}
-            other => denied = Some((c.clone(), other)),
+        let candidates = candidates
+            .into_iter()
+            .map(CString::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| nul())?;
+        let cwd = spec.process.cwd.as_deref().unwrap_or(APP_MOUNT_PATH);
+        let cwd = CString::new(cwd).map_err(|_| format!("working directory {cwd:?}: NUL byte"))?;
+        let null_terminated = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        use nix::sys::resource::{getrlimit, Resource};
+        let nofile = getrlimit(Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(_, hard)| spec.rlimits.nofile.min(hard));
+        Ok(Command {
+            argv_ptrs: null_terminated(&argv),
+            envp_ptrs: null_terminated(&envp),
+            _argv: argv,
+            _envp: envp,
+            candidates,
+            cwd,
+            uid: spec.user.uid,
+            gid: spec.user.gid,
+            set_groups: matches!(req.idmap, crate::IdMap::Range { .. }),
+            caps: capability_mask(spec.ports),
+            nofile,
+            core: spec.rlimits.core,
+            seccomp,
+            arg0,
+            path,
+        })
+    }
+
+    /// Runs in the command's process (sharing init's memory): sets it up and executes
+    /// the command; returns the exit code only when that failed, after recording why.
+    fn exec(&self, failure: &Failure) -> i32 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let fail = |step: Step, errno: i32| {
+            failure.step.store(step as u8, Relaxed);
+            failure.errno.store(errno, Relaxed);
+            if matches!(step, Step::NotFound) {
+                127
+            } else {
+                126
+            }
+        };
+        let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        sys::reset_signals();
+        if let Some(n) = self.nofile {
+            sys::set_rlimit(libc::RLIMIT_NOFILE, n);
+        }
+        sys::set_rlimit(libc::RLIMIT_CORE, self.core);
+        if let Err(e) = sys::restrict_capabilities(self.caps) {
+            return fail(Step::Capabilities, e.raw_os_error().unwrap_or(0));
+        }
+        if self.set_groups && sys::set_groups(&[self.gid]).is_err() {
+            return fail(Step::Groups, errno());
+        }
+        if sys::set_ids(libc::SYS_setresgid, self.gid).is_err() {
+            return fail(Step::Gid, errno());
+        }
+        if sys::set_ids(libc::SYS_setresuid, self.uid).is_err() {
+            return fail(Step::Uid, errno());
+        }
+        if nix::unistd::chdir(self.cwd.as_c_str()).is_err() {
+            return fail(Step::Cwd, errno());
+        }
+        if sys::cloexec_from(3).is_err() {
+            return fail(Step::CloseFds, errno());
+        }
+        if nix::sys::prctl::set_no_new_privs().is_err() {
+            return fail(Step::NoNewPrivs, errno());
+        }
+        if let Some(filter) = self.seccomp {
+            if seccompiler::apply_filter(filter).is_err() {
+                return fail(Step::Seccomp, errno());
+            }
+        }
+        let mut denied = None;
+        for (i, c) in self.candidates.iter().enumerate() {
+            sys::execve(c, &self.argv_ptrs, &self.envp_ptrs);
+            match errno() {
+                libc::ENOENT | libc::ENOTDIR => {}
+                e => denied = Some((i, e)),
+            }
+        }
+        match denied {
+            Some((i, e)) => {
+                failure.candidate.store(i, Relaxed);
+                fail(Step::Exec, e)
+            }
+            None => fail(Step::NotFound, 0),
         }
     }
-    match denied {
-        Some((c, e)) => (126, format!("cannot execute {c:?} in the container: {e}")),
-        None if arg0.contains('/') => (127, format!("command {arg0:?} not found in the container")),
-        None => (
-            127,
-            format!("command {arg0:?} not found in the container (searched PATH={path})"),
-        ),
+
+    /// The message for a recorded failure (None: the command was executed).
+    fn describe(&self, failure: &Failure) -> Option<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let e = nix::Error::from_raw(failure.errno.load(Relaxed));
+        let (uid, gid) = (self.uid, self.gid);
+        let steps = [
+            Step::Capabilities,
+            Step::Groups,
+            Step::Gid,
+            Step::Uid,
+            Step::Cwd,
+            Step::CloseFds,
+            Step::NoNewPrivs,
+            Step::Seccomp,
+            Step::Exec,
+            Step::NotFound,
+        ];
+        let step = failure.step.load(Relaxed);
+        let step = steps.into_iter().find(|s| *s as u8 == step)?;
+        let arg0 = &self.arg0;
+        Some(match step {
+            Step::Capabilities => format!("drop capabilities: {e}"),
+            Step::Groups => format!("setgroups {gid}: {e}"),
+            Step::Gid => format!("switch to group {gid}: {e}"),
+            Step::Uid => format!("switch to user {uid}: {e}"),
+            Step::Cwd => format!("working directory {:?}: {e}", self.cwd),
+            Step::CloseFds => format!("close inherited descriptors: {e}"),
+            Step::NoNewPrivs => format!("set no_new_privs: {e}"),
+            Step::Seccomp => format!("install seccomp filter: {e}"),
+            Step::Exec => {
+                let c = self
+                    .candidates
+                    .get(failure.candidate.load(Relaxed))
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                format!("cannot execute {c:?} in the container: {e}")
+            }
+            Step::NotFound if arg0.contains('/') => {
+                format!("command {arg0:?} not found in the container")
+            }
+            Step::NotFound => format!(
+                "command {arg0:?} not found in the container (searched PATH={})",
+                self.path
+            ),
+        })
     }
 }

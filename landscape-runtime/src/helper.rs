@@ -238,10 +238,21 @@ fn run_child_blocked(
     drop(go_r);
     drop(rep_w);
     drop(net_rx);
+    // Started first: it is the longest part of the start, and needs only the user
+    // namespace (joining it gives every capability inside, with or without id maps).
+    let netns = start_netns(pid, net_tx);
+    let netns_pid = netns.as_ref().ok().copied();
     let kill_child = |why: String| {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
+        if let Some(p) = netns_pid {
+            let _ = waitpid(p, None);
+        }
         Exit::failed(why)
+    };
+    let netns = match netns {
+        Ok(p) => p,
+        Err(e) => return kill_child(format!("create the instance's network namespace: {e}")),
     };
     let maps = match req.idmap.maps(req.spec.user) {
         Ok(m) => m,
@@ -269,11 +280,9 @@ fn run_child_blocked(
         return kill_child("the instance's init died before starting".into());
     }
     drop(go);
-    let netns = start_netns(pid, net_tx);
-    // The instance waits for the namespace (or the error text) before it goes on.
-    if let Err(e) = netns.and_then(|p| waitpid(p, None).map_err(|e| format!("wait: {e}"))) {
-        return kill_child(format!("create the instance's network namespace: {e}"));
-    }
+    // The instance waits for the namespace (or the reason there is none, which it
+    // reports) before it goes on; the process that made it only needs reaping.
+    let _ = waitpid(netns, None);
     emit(&Event::Started { pid: pid.as_raw() });
 
     let mut report_fd = Some(rep_r);

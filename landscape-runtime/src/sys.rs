@@ -57,6 +57,142 @@ pub(crate) fn fork() -> io::Result<Forked> {
     }
 }
 
+/// Runs `f` in a new process that shares the caller's memory until it calls execve or
+/// exits (`clone(CLONE_VM | CLONE_VFORK)` on a stack of its own, as `posix_spawn` does);
+/// returns the process's pid once it has done either (the caller is suspended until
+/// then). `f` must only make system calls on data prepared beforehand: no allocation, no
+/// locks, no panics. The caller must be single-threaded.
+pub(crate) fn vfork_exec(f: &mut dyn FnMut() -> i32) -> io::Result<i32> {
+    const STACK: usize = 256 * 1024;
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` points to the `&mut dyn FnMut` below, which lives until `clone`
+        // returns in the parent, and the parent is suspended until this process has
+        // called execve or exited.
+        let f = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
+        f()
+    }
+    // SAFETY: a fresh anonymous private mapping (no file, no fixed address); the result
+    // is checked before use.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let mut f = f;
+    // SAFETY: the stack grows down from the end of the mapping (16-byte aligned, as the
+    // mapping is page-aligned); the new process runs `trampoline` on it with the pointer
+    // to `f`. CLONE_VFORK suspends this process until the child has called execve or
+    // exited, so neither the stack nor `f` is used concurrently or after the munmap below.
+    // Without CLONE_FILES/FS/SIGHAND/THREAD the child has its own descriptors, working
+    // directory, signal handlers, credentials and limits.
+    let pid = unsafe {
+        let top = (stack as *mut u8).add(STACK) as *mut libc::c_void;
+        libc::clone(
+            trampoline,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &mut f as *mut &mut dyn FnMut() -> i32 as *mut libc::c_void,
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: the mapping created above, no longer used by the child (see above).
+    unsafe { libc::munmap(stack, STACK) };
+    if pid < 0 {
+        Err(err)
+    } else {
+        Ok(pid)
+    }
+}
+
+/// Gives every signal its default action (a command must not inherit ignored signals,
+/// such as the Rust runtime's SIGPIPE or real-time signals ignored by whoever started the
+/// host), then unblocks every signal.
+pub(crate) fn reset_signals() {
+    /// The kernel's `struct sigaction` (x86_64 and aarch64 layout).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: rt_sigaction reads one kernel sigaction through a valid pointer
+            // (the C library's wrapper refuses its reserved real-time signals, so the
+            // system call is made directly); no old action is returned.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                )
+            };
+        }
+    }
+    // SAFETY: sigemptyset on a local sigset_t, sigprocmask through valid pointers; no
+    // handler of the parent can run any more (dispositions were reset first).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Sets both limits of `resource` to `value` (errors ignored: best effort).
+pub(crate) fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: setrlimit reads the struct through a valid pointer.
+    unsafe { libc::setrlimit(resource, &lim) };
+}
+
+/// `setgroups(2)` as a direct system call (no C-library thread broadcast: the caller may
+/// be a process sharing its parent's memory).
+pub(crate) fn set_groups(gids: &[u32]) -> io::Result<()> {
+    // SAFETY: setgroups reads `gids.len()` gid_t values through a valid pointer.
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, gids.len(), gids.as_ptr()) };
+    check(rc).map(|_| ())
+}
+
+/// `setresuid(id, id, id)` or `setresgid(id, id, id)` (`call`) as a direct system call.
+pub(crate) fn set_ids(call: libc::c_long, id: u32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    let rc = unsafe { libc::syscall(call, id, id, id) };
+    check(rc).map(|_| ())
+}
+
+/// `execve(2)` with NULL-terminated pointer arrays; returns only on failure (errno set).
+pub(crate) fn execve(
+    path: &std::ffi::CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) {
+    if argv.last().is_some_and(|p| p.is_null()) && envp.last().is_some_and(|p| p.is_null()) {
+        // SAFETY: both arrays are NULL-terminated (checked) and point to NUL-terminated
+        // strings owned by the caller for the duration of the call.
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    }
+}
+
 /// Number of threads of the calling process (from `/proc/self/status`).
 pub(crate) fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")

@@ -87,6 +87,10 @@ fn main() {
             spawn_from_a_multi_threaded_tokio_runtime,
         ),
         (
+            "command_starts_with_default_signals_and_own_network",
+            command_starts_with_default_signals_and_own_network,
+        ),
+        (
             "service_from_ci_yml_runs_with_its_mounts_user_and_plan",
             service_from_ci_yml_runs_with_its_mounts_user_and_plan,
         ),
@@ -638,4 +642,33 @@ fn run_foreground_refuses_a_multi_threaded_process() {
     assert!(!exit.success());
     let msg = exit.error.unwrap();
     assert!(msg.contains("single-threaded"), "{msg}");
+}
+
+/// The command inherits no ignored or blocked signal (the Rust runtime ignores SIGPIPE),
+/// and runs in a network namespace of its own with loopback up (created beside the
+/// instance while it sets up its mounts).
+fn command_starts_with_default_signals_and_own_network() {
+    let rt = runtime();
+    let (exit, out) = sh(
+        &rt,
+        None,
+        "grep -E '^(SigIgn|SigBlk):' /proc/self/status | tr -s '\t' ' '; \
+         cat /sys/class/net/lo/flags; ls /sys/class/net | tr '\n' ' '; echo; \
+         readlink /proc/self/ns/net",
+    );
+    assert!(exit.success(), "{exit:?} {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "SigBlk: 0000000000000000", "{out}");
+    assert_eq!(lines[1], "SigIgn: 0000000000000000", "{out}");
+    assert_eq!(lines[2], "0x9", "loopback up (IFF_UP | IFF_LOOPBACK)");
+    assert_eq!(lines[3].trim(), "lo", "only loopback: {out}");
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(
+        lines[4],
+        host.to_string_lossy(),
+        "not the host's network namespace"
+    );
+    // Two instances never share one.
+    let (_, other) = sh(&rt, None, "readlink /proc/self/ns/net");
+    assert_ne!(other.trim(), lines[4]);
 }
