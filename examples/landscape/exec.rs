@@ -197,7 +197,9 @@ fn ensure_writable(runtime: &Runtime, app: &std::path::Path, user: User) -> Resu
     Ok(())
 }
 
-/// Hook that must run first in `main`: the runtime's helper-process entry point.
+/// Hook that must run first in `main`: the runtime's helper-process entry point. No fork
+/// server: nothing in this CLI calls `Runtime::spawn` (`exec` runs its instance in the
+/// foreground from this single-threaded process), so the fork would be wasted.
 pub fn early_init() {
-    landscape::runtime::init();
+    landscape::runtime::init_with(landscape::runtime::InitOptions { fork_server: false });
 }

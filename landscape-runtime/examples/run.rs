@@ -59,12 +59,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// `run spawn-bench ROOTFS N`: median of spawn + wait of `/bin/true` through the API
-/// (re-executed helper), without and with pre-warmed helpers.
+/// `run spawn-bench ROOTFS N`: median of spawn + wait of `/bin/true` through the API:
+/// helpers forked by the fork server, re-executed helpers, pre-warmed re-executed helpers.
 fn spawn_bench(rootfs: Option<String>, n: usize) -> ExitCode {
-    for prewarm in [0, 2] {
+    for (mode, prewarm, fork_server) in [
+        ("fork-server", 0, true),
+        ("re-exec", 0, false),
+        ("re-exec-prewarm2", 2, false),
+    ] {
         let cfg = landscape_runtime::RuntimeConfig {
             prewarm,
+            fork_server,
             ..Default::default()
         };
         let runtime = match Runtime::new(cfg) {
@@ -98,7 +103,7 @@ fn spawn_bench(rootfs: Option<String>, n: usize) -> ExitCode {
         }
         samples.sort_by(f64::total_cmp);
         println!(
-            "api spawn+wait prewarm={prewarm} p50_ms={:.2}",
+            "api spawn+wait helper={mode} p50_ms={:.2}",
             samples[samples.len() / 2]
         );
     }

@@ -1,9 +1,11 @@
 //! The single-threaded fork path. A host never clones from its (multi-threaded, tokio)
-//! process: [`crate::Runtime::spawn`] re-executes the host binary with
-//! [`HELPER_ENV`] set, and [`crate::init`] — the one line a host puts first in `main` —
-//! turns that process into the instance's helper: it clones the namespaced child, writes
-//! its id maps, puts it in its cgroups, forwards stop requests and signals, and reports
-//! `started` / `exited` events as JSON lines over its stdin (a Unix socket).
+//! process: each instance has a helper process, forked by the fork server
+//! (`crate::forkserver`, started by [`crate::init`]) or, without one, the host binary
+//! re-executed with [`HELPER_ENV`] set, which [`crate::init`] — the one line a host puts
+//! first in `main` — turns into the helper. The helper clones the namespaced child, has
+//! its network namespace made beside it, writes its id maps, puts it in its cgroups,
+//! forwards stop requests and signals, and reports `started` / `exited` events as JSON
+//! lines over its socket.
 
 use crate::cgroup::Cgroups;
 use crate::container;
@@ -70,6 +72,12 @@ fn helper_main() -> i32 {
         // The runtime went away before using this pre-started helper.
         _ => return 0,
     }
+    serve(sock)
+}
+
+/// Serves one instance on `sock` (stdout and stderr are already the instance's): reads
+/// the request line, runs the instance, reports its events. Returns the exit code.
+pub(crate) fn serve(sock: UnixStream) -> i32 {
     let Ok(write_half) = sock.try_clone() else {
         return 2;
     };

@@ -72,8 +72,13 @@ pub struct RuntimeConfig {
     /// Root of the cgroup v1 hierarchies.
     pub cgroup_root: PathBuf,
     /// Helpers kept started and waiting (pre-warmed slots): [`Runtime::spawn`] then skips
-    /// the exec of the helper. Each idle slot is one sleeping process.
+    /// the exec of the helper. Each idle slot is one sleeping process. Only useful where
+    /// there is no fork server (see [`crate::init`]), which is cheaper still: with
+    /// `prewarm = 0`, `spawn` forks helpers from the fork server when it runs.
     pub prewarm: usize,
+    /// Start helpers through the fork server when there is one (default `true`; `false`
+    /// always re-executes the host binary, e.g. to compare the two).
+    pub fork_server: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -87,6 +92,7 @@ impl Default for RuntimeConfig {
             subid_user: "root".into(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             prewarm: 0,
+            fork_server: true,
         }
     }
 }
@@ -131,6 +137,31 @@ pub struct Runtime {
     cgroups: std::sync::OnceLock<std::result::Result<(), String>>,
     counter: AtomicU64,
     pool: std::sync::Arc<std::sync::Mutex<Pool>>,
+}
+
+/// The helper process of an instance.
+#[derive(Debug)]
+enum HelperProc {
+    /// Re-executed host binary, a child of this process.
+    Exec(std::process::Child),
+    /// Forked by the fork server (which reaps it).
+    Forked,
+}
+
+impl HelperProc {
+    fn kill_and_wait(&mut self) {
+        if let HelperProc::Exec(c) = self {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        match self {
+            HelperProc::Exec(c) => c.wait().ok(),
+            HelperProc::Forked => None,
+        }
+    }
 }
 
 /// A started helper waiting for its instance.
@@ -344,16 +375,30 @@ impl Runtime {
             }
         };
         let fds = [out.as_raw_fd(), err.as_raw_fd()];
-        let mut warm = self.helper()?;
-        let mut sent = crate::sys::send_fds(&warm.sock, &fds);
-        if sent.is_err() {
-            // A pre-started helper died while idle: start a fresh one.
-            let _ = warm.child.kill();
-            let _ = warm.child.wait();
-            warm = start_helper(&self.helper_exe()?)?;
-            sent = crate::sys::send_fds(&warm.sock, &fds);
-        }
-        let Warm { child, sock: host } = warm;
+        // From the fork server when there is one (and no pre-started pool is asked for).
+        let forked = match (self.cfg.prewarm, self.cfg.fork_server) {
+            (0, true) => UnixStream::pair().ok().and_then(|(host, helper)| {
+                crate::forkserver::request(helper, fds[0], fds[1])
+                    .ok()
+                    .map(|()| host)
+            }),
+            _ => None,
+        };
+        let (helper, host, sent) = match forked {
+            Some(host) => (HelperProc::Forked, host, Ok(())),
+            None => {
+                let mut warm = self.helper()?;
+                let mut sent = crate::sys::send_fds(&warm.sock, &fds);
+                if sent.is_err() {
+                    // A pre-started helper died while idle: start a fresh one.
+                    let _ = warm.child.kill();
+                    let _ = warm.child.wait();
+                    warm = start_helper(&self.helper_exe()?)?;
+                    sent = crate::sys::send_fds(&warm.sock, &fds);
+                }
+                (HelperProc::Exec(warm.child), warm.sock, sent)
+            }
+        };
         drop((out, err));
         let logs =
             match &output {
@@ -380,7 +425,7 @@ impl Runtime {
                 .try_clone()
                 .map_err(|e| Error::io("clone the helper socket", e))?,
             reader: BufReader::new(host),
-            child,
+            helper,
             cgroups: req.cgroups.clone(),
             exit: None,
             logs,
@@ -389,9 +434,8 @@ impl Runtime {
             .map_err(|e| Error::Helper(format!("encode request: {e}")))?;
         line.push('\n');
         if let Err(e) = sent.and_then(|()| inst.writer.write_all(line.as_bytes())) {
-            let _ = inst.child.kill();
+            inst.helper.kill_and_wait();
             inst.exit = Some(Exit::failed(e.to_string()));
-            let _ = inst.child.wait();
             return Err(Error::Helper(format!(
                 "the helper did not accept the request ({e}); does the host's main() call landscape_runtime::init() first?"
             )));
@@ -438,7 +482,7 @@ pub struct Instance {
     pid: i32,
     writer: UnixStream,
     reader: BufReader<UnixStream>,
-    child: std::process::Child,
+    helper: HelperProc,
     cgroups: Option<Cgroups>,
     exit: Option<Exit>,
     logs: Option<Logs>,
@@ -482,7 +526,7 @@ impl Instance {
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
             Ok(0) | Err(_) => {
-                let status = self.child.wait().ok();
+                let status = self.helper.wait();
                 Err(Error::Helper(format!(
                     "the helper exited ({status:?}) without reporting; does the host's main() call landscape_runtime::init() first?"
                 )))
@@ -493,7 +537,7 @@ impl Instance {
     }
 
     fn finish(&mut self, exit: Exit) {
-        let _ = self.child.wait();
+        let _ = self.helper.wait();
         if let Some(l) = &mut self.logs {
             l.finish();
         }

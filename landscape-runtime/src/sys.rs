@@ -193,6 +193,37 @@ pub(crate) fn execve(
     }
 }
 
+/// Moves `fd` to descriptor 3 and closes every other descriptor above 2 (the fork
+/// server keeps nothing of its host but its socket).
+pub(crate) fn keep_only_fd(fd: std::os::fd::OwnedFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let kept = if fd.as_raw_fd() == 3 {
+        fd
+    } else {
+        // SAFETY: dup3 with two descriptor numbers; whatever was at 3 is replaced (and
+        // would be closed below anyway).
+        let rc = unsafe { libc::dup3(fd.as_raw_fd(), 3, libc::O_CLOEXEC) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        drop(fd);
+        // SAFETY: descriptor 3 is the duplicate just made; nothing else in this process
+        // (a freshly forked server that never returns) owns it.
+        unsafe { std::os::fd::OwnedFd::from_raw_fd(3) }
+    };
+    // SAFETY: close_range with integer arguments; closes descriptors nothing here uses.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 4u32, libc::c_uint::MAX, 0u32) };
+    check(rc).map(|_| kept)
+}
+
+/// Ignores SIGCHLD (`true`: exited children are reaped by the kernel) or restores its
+/// default action.
+pub(crate) fn ignore_sigchld(ignore: bool) {
+    let action = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
+    // SAFETY: signal() with a valid signal number and SIG_IGN/SIG_DFL (no handler).
+    unsafe { libc::signal(libc::SIGCHLD, action) };
+}
+
 /// Number of threads of the calling process (from `/proc/self/status`).
 pub(crate) fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")

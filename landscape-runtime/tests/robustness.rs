@@ -11,7 +11,18 @@ fn main() {
     if std::env::var_os("LANDSCAPE_RT_TEST_HOST").is_some() {
         host_that_gets_killed();
     }
+    if std::env::var_os("LANDSCAPE_RT_TEST_FORK_SERVER_DIES").is_some() {
+        host_whose_fork_server_dies();
+    }
     run(&[
+        (
+            "fork_server_serves_spawns_and_leaks_no_descriptors",
+            fork_server_serves_spawns_and_leaks_no_descriptors,
+        ),
+        (
+            "a_dead_fork_server_is_reported_and_replaced_by_re_exec",
+            a_dead_fork_server_is_reported_and_replaced_by_re_exec,
+        ),
         (
             "instances_die_with_their_host",
             instances_die_with_their_host,
@@ -162,11 +173,24 @@ fn leftovers(state_dir: &std::path::Path, prefix: &str) -> Vec<String> {
             found.push(format!("mount {l}"));
         }
     }
-    let me = std::process::id() as i32;
-    for k in children_of(me) {
+    for k in own_children() {
         found.push(format!("child process {k}"));
     }
+    if let Some(server) = landscape_runtime::fork_server_pid() {
+        for k in children_of(server) {
+            found.push(format!("helper process {k} (child of the fork server)"));
+        }
+    }
     found
+}
+
+/// Children of this process other than its fork server.
+fn own_children() -> Vec<i32> {
+    let server = landscape_runtime::fork_server_pid();
+    children_of(std::process::id() as i32)
+        .into_iter()
+        .filter(|p| Some(*p) != server)
+        .collect()
 }
 
 fn start_stop_200_cycles_leave_nothing_behind() {
@@ -189,8 +213,12 @@ fn start_stop_200_cycles_leave_nothing_behind() {
             "{exit:?}"
         );
     }
+    // A helper exits right after reporting the exit: give the last ones a moment.
+    let clean = poll(Duration::from_secs(10), || {
+        leftovers(&state_dir, &prefix).is_empty().then_some(())
+    });
     let left = leftovers(&state_dir, &prefix);
-    assert!(left.is_empty(), "{left:#?}");
+    assert!(clean.is_some() && left.is_empty(), "{left:#?}");
     let me = nix::unistd::geteuid().as_raw();
     for pid in inits {
         // A recycled pid would belong to someone else: only our mapped users count.
@@ -405,20 +433,15 @@ fn prewarmed_helpers_serve_instances_and_leave_nothing() {
         (rt.idle_helpers() == 2).then_some(())
     })
     .expect("the pool refills to 2");
-    assert_eq!(
-        children_of(std::process::id() as i32).len(),
-        2,
-        "only the two idle helpers"
-    );
+    assert_eq!(own_children().len(), 2, "only the two idle helpers");
     drop(rt);
-    let me = std::process::id() as i32;
     let left = poll(Duration::from_secs(20), || {
-        children_of(me).is_empty().then_some(())
+        own_children().is_empty().then_some(())
     });
     assert!(
         left.is_some(),
         "idle helpers survived the runtime: {:?}",
-        children_of(me)
+        own_children()
     );
 }
 
@@ -461,7 +484,9 @@ fn instances_die_with_their_host() {
         .unwrap();
     let init: i32 = line.trim().parse().unwrap();
     let helper = ppid_of(init).expect("instance running");
-    assert_eq!(ppid_of(helper), Some(host.id() as i32));
+    // The helper was forked by the host's fork server, a child of the host.
+    let server = ppid_of(helper).expect("helper running");
+    assert_eq!(ppid_of(server), Some(host.id() as i32));
     host.kill().unwrap();
     host.wait().unwrap();
     let gone = poll(Duration::from_secs(20), || {
@@ -477,10 +502,153 @@ fn instances_die_with_their_host() {
                 })
                 .unwrap_or(false)
         };
-        (!alive(init) && !alive(helper)).then_some(())
+        (!alive(init) && !alive(helper) && !alive(server)).then_some(())
     });
     assert!(
         gone.is_some(),
-        "instance {init} / helper {helper} outlived the host"
+        "instance {init} / helper {helper} / fork server {server} outlived the host"
     );
+}
+
+/// Instances are started through the fork server: their helper is its child, many start
+/// at once from a multi-threaded tokio runtime, and descriptors the host opens later
+/// (even without close-on-exec) reach neither the helpers nor the instances.
+fn fork_server_serves_spawns_and_leaks_no_descriptors() {
+    let server = landscape_runtime::fork_server_pid().expect("init() started a fork server");
+    assert_eq!(ppid_of(server), Some(std::process::id() as i32));
+    let secret = TempDir::new("fd-leak");
+    let file = std::fs::File::create(secret.path().join("host-only")).unwrap();
+    // A descriptor without close-on-exec, opened after init().
+    let leaked = nix::unistd::dup(&file).unwrap();
+    let rt = std::sync::Arc::new(runtime());
+    let app = app_dir(&rt);
+    let mut spec = InstanceSpec::new(
+        "fs",
+        Process::shell(
+            "ls /proc/self/fd | tr '\\n' ' '; touch /home/user/app/ready; exec sleep 1000",
+        ),
+    );
+    spec.app_dir = Some(app.path().to_path_buf());
+    let logs = TempDir::new("fs-logs");
+    let mut inst = rt
+        .spawn(
+            &spec,
+            Output::Logs(landscape_runtime::LogConfig::new(logs.path())),
+        )
+        .unwrap();
+    wait_ready(&app);
+    let helper = ppid_of(inst.pid()).unwrap();
+    assert_eq!(
+        ppid_of(helper),
+        Some(server),
+        "the helper is the fork server's child"
+    );
+    let target = secret.path().join("host-only");
+    for pid in [server, helper, inst.pid()] {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+        {
+            let link = std::fs::read_link(fd.path()).unwrap_or_default();
+            assert_ne!(link, target, "pid {pid} holds the host's descriptor");
+        }
+    }
+    inst.stop(Duration::from_secs(5)).unwrap();
+    let out = std::fs::read_to_string(inst.log_path().unwrap()).unwrap();
+    assert!(out.contains("0 1 2 3 "), "{out}");
+    assert!(!out.contains(" 4 "), "{out}");
+    drop(leaked);
+    // Many at once, from tokio worker threads.
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outs = tokio_rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..24 {
+            let rt = rt.clone();
+            tasks.push(tokio::spawn(async move {
+                let logs = TempDir::new("fs-many");
+                let spec =
+                    InstanceSpec::new("many", Process::shell(format!("echo many-$((20 + {i}))")));
+                let inst = rt
+                    .spawn_async(
+                        spec,
+                        Output::Logs(landscape_runtime::LogConfig::new(logs.path())),
+                    )
+                    .await
+                    .unwrap();
+                let (inst, exit) = inst.wait_async().await;
+                assert!(exit.unwrap().success());
+                std::fs::read_to_string(inst.log_path().unwrap()).unwrap()
+            }));
+        }
+        let mut outs = Vec::new();
+        for t in tasks {
+            outs.push(t.await.unwrap());
+        }
+        outs
+    });
+    for (i, out) in outs.iter().enumerate() {
+        assert!(out.contains(&format!("many-{}", 20 + i)), "{out}");
+    }
+    assert_eq!(
+        landscape_runtime::fork_server_pid(),
+        Some(server),
+        "still the same server"
+    );
+}
+
+/// Child-process mode: kills its own fork server, then starts an instance (which must
+/// work by re-executing this binary) and prints what it saw.
+fn host_whose_fork_server_dies() -> ! {
+    let server = landscape_runtime::fork_server_pid().expect("a fork server");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Dead (a zombie until the runtime notices and reaps it).
+    poll(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{server}/stat"))
+            .ok()
+            .filter(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+    })
+    .expect("the fork server died");
+    let rt = runtime();
+    let (exit, out) = sh(&rt, None, "echo still-works");
+    println!(
+        "exit={} out={out} server_after={:?}",
+        exit.success(),
+        landscape_runtime::fork_server_pid()
+    );
+    // The dead server was reaped: no zombie child left.
+    let zombies: Vec<i32> = children_of(std::process::id() as i32);
+    println!("children={zombies:?}");
+    std::process::exit(0)
+}
+
+fn a_dead_fork_server_is_reported_and_replaced_by_re_exec() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("LANDSCAPE_RT_TEST_FORK_SERVER_DIES", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("exit=true out=still-works server_after=None"),
+        "{text}"
+    );
+    assert!(text.contains("children=[]"), "{text}");
 }
