@@ -1063,6 +1063,8 @@ where
             ),
             Failure::Connect => (502, "upstream connection failed\n", None),
             Failure::Exchange => (502, "upstream closed the connection\n", None),
+            // Only `https://` targets, which never take this path.
+            Failure::Tls(_) => (502, "upstream TLS failed\n", None),
         }
     };
     let keep = keep_after_local;

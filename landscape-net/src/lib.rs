@@ -33,6 +33,8 @@
 mod body;
 mod error;
 mod h1;
+#[cfg(feature = "tls")]
+mod https;
 mod metrics;
 mod pool;
 mod proxy;
@@ -124,6 +126,8 @@ pub struct RouterBuilder {
     endpoints: Option<Arc<dyn EndpointSource>>,
     connector: Arc<dyn Connector>,
     waker: Option<Arc<dyn ServiceWaker>>,
+    #[cfg(feature = "tls")]
+    upstream_tls: Option<Arc<tls::rustls::ClientConfig>>,
 }
 
 impl RouterBuilder {
@@ -151,10 +155,25 @@ impl RouterBuilder {
         self
     }
 
+    /// The TLS client configuration for `https://` headless targets (feature `tls`): which
+    /// roots are trusted, protocol versions, client certificates. Its ALPN list is replaced by
+    /// `h2` + `http/1.1`. Default: the system's root certificates ([`tls::system_roots`]),
+    /// read when the first request goes to an `https://` target. See [`tls::client_config`].
+    #[cfg(feature = "tls")]
+    pub fn upstream_tls(mut self, config: Arc<tls::rustls::ClientConfig>) -> Self {
+        self.upstream_tls = Some(config);
+        self
+    }
+
     /// The router, serving `table`.
     pub fn build(self, table: RouteTable) -> Router {
         let endpoints = self.endpoints.unwrap_or_else(|| StaticEndpoints::new());
-        let inner = proxy::Inner::new(self.config, endpoints, self.connector, self.waker);
+        #[allow(unused_mut)] // without `tls`
+        let mut inner = proxy::Inner::new(self.config, endpoints, self.connector, self.waker);
+        #[cfg(feature = "tls")]
+        {
+            inner.https = https::Client::new(self.upstream_tls);
+        }
         inner.swap(table);
         Router {
             inner: Arc::new(inner),
@@ -176,6 +195,8 @@ impl Router {
             endpoints: None,
             connector: Arc::new(TcpConnector),
             waker: None,
+            #[cfg(feature = "tls")]
+            upstream_tls: None,
         }
     }
 

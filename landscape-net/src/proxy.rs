@@ -56,6 +56,9 @@ pub(crate) struct Inner {
     waker: Option<Arc<dyn ServiceWaker>>,
     pool: Pool,
     pub(crate) metrics: Metrics,
+    /// TLS client of `https://` targets.
+    #[cfg(feature = "tls")]
+    pub(crate) https: crate::https::Client,
 }
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -72,6 +75,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Logged once per `https://` target when the `tls` feature is off.
+#[cfg(not(feature = "tls"))]
+pub(crate) const NO_TLS: &str = "https:// target: this build of landscape-net lacks the `tls` \
+     feature; requests to it are answered with 502 (rebuild with the `tls` feature)";
+#[cfg(not(feature = "tls"))]
+const NO_TLS_BODY: &str =
+    "https targets need the `tls` feature of landscape-net, which this router was built without\n";
+
 static COLD_START: HeaderName = HeaderName::from_static("x-landscape-cold-start-ms");
 
 fn local(status: StatusCode, body: &'static str) -> Response<RespBody> {
@@ -146,6 +157,9 @@ pub(crate) enum Failure {
     NoEndpoint,
     Connect,
     Exchange,
+    /// TLS to an `https://` target failed (the reason is shown to the client).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Tls(String),
 }
 
 impl Inner {
@@ -171,6 +185,8 @@ impl Inner {
             waker,
             pool,
             metrics: Metrics::default(),
+            #[cfg(feature = "tls")]
+            https: crate::https::Client::new(None),
         }
     }
 
@@ -196,13 +212,36 @@ impl Inner {
     }
 
     fn target_upstream(&self, t: &Target) -> Arc<Upstream> {
+        let https = t.scheme == "https";
+        let key = if https {
+            format!("https://{}", t.authority)
+        } else {
+            t.authority.clone()
+        };
         let mut m = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(t.authority.clone())
+        m.entry(key)
             .or_insert_with(|| {
                 let (_tx, rx) = watch::channel(vec![Endpoint::new(&t.authority)].into());
-                let name = format!("target:{}", t.authority);
+                let name = if https {
+                    format!("target:https://{}", t.authority)
+                } else {
+                    format!("target:{}", t.authority)
+                };
+                #[allow(unused_mut)] // without `tls`
                 let mut up = Upstream::new(Arc::new(ServiceCell::new(&name)), 0, rx);
                 up.external = true;
+                #[cfg(feature = "tls")]
+                if https {
+                    up.tls = Some(Arc::new(crate::https::TargetTls::new(t, &self.config)));
+                }
+                #[cfg(not(feature = "tls"))]
+                if https {
+                    // Once per target for the router's lifetime (the upstream is kept).
+                    tracing::warn!(
+                        target_url = %format!("https://{}{}", t.host_header, t.base_path),
+                        "{NO_TLS}"
+                    );
+                }
                 Arc::new(up)
             })
             .clone()
@@ -325,15 +364,12 @@ impl Inner {
                 }
             }
         }
+        #[cfg(not(feature = "tls"))]
         if let Some(t) = &cr.target {
             if t.scheme == "https" {
                 finish.status = 502;
                 cr.stats.count(502);
-                return local(
-                    StatusCode::BAD_GATEWAY,
-                    "https targets are not supported yet; use an http:// target\n",
-                )
-                .map(|b| b.with_finish(finish));
+                return local(StatusCode::BAD_GATEWAY, NO_TLS_BODY).map(|b| b.with_finish(finish));
             }
         }
 
@@ -416,10 +452,22 @@ impl Inner {
         };
         let upstream_req = Request::from_parts(parts, body);
 
-        match self
+        #[cfg(feature = "tls")]
+        let forwarded = match &up.tls {
+            Some(tt) => {
+                self.forward_https(&up, tt, upstream_req, replay, upgrade, started)
+                    .await
+            }
+            None => {
+                self.forward(&up, upstream_req, replay, upgrade, started)
+                    .await
+            }
+        };
+        #[cfg(not(feature = "tls"))]
+        let forwarded = self
             .forward(&up, upstream_req, replay, upgrade, started)
-            .await
-        {
+            .await;
+        match forwarded {
             Ok((mut resp, picked)) => {
                 let status = resp.status();
                 finish.status = status.as_u16();
@@ -469,17 +517,25 @@ impl Inner {
                 let (status, msg) = match f {
                     Failure::NoEndpoint => (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "no ready upstream for this route\n",
+                        "no ready upstream for this route\n".to_string(),
                     ),
-                    Failure::Connect => (StatusCode::BAD_GATEWAY, "upstream connection failed\n"),
-                    Failure::Exchange => {
-                        (StatusCode::BAD_GATEWAY, "upstream closed the connection\n")
-                    }
+                    Failure::Connect => (
+                        StatusCode::BAD_GATEWAY,
+                        "upstream connection failed\n".to_string(),
+                    ),
+                    Failure::Exchange => (
+                        StatusCode::BAD_GATEWAY,
+                        "upstream closed the connection\n".to_string(),
+                    ),
+                    Failure::Tls(reason) => (
+                        StatusCode::BAD_GATEWAY,
+                        format!("upstream TLS failed, request not forwarded: {reason}\n"),
+                    ),
                 };
                 finish.status = status.as_u16();
                 cr.stats.count(finish.status);
                 self.metrics.observe(started.elapsed());
-                let mut r = local(status, msg);
+                let mut r = local_owned(status, msg);
                 if status == StatusCode::SERVICE_UNAVAILABLE {
                     r.headers_mut().insert(
                         header::RETRY_AFTER,

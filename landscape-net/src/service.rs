@@ -105,6 +105,9 @@ pub(crate) struct Upstream {
     pub(crate) port: u16,
     /// A headless target outside the landscape (connected with plain TCP).
     pub(crate) external: bool,
+    /// TLS state of an `https://` target.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Arc<crate::https::TargetTls>>,
     pub(crate) rx: watch::Receiver<Endpoints>,
     snapshot: ArcSwap<Snapshot>,
     rr: AtomicUsize,
@@ -131,6 +134,8 @@ impl Upstream {
             cell,
             port,
             external: false,
+            #[cfg(feature = "tls")]
+            tls: None,
             rx,
             snapshot: ArcSwap::from_pointee(Snapshot { source, eps }),
             rr: AtomicUsize::new(0),

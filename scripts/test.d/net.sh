@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-# The `tls` feature is off by default (so `cargo test --workspace` does not build it): test it here.
-cargo test -q -p landscape-net --features tls --test tls
+# The `tls` feature is off by default (so `cargo test --workspace` does not build it): run the
+# whole landscape-net suite with it here (HTTPS listener, `https://` targets, both paths).
+cargo test -q -p landscape-net --features tls
 
 cargo build -q --example landscape
 BIN="$(pwd)/target/debug/examples/landscape"
