@@ -7,7 +7,10 @@ use landscape_runtime::{InstanceSpec, Process, Rootfs, Runtime};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    landscape_runtime::init();
+    // Only `spawn-bench` starts instances with `Runtime::spawn`; the foreground mode, like
+    // `landscape exec`, does not need the fork server.
+    let spawn = std::env::args().nth(1).as_deref() == Some("spawn-bench");
+    landscape_runtime::init_with(landscape_runtime::InitOptions { fork_server: spawn });
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("spawn-bench") {
         args.next();

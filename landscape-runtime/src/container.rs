@@ -73,10 +73,15 @@ pub(crate) fn child_main(
     req: &Request,
     go: OwnedFd,
     report: OwnedFd,
-    netns: std::os::unix::net::UnixStream,
     seccomp: Option<&seccompiler::BpfProgram>,
 ) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // The network namespace first, while the helper writes the id maps: creating one is
+    // the most expensive step of a start, and needs no ids (the child of a clone into a
+    // new user namespace holds every capability there from the start).
+    let net = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("create the network namespace: {e}"))
+        .and_then(|()| sys::loopback_up().map_err(|e| format!("bring up loopback: {e}")));
     let mut go = File::from(go);
     let mut b = [0u8; 1];
     if !matches!(go.read(&mut b), Ok(1)) {
@@ -84,31 +89,14 @@ pub(crate) fn child_main(
     }
     drop(go);
     let mut report = File::from(report);
-    if let Err(msg) = setup(req, &netns) {
+    if let Err(msg) = net.and_then(|()| setup(req)) {
         let _ = report.write_all(format!("E{}\n", msg.replace('\n', " ")).as_bytes());
         sys::exit_now(1);
     }
     init(req, report, seccomp)
 }
 
-/// Joins the network namespace the helper created for this instance (see
-/// `helper::start_netns`); the instance never runs in the host's.
-fn join_netns(netns: &std::os::unix::net::UnixStream) -> R<()> {
-    let (fds, text) =
-        sys::recv_fds_and_text(netns).map_err(|e| format!("receive the network namespace: {e}"))?;
-    let Some(fd) = fds.first() else {
-        let why = String::from_utf8_lossy(&text);
-        let why = match why.trim() {
-            "" => "its helper process exited without sending it",
-            w => w,
-        };
-        return Err(format!("create the network namespace: {why}"));
-    };
-    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("join the network namespace: {e}"))
-}
-
-fn setup(req: &Request, netns: &std::os::unix::net::UnixStream) -> R<()> {
+fn setup(req: &Request) -> R<()> {
     let spec = &req.spec;
     if !req.keep_stdin {
         let null = File::options()
@@ -356,9 +344,8 @@ fn setup(req: &Request, netns: &std::os::unix::net::UnixStream) -> R<()> {
         }
     }
     drop(sources);
-    // The network namespace (created meanwhile by the helper), then /sys: a sysfs mount
-    // shows the network devices of the mounting process's namespace.
-    join_netns(netns)?;
+    // /sys: a sysfs mount shows the network devices of the mounting process's namespace
+    // (the instance's own).
     // /sys, read-only (the network namespace's own view of the network devices).
     let sysfs = root.join("sys");
     mkdirs(&sysfs, 0o555)?;

@@ -215,13 +215,9 @@ fn run_child_blocked(
         Ok(p) => p,
         Err(e) => return e,
     };
-    // The network namespace is not created by this clone: a short-lived process creates
-    // it (owned by the instance's user namespace) while the instance sets up its mounts,
-    // and hands it over through this socket; see `start_netns`.
-    let (net_tx, net_rx) = match UnixStream::pair() {
-        Ok(p) => p,
-        Err(e) => return Exit::failed(format!("create the network namespace socket: {e}")),
-    };
+    // The network namespace is not created by this clone: the child creates it first
+    // thing (it has every capability in its new user namespace, with or without id maps),
+    // while this process writes its id maps.
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -232,8 +228,7 @@ fn run_child_blocked(
             drop(go_w);
             drop(rep_r);
             drop(sfd);
-            drop(net_tx);
-            container::child_main(req, go_r, rep_w, net_rx, seccomp)
+            container::child_main(req, go_r, rep_w, seccomp)
         }
         Ok(sys::Forked::Parent(pid)) => Pid::from_raw(pid),
         Err(e) => {
@@ -245,22 +240,10 @@ fn run_child_blocked(
     };
     drop(go_r);
     drop(rep_w);
-    drop(net_rx);
-    // Started first: it is the longest part of the start, and needs only the user
-    // namespace (joining it gives every capability inside, with or without id maps).
-    let netns = start_netns(pid, net_tx);
-    let netns_pid = netns.as_ref().ok().copied();
     let kill_child = |why: String| {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
-        if let Some(p) = netns_pid {
-            let _ = waitpid(p, None);
-        }
         Exit::failed(why)
-    };
-    let netns = match netns {
-        Ok(p) => p,
-        Err(e) => return kill_child(format!("create the instance's network namespace: {e}")),
     };
     let maps = match req.idmap.maps(req.spec.user) {
         Ok(m) => m,
@@ -288,9 +271,6 @@ fn run_child_blocked(
         return kill_child("the instance's init died before starting".into());
     }
     drop(go);
-    // The instance waits for the namespace (or the reason there is none, which it
-    // reports) before it goes on; the process that made it only needs reaping.
-    let _ = waitpid(netns, None);
     emit(&Event::Started { pid: pid.as_raw() });
 
     let mut report_fd = Some(rep_r);
@@ -430,36 +410,6 @@ fn run_child_blocked(
         }
     }
     exit
-}
-
-/// Forks a process that joins the user namespace of `instance`, creates a network
-/// namespace there (so the instance's root owns it), brings its loopback up and sends it
-/// to the instance over `tx` (SCM_RIGHTS), or sends the reason it could not. Creating a
-/// network namespace is the most expensive part of a start; this way it overlaps with the
-/// instance's mount setup instead of adding to it. Returns the process to reap.
-fn start_netns(instance: Pid, tx: UnixStream) -> Result<Pid, String> {
-    let userns = File::open(format!("/proc/{}/ns/user", instance.as_raw()))
-        .map_err(|e| format!("open the instance's user namespace: {e}"))?;
-    match sys::fork().map_err(|e| format!("fork: {e}"))? {
-        sys::Forked::Parent(pid) => Ok(Pid::from_raw(pid)),
-        sys::Forked::Child => {
-            let made = (|| -> Result<OwnedFd, String> {
-                nix::sched::setns(&userns, nix::sched::CloneFlags::CLONE_NEWUSER)
-                    .map_err(|e| format!("join its user namespace: {e}"))?;
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("unshare: {e}"))?;
-                sys::loopback_up().map_err(|e| format!("bring up loopback: {e}"))?;
-                File::open("/proc/self/ns/net")
-                    .map(OwnedFd::from)
-                    .map_err(|e| format!("open it: {e}"))
-            })();
-            let sent = match made {
-                Ok(fd) => sys::send_fds(&tx, &[std::os::fd::AsRawFd::as_raw_fd(&fd)]),
-                Err(msg) => (&tx).write_all(msg.as_bytes()),
-            };
-            sys::exit_now(i32::from(sent.is_err()))
-        }
-    }
 }
 
 /// A frozen (cgroup v1) process does not act on signals, not even SIGKILL: thaw first.

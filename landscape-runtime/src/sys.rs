@@ -367,16 +367,6 @@ pub(crate) fn recv_fds(sock: &impl std::os::fd::AsRawFd) -> io::Result<Vec<std::
     recv_msg(sock, &mut [0u8; 1]).map(|(fds, _)| fds)
 }
 
-/// Like [`recv_fds`], also returning the message's bytes (up to 512; a sender without
-/// descriptors to give explains why in them).
-pub(crate) fn recv_fds_and_text(
-    sock: &impl std::os::fd::AsRawFd,
-) -> io::Result<(Vec<std::os::fd::OwnedFd>, Vec<u8>)> {
-    let mut buf = [0u8; 512];
-    let (fds, n) = recv_msg(sock, &mut buf)?;
-    Ok((fds, buf[..n].to_vec()))
-}
-
 fn recv_msg(
     sock: &impl std::os::fd::AsRawFd,
     buf: &mut [u8],
