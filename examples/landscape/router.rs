@@ -30,6 +30,17 @@ pub struct Args {
     /// Worker threads of the router (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
+    /// Serve HTTPS (ALPN h2 + http/1.1) with this PEM certificate chain, leaf first
+    /// (needs the `tls` feature).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Extra trusted root certificates (PEM) for https:// targets, added to the system's
+    /// (needs the `tls` feature).
+    #[arg(long, value_name = "FILE")]
+    target_ca: Option<PathBuf>,
     /// Seconds in-flight requests may take to finish on shutdown.
     #[arg(long, default_value_t = 30)]
     drain_secs: u64,
@@ -39,6 +50,15 @@ pub struct Args {
 
 /// Runs `landscape router`.
 pub fn run(args: Args) -> ExitCode {
+    if !cfg!(feature = "tls")
+        && (args.tls_cert.is_some() || args.tls_key.is_some() || args.target_ca.is_some())
+    {
+        eprintln!(
+            "landscape router: --tls-cert/--tls-key/--target-ca need the `tls` feature; \
+             rebuild with `cargo build --example landscape --features tls`"
+        );
+        return ExitCode::from(2);
+    }
     let opts = Options {
         listen: args.listen,
         admin: args.admin,
@@ -54,6 +74,9 @@ pub fn run(args: Args) -> ExitCode {
             drain_timeout: Duration::from_secs(args.drain_secs),
             ..RouterConfig::default()
         },
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        target_ca: args.target_ca,
     };
     match run_router(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # landscape-net: end-to-end test of `landscape router` as a real process: routes from a ci.yml,
-# upstreams from --upstream, admin metrics, SIGHUP reload (table swap), SIGTERM drain.
-# Needs python3 (upstream: http.server) and curl (scripts/setup.d/net.apt).
+# upstreams from --upstream, admin metrics, SIGHUP reload (table swap), SIGTERM drain; then
+# HTTPS on the listener (--tls-cert/--tls-key, feature `tls`) with an https:// target.
+# Needs python3 (upstreams), curl and openssl (scripts/setup.d/net.apt).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -9,7 +10,6 @@ cd "$(dirname "$0")/../.."
 # whole landscape-net suite with it here (HTTPS listener, `https://` targets, both paths).
 cargo test -q -p landscape-net --features tls
 
-cargo build -q --example landscape
 BIN="$(pwd)/target/debug/examples/landscape"
 WORK="$(mktemp -d)"
 PIDS=()
@@ -30,6 +30,18 @@ wait_for_line() {
   done
   fail "timed out waiting for /$pattern/ in $file"
 }
+
+# Without the `tls` feature the TLS flags are a one-line error naming it.
+cargo build -q --example landscape
+touch "$WORK/none.pem"
+code=0
+"$BIN" router --listen 127.0.0.1:0 --tls-cert "$WORK/none.pem" --tls-key "$WORK/none.pem" \
+  "$WORK/none.pem" 2> "$WORK/notls.err" || code=$?
+[ "$code" = 2 ] && [ "$(wc -l < "$WORK/notls.err")" = 1 ] && grep -q '`tls` feature' "$WORK/notls.err" \
+  || { cat "$WORK/notls.err" >&2; echo "net.sh: FAIL: --tls-cert without the tls feature" >&2; exit 1; }
+
+# Everything below runs the binary with the `tls` feature.
+cargo build -q --example landscape --features tls
 
 mkdir -p "$WORK/www/x"
 echo frontend-root > "$WORK/www/index.html"
@@ -100,4 +112,81 @@ kill -TERM "$ROUTER"
 status=0
 wait "$ROUTER" || status=$?
 [ "$status" = 0 ] || fail "router exited with $status on SIGTERM"
+
+# HTTPS: a CA and a localhost leaf made here with openssl; the router serves HTTPS with the
+# leaf (ALPN h2 + http/1.1) and routes /ext to an https:// target (a python TLS upstream with
+# the same leaf), trusting the CA through --target-ca.
+(
+  cd "$WORK"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout ca-key.pem -out ca.pem -subj "/CN=net.sh test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -out leaf.csr \
+    -subj "/CN=localhost" 2>/dev/null
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    "extendedKeyUsage=serverAuth" > leaf.ext
+  openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+    -out cert.pem -extfile leaf.ext 2>/dev/null
+) || fail "openssl could not make the test certificates"
+python3 -u - "$WORK/cert.pem" "$WORK/key.pem" "$WORK/www" > "$WORK/tls-upstream.log" 2>&1 <<'PY' &
+import functools, http.server, ssl, sys
+cert, key, root = sys.argv[1:4]
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def end_headers(self):
+        self.send_header("x-seen-host", self.headers.get("host", ""))
+        super().end_headers()
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(H, directory=root))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print("port", srv.server_address[1], flush=True)
+srv.serve_forever()
+PY
+PIDS+=($!)
+TLS_UP_PORT=$(wait_for_line "$WORK/tls-upstream.log" '^port [0-9]+' | awk '{print $2}')
+cat > "$WORK/ci-tls.yml" <<YML
+schemaVersion: v0.2
+prepare:
+  steps: []
+test:
+  steps: []
+run:
+  frontend:
+    steps:
+      - command: npm start
+    network:
+      ports:
+        - port: 3000
+      paths:
+        - port: 3000
+          path: /
+        - path: /ext
+          stripPath: true
+          target: https://localhost:$TLS_UP_PORT/x
+YML
+: > "$WORK/router.log"
+"$BIN" router --listen 127.0.0.1:0 --threads 1 --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" \
+  --target-ca "$WORK/ca.pem" --upstream "frontend=127.0.0.1:$UP_PORT" "$WORK/ci-tls.yml" 2> "$WORK/router.log" &
+ROUTER=$!
+PIDS+=($ROUTER)
+line=$(wait_for_line "$WORK/router.log" '^router listening on ')
+case "$line" in *"(https)"*) ;; *) fail "router does not say it serves https: $line" ;; esac
+PORT=$(echo "$line" | awk '{print $4}' | sed 's/.*://')
+CURL=(curl -fsS --cacert "$WORK/ca.pem" --resolve "localhost:$PORT:127.0.0.1")
+[ "$("${CURL[@]}" --http2 "https://localhost:$PORT/")" = frontend-root ] || fail "https / over h2"
+[ "$("${CURL[@]}" --http2 -o /dev/null -w '%{http_version}' "https://localhost:$PORT/")" = 2 ] \
+  || fail "ALPN did not pick h2"
+[ "$("${CURL[@]}" --http1.1 -o /dev/null -w '%{http_version}' "https://localhost:$PORT/")" = 1.1 ] \
+  || fail "ALPN did not pick http/1.1"
+[ "$("${CURL[@]}" "https://localhost:$PORT/ext/y")" = api-x ] || fail "/ext/y via the https target"
+"${CURL[@]}" -D - -o /dev/null "https://localhost:$PORT/ext/y" | grep -qi "^x-seen-host: localhost:$TLS_UP_PORT" \
+  || fail "the https target did not get its own host as Host"
+# Without the CA the client refuses the router's certificate.
+curl -s -o /dev/null --resolve "localhost:$PORT:127.0.0.1" "https://localhost:$PORT/" \
+  && fail "curl trusted the router's certificate without the CA"
+kill -TERM "$ROUTER"
+status=0
+wait "$ROUTER" || status=$?
+[ "$status" = 0 ] || fail "https router exited with $status on SIGTERM"
 echo "net.sh: ok"
