@@ -344,9 +344,8 @@ fn setup(req: &Request) -> R<()> {
         }
     }
     drop(sources);
-    // /sys: a sysfs mount shows the network devices of the mounting process's namespace
-    // (the instance's own).
-    // /sys, read-only (the network namespace's own view of the network devices).
+    // /sys, read-only: a sysfs mount shows the network devices of the mounting process's
+    // network namespace (the instance's own).
     let sysfs = root.join("sys");
     mkdirs(&sysfs, 0o555)?;
     mnt(
