@@ -85,6 +85,19 @@ pub(crate) struct StreamedRun<'p> {
     pub runs: u32,
 }
 
+impl StreamedRun<'_> {
+    /// Whether no service was streamed yet.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Makes room for `n` more services.
+    pub fn reserve(&mut self, n: usize) {
+        self.services.reserve(n);
+        self.keys.reserve(n);
+    }
+}
+
 /// The state of the per-service checks run while streaming.
 pub(crate) struct StreamCheck<'p> {
     version: SchemaVersion,
@@ -898,6 +911,7 @@ impl<'d> Decoder<'d> {
                     let Some(items) = self.seq(v, list) else {
                         continue;
                     };
+                    n.ports.reserve_exact(items.len());
                     for (i, it) in items.into_iter().enumerate() {
                         let w = list.index(i);
                         let it_span = it.span;
@@ -930,6 +944,7 @@ impl<'d> Decoder<'d> {
                     let Some(items) = self.seq(v, list) else {
                         continue;
                     };
+                    n.paths.reserve_exact(items.len());
                     for (i, it) in items.into_iter().enumerate() {
                         let w = list.index(i);
                         let it_span = it.span;

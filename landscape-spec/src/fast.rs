@@ -381,6 +381,7 @@ impl<'a> P<'a> {
         let mut end;
         loop {
             // at a key at column `indent`
+            let entry_start = self.pos;
             let key = self.key()?;
             if key.as_str() == Some("<<") && matches!(key.kind, NodeKind::Scalar(_, Style::Plain)) {
                 return Err(Bail); // merge keys: full parser
@@ -417,7 +418,7 @@ impl<'a> P<'a> {
             end = value.span.end;
             let added = insert_entry(&mut entries, &mut index, key, value, &mut self.diags);
             if streaming && added {
-                self.stream_last(&mut entries);
+                self.stream_last(&mut entries, self.pos - entry_start);
             }
             // next key?
             self.end_of_line_or_positioned()?;
@@ -473,10 +474,17 @@ impl<'a> P<'a> {
 
     /// Decodes the value of the entry just added to `run` when it is a mapping, leaving an
     /// empty mapping with the same span in its place.
-    fn stream_last(&mut self, entries: &mut [(Node<'a>, Node<'a>)]) {
+    /// `bytes`: the length of the entry's text, to estimate how many services follow.
+    fn stream_last(&mut self, entries: &mut [(Node<'a>, Node<'a>)], bytes: usize) {
         let (Some(out), Some((k, v))) = (self.stream.as_mut(), entries.last_mut()) else {
             return;
         };
+        if out.is_empty() {
+            // Size the services for the rest of the text as if the others were like the first
+            // (bounded), so that they are not moved again and again while the map grows.
+            let rest = self.b.len() - self.pos;
+            out.reserve((rest / bytes.max(1)).min(4096));
+        }
         if !matches!(v.kind, NodeKind::Map(_)) {
             return;
         }
