@@ -2,10 +2,10 @@
 //! process: each instance has a helper process, forked by the fork server
 //! (`crate::forkserver`, started by [`crate::init`]) or, without one, the host binary
 //! re-executed with [`HELPER_ENV`] set, which [`crate::init`] — the one line a host puts
-//! first in `main` — turns into the helper. The helper clones the namespaced child, has
-//! its network namespace made beside it, writes its id maps, puts it in its cgroups,
-//! forwards stop requests and signals, and reports `started` / `exited` events as JSON
-//! lines over its socket.
+//! first in `main` — turns into the helper. The helper clones the namespaced child (which
+//! creates its own network namespace while the helper writes its id maps), puts it in its
+//! cgroups, forwards stop requests and signals, and reports `started` / `exited` events
+//! as JSON lines over its socket.
 
 use crate::cgroup::Cgroups;
 use crate::container;

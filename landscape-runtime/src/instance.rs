@@ -283,10 +283,8 @@ impl Runtime {
         // Moving a process into a cgroup v1 hierarchy costs ~10 ms (the kernel waits for an
         // RCU grace period), so instances get cgroups only when they have limits; pass
         // `Limits::default()` for usage and freezing without limits.
-        let cgroups = match spec.limits.is_some() && self.cgroup_support().is_ok() {
-            true => Some(Cgroups::new(&self.cfg.cgroup_root, &id)),
-            false => None,
-        };
+        let cgroups = (spec.limits.is_some() && self.cgroup_support().is_ok())
+            .then(|| Cgroups::new(&self.cfg.cgroup_root, &id));
         Ok(Request {
             staging: self.cfg.state_dir.clone(),
             id,
