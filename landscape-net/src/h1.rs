@@ -500,11 +500,113 @@ fn checkout(stats: &EpStats, idle_timeout: std::time::Duration) -> Option<BoxIo>
 }
 
 fn checkin(stats: &EpStats, io: BoxIo, max: usize) {
-    let mut idle = stats.idle.lock().unwrap_or_else(|e| e.into_inner());
-    if idle.len() >= max.max(1) {
-        idle.remove(0);
+    {
+        let mut idle = stats.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= max.max(1) {
+            idle.remove(0);
+        }
+        idle.push((io, std::time::Instant::now()));
     }
-    idle.push((io, std::time::Instant::now()));
+    stats.returned.notify_one();
+}
+
+/// A connection opened for a released burst: counted in `EpStats::burst` for as long as it
+/// lives (in use or idle), so that a burst opens at most
+/// [`RouterConfig::release_connections`](crate::RouterConfig::release_connections).
+struct BurstConn {
+    io: BoxIo,
+    stats: Arc<EpStats>,
+}
+
+impl Drop for BurstConn {
+    fn drop(&mut self) {
+        self.stats.burst.fetch_sub(1, Relaxed);
+        self.stats.returned.notify_one();
+    }
+}
+
+impl AsyncRead for BurstConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for BurstConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// What a request just released from a hold uses upstream.
+enum Release {
+    /// An idle connection.
+    Idle(BoxIo),
+    /// Open a new connection and count it as part of the burst.
+    Open(Arc<EpStats>),
+    /// Open a new connection (the wait for a returned one timed out).
+    Uncounted,
+}
+
+/// For a request just released from a hold: an idle connection, or permission to open one.
+/// When many held requests are released at once, only `max` new connections are opened; the
+/// other requests reuse those as they come back (a keep-alive exchange costs much less than a
+/// new connection on both sides), each waiting at most `wait` before opening its own.
+async fn release_conn(
+    stats: &Arc<EpStats>,
+    idle_timeout: std::time::Duration,
+    max: usize,
+    wait: std::time::Duration,
+) -> Release {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let returned = stats.returned.notified();
+        tokio::pin!(returned);
+        returned.as_mut().enable();
+        if let Some(c) = checkout(stats, idle_timeout) {
+            return Release::Idle(c);
+        }
+        if stats.burst.fetch_add(1, Relaxed) < max {
+            return Release::Open(stats.clone());
+        }
+        stats.burst.fetch_sub(1, Relaxed);
+        tokio::select! {
+            _ = &mut returned => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return match checkout(stats, idle_timeout) {
+                    Some(c) => Release::Idle(c),
+                    None => Release::Uncounted,
+                };
+            }
+        }
+    }
 }
 
 /// A short local response (errors).
@@ -901,9 +1003,13 @@ where
     let has_body = !matches!(plan.body, Framing::None);
     // With a body that was not (fully) read, the connection cannot carry another request.
     let keep_after_local = !has_body && !plan.client_close && !stopping;
+    let mut released = false;
     if plan.hold {
         match Box::pin(inner.hold(&plan.up)).await {
-            Ok(waited) => finish.cold_start_ms = Some(waited.as_millis() as u64),
+            Ok(waited) => {
+                finish.cold_start_ms = Some(waited.as_millis() as u64);
+                released = true;
+            }
             Err(resp) => {
                 let status = resp.status().as_u16();
                 finish.status = status;
@@ -941,18 +1047,37 @@ where
             break;
         };
         let ep = picked.endpoint.clone();
+        let idle_timeout = inner.config.upstream_idle_timeout;
+        let mut burst = None;
         let pooled = if fresh_only {
             None
+        } else if released && inner.config.release_connections > 0 {
+            let (max, wait) = (inner.config.release_connections, inner.config.release_wait);
+            match release_conn(&picked.stats, idle_timeout, max, wait).await {
+                Release::Idle(c) => Some(c),
+                Release::Open(stats) => {
+                    burst = Some(stats);
+                    None
+                }
+                Release::Uncounted => None,
+            }
         } else {
-            checkout(&picked.stats, inner.config.upstream_idle_timeout)
+            checkout(&picked.stats, idle_timeout)
         };
         fresh_only = false;
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
             None => match inner.connect_io(&ep, plan.up.external).await {
-                Ok(c) => c,
+                Ok(c) => match burst {
+                    Some(stats) => Box::new(BurstConn { io: c, stats }),
+                    None => c,
+                },
                 Err(e) => {
+                    if let Some(stats) = burst {
+                        stats.burst.fetch_sub(1, Relaxed);
+                        stats.returned.notify_one();
+                    }
                     tracing::warn!(service = %cell.name, port = plan.up.port, endpoint = %ep, error = %e, "upstream connect failed; ejecting");
                     inner.metrics.upstream_error(&cell.name);
                     plan.up

@@ -81,6 +81,13 @@ pub struct RouterConfig {
     pub hold_timeout: Duration,
     /// Requests held per service at most; more get 503.
     pub max_held_per_service: usize,
+    /// New upstream connections (per endpoint) that requests released together from a hold
+    /// open at once; the other released requests reuse them as they come back instead of each
+    /// opening its own (lean HTTP/1.1 path). 0 = no bound.
+    pub release_connections: usize,
+    /// How long a released request waits for one of those connections to come back before
+    /// opening its own (the most a slow upstream can add to a held request).
+    pub release_wait: Duration,
     /// `Retry-After` seconds on 503.
     pub retry_after_secs: u32,
     /// How long an endpoint that failed to connect is skipped.
@@ -109,6 +116,8 @@ impl Default for RouterConfig {
             max_idle_per_endpoint: 256,
             hold_timeout: Duration::from_secs(30),
             max_held_per_service: 1000,
+            release_connections: 4,
+            release_wait: Duration::from_millis(20),
             retry_after_secs: 5,
             eject_for: Duration::from_secs(5),
             max_attempts: 3,

@@ -92,6 +92,11 @@ pub(crate) struct EpStats {
     ejected_until: AtomicU64,
     /// Idle keep-alive connections (most recently used last) and when they became idle.
     pub(crate) idle: Mutex<Vec<(crate::upstream::BoxIo, Instant)>>,
+    /// New connections opened by requests just released from a hold and still in use (see
+    /// `h1::release_conn`).
+    pub(crate) burst: AtomicUsize,
+    /// Signalled when a connection goes idle or a burst connection is given up.
+    pub(crate) returned: tokio::sync::Notify,
 }
 
 struct Snapshot {
@@ -167,8 +172,14 @@ impl Upstream {
             })
             .collect();
         let new = Arc::new(Snapshot { source: cur, eps });
-        self.snapshot.store(new.clone());
-        new
+        // Concurrent callers that saw the same change agree on one snapshot (and so on one
+        // set of counters and idle connections per endpoint).
+        let prev = self.snapshot.compare_and_swap(&snap, new.clone());
+        if Arc::ptr_eq(&*prev, &snap) {
+            new
+        } else {
+            self.snapshot.load_full()
+        }
     }
 
     /// Whether the service port has at least one ready endpoint.

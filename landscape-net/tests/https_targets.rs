@@ -37,17 +37,17 @@ async fn https_target_without_tls_feature_is_a_clear_502() {
 mod with_tls {
     use super::*;
     use bytes::Bytes;
-    use http_body_util::Full;
-    use hyper::Request;
-    use std::sync::Arc;
     use http_body_util::BodyExt;
+    use http_body_util::Full;
     use hyper::body::Incoming;
     use hyper::service::service_fn;
+    use hyper::Request;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
     use landscape_net::tls::{client_config, roots_from_pem, rustls, server_config};
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
     use tokio::task::JoinSet;
 
     const CA: &[u8] = include_bytes!("data/ca.pem");

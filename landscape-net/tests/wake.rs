@@ -106,6 +106,52 @@ async fn two_hundred_held(fast: bool) {
         .contains("landscape_router_wakes_total 1"));
 }
 
+/// Held requests released together share a bounded number of new upstream connections
+/// (`release_connections`; the wait for a returned one is unbounded here, so the count is
+/// exact) on the lean path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_requests_share_a_bounded_number_of_new_connections() {
+    let endpoints = StaticEndpoints::new();
+    let waker = Arc::new(StartOnWake {
+        endpoints: endpoints.clone(),
+        calls: AtomicUsize::new(0),
+        started: Mutex::default(),
+        go: tokio::sync::Semaphore::new(0),
+    });
+    let r = TestRouter::start_with(
+        RouteTable::new().with(Route::to_service("/", "sleepy", 3000)),
+        RouterConfig {
+            release_connections: 3,
+            release_wait: Duration::from_secs(3600),
+            ..RouterConfig::default()
+        },
+        endpoints,
+        Some(waker.clone()),
+    )
+    .await;
+    let addr = r.addr;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| tokio::spawn(async move { get(addr, "h", &format!("/r/{i}")).await }))
+        .collect();
+    wait_until("50 held requests", || {
+        r.router.activity("sleepy").is_some_and(|a| a.held == 50)
+    })
+    .await;
+    waker.go.add_permits(1);
+    for (i, t) in tasks.into_iter().enumerate() {
+        let g = t.await.unwrap();
+        assert_eq!(g.status, 200, "request {i}: {}", g.body);
+        assert_eq!(g.field("path"), format!("/r/{i}"));
+    }
+    let started = waker.started.lock().unwrap();
+    assert_eq!(started[0].served.load(SeqCst), 50);
+    let conns = started[0].accepted.load(SeqCst);
+    assert!(
+        (1..=3).contains(&conns),
+        "50 released requests opened {conns} upstream connections"
+    );
+}
+
 /// Accepts the wake but never becomes ready.
 struct NeverReady(AtomicUsize);
 

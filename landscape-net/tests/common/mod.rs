@@ -31,6 +31,8 @@ pub struct Upstream {
     pub received: Arc<AtomicU64>,
     /// Requests served.
     pub served: Arc<AtomicU64>,
+    /// Connections accepted.
+    pub accepted: Arc<AtomicU64>,
     tasks: Arc<Mutex<JoinSet<()>>>,
 }
 
@@ -40,18 +42,21 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(AtomicU64::new(0));
         let served = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
         let tasks: Arc<Mutex<JoinSet<()>>> = Arc::new(Mutex::new(JoinSet::new()));
-        let (n, r, s, t) = (
+        let (n, r, s, t, a) = (
             name.to_string(),
             received.clone(),
             served.clone(),
             tasks.clone(),
+            accepted.clone(),
         );
         tasks.lock().unwrap().spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                a.fetch_add(1, SeqCst);
                 let (n, r, s) = (n.clone(), r.clone(), s.clone());
                 let svc = service_fn(move |req| handle(n.clone(), r.clone(), s.clone(), req));
                 let mut set = t.lock().unwrap();
@@ -69,6 +74,7 @@ impl Upstream {
             name: name.to_string(),
             received,
             served,
+            accepted,
             tasks,
         }
     }
