@@ -273,7 +273,9 @@ fn run_child_blocked(
     drop(go);
     emit(&Event::Started { pid: pid.as_raw() });
 
-    let mut report_fd = Some(rep_r);
+    // The report pipe is read once the instance's init has exited: it carries two short
+    // lines at most (far below a pipe's capacity), and not polling it saves this process
+    // a wake-up per instance (the command's status arrives just before init exits).
     let mut report = Vec::new();
     let mut kill_at: Option<Instant> = None;
     let status = loop {
@@ -286,9 +288,6 @@ fn run_child_blocked(
             None => PollTimeout::NONE,
         };
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        if let Some(r) = &report_fd {
-            fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
-        }
         let ctl_index = fds.len();
         if let Some(c) = &control {
             fds.push(PollFd::new(c.fd.as_fd(), PollFlags::POLLIN));
@@ -324,14 +323,6 @@ fn run_child_blocked(
             match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => {}
                 Ok(st) => break st,
-            }
-        }
-        if report_fd.is_some() && revents[1] {
-            let mut buf = [0u8; 4096];
-            let r = report_fd.as_ref().map(|fd| nix::unistd::read(fd, &mut buf));
-            match r {
-                Some(Ok(n)) if n > 0 => report.extend_from_slice(&buf[..n]),
-                _ => report_fd = None,
             }
         }
         let mut eof = false;
@@ -378,9 +369,7 @@ fn run_child_blocked(
             control = None;
         }
     };
-    if let Some(mut r) = report_fd.map(File::from) {
-        let _ = r.read_to_end(&mut report);
-    }
+    let _ = File::from(rep_r).read_to_end(&mut report);
     let mut exit = Exit::default();
     for line in String::from_utf8_lossy(&report).lines() {
         if let Some(msg) = line.strip_prefix('E') {
