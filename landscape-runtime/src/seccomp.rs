@@ -115,7 +115,7 @@ const BPF_RET_K: u16 = 0x06;
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
 const RET_ALLOW: u32 = 0x7fff_0000;
-/// Offsets in `struct seccomp_data`: nr, arch, args[0] (low half on little-endian).
+/// Offsets in `struct seccomp_data`: nr, arch, `args[0]` (low half on little-endian).
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
 const OFF_ARG0_LO: u32 = 16;
