@@ -745,7 +745,7 @@ impl<'d> Decoder<'d> {
                 "healthEndpoint" => {
                     s.health_endpoint = self.string(v, what);
                     if let Some(h) = &s.health_endpoint {
-                        if let Err(e) = HealthEndpoint::parse(h) {
+                        if let Err(e) = HealthEndpoint::parts(h) {
                             self.err(
                                 Diagnostic::error(
                                     codes::HEALTH_ENDPOINT,

@@ -486,6 +486,18 @@ impl HealthEndpoint {
 
     /// Parses `http://host:port/path`, `https://...` or `tcp://host:port`.
     pub fn parse(s: &str) -> Result<HealthEndpoint, String> {
+        let (scheme, host, port, path) = Self::parts(s)?;
+        Ok(HealthEndpoint {
+            scheme,
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
+    }
+
+    /// [`HealthEndpoint::parse`] without allocating: scheme, host, port and path (`/` when
+    /// an http(s) endpoint has none, empty for tcp).
+    pub(crate) fn parts(s: &str) -> Result<(HealthScheme, &str, u16, &str), String> {
         let (scheme, rest) = if let Some(r) = s.strip_prefix("http://") {
             (HealthScheme::Http, r)
         } else if let Some(r) = s.strip_prefix("https://") {
@@ -521,15 +533,10 @@ impl HealthEndpoint {
             return Err(format!("health endpoint `{s}` has no host"));
         }
         let path = match scheme {
-            HealthScheme::Tcp => String::new(),
-            _ if path.is_empty() => "/".to_string(),
-            _ => path.to_string(),
+            HealthScheme::Tcp => "",
+            _ if path.is_empty() => "/",
+            _ => path,
         };
-        Ok(HealthEndpoint {
-            scheme,
-            host: host.to_string(),
-            port,
-            path,
-        })
+        Ok((scheme, host, port, path))
     }
 }

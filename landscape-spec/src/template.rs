@@ -127,6 +127,15 @@ impl Template {
 
     /// Parses a string; returns the first malformed reference as an error.
     pub fn parse(s: &str) -> Result<Template, TemplateError> {
+        if !s.contains("${{") {
+            // The common case: plain text, one exactly sized part.
+            let parts = if s.is_empty() {
+                Vec::new()
+            } else {
+                vec![Part::Literal(s.to_string())]
+            };
+            return Ok(Template { parts });
+        }
         let mut parts: Vec<Part> = Vec::new();
         let mut lit = String::new();
         let mut i = 0;
