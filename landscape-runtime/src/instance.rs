@@ -523,12 +523,16 @@ impl Instance {
     fn next_event(&mut self) -> Result<Event> {
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
-            Ok(0) | Err(_) => {
-                let status = self.helper.wait();
-                Err(Error::Helper(format!(
-                    "the helper exited ({status:?}) without reporting; does the host's main() call landscape_runtime::init() first?"
-                )))
-            }
+            Ok(0) | Err(_) => Err(Error::Helper(match self.helper.wait() {
+                Some(status) => format!(
+                    "the helper of {} exited ({status}) without reporting; does the host's main() call landscape_runtime::init() first?",
+                    self.id
+                ),
+                None => format!(
+                    "the helper of {} (forked by the fork server) ended without reporting: it could not be forked or was killed",
+                    self.id
+                ),
+            })),
             Ok(_) => serde_json::from_str(&line)
                 .map_err(|e| Error::Helper(format!("bad event {line:?}: {e}"))),
         }
