@@ -98,6 +98,8 @@ median_ms() { # "us us us ..."
   tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; printf "%.2f", m / 1000}'
 }
 
+# Context for reading the numbers (other load on the machine makes all of them slower).
+echo "exec-vs-others: $runs rounds, load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs" >&2
 base=$(median_ms "${samples[landscape]}")
 for tool in fork+exec landscape bwrap runc crun; do
   [ -n "${samples[$tool]:-}" ] || continue
