@@ -1249,6 +1249,20 @@ impl<'a> P<'a> {
                     break
                 }
                 Some(b'#') if self.pos > start && is_ws(self.b[self.pos - 1]) => break,
+                // an indicator after a space inside a flow scalar (`[a -]`, `[a ?]`): saphyr
+                // reads it as the start of a new token; let it decide
+                Some(b'-' | b'?' | b':')
+                    if self.pos > start
+                        && is_ws(self.b[self.pos - 1])
+                        && matches!(
+                            self.at(1),
+                            None | Some(
+                                b' ' | b'\t' | b'\n' | b'\r' | b',' | b'[' | b']' | b'{' | b'}'
+                            )
+                        ) =>
+                {
+                    return Err(Bail);
+                }
                 Some(c) => {
                     self.pos += 1;
                     if !is_ws(c) {
