@@ -645,8 +645,8 @@ fn run_foreground_refuses_a_multi_threaded_process() {
 }
 
 /// The command inherits no ignored or blocked signal (the Rust runtime ignores SIGPIPE),
-/// and runs in a network namespace of its own with loopback up (created beside the
-/// instance while it sets up its mounts).
+/// and runs in a network namespace of its own with loopback up (created by the instance
+/// right after the clone, while the helper writes its id maps).
 fn command_starts_with_default_signals_and_own_network() {
     let rt = runtime();
     let (exit, out) = sh(
