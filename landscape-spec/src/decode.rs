@@ -95,6 +95,10 @@ impl StreamedRun<'_> {
     pub fn reserve(&mut self, n: usize) {
         self.services.reserve(n);
         self.keys.reserve(n);
+        if let Some(c) = &mut self.check {
+            // about one route per service: no rehash (which would re-read every key)
+            c.routes.reserve(n);
+        }
     }
 }
 

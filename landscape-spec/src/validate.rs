@@ -116,7 +116,7 @@ pub(crate) type Routes = HashMap<String, (Span, usize)>;
 pub fn validate(l: &Landscape, plans: Option<&PlanCatalogue>) -> Vec<Diagnostic> {
     let mut d = stages(l);
     if let Run::Services(services) = &l.run {
-        let mut routes = Routes::new();
+        let mut routes = Routes::with_capacity(services.len());
         for i in 0..services.len() {
             service(
                 &mut d,
