@@ -96,7 +96,8 @@ fn read<'a>(
     if text.contains('\r') && text.replace("\r\n", "").contains('\r') {
         return None; // lone carriage returns: full parser
     }
-    if text.contains(":\t") || tab_in_indentation(text) {
+    // Both tab checks only matter when the file has a tab at all (a vectorised search).
+    if text.as_bytes().contains(&b'\t') && (text.contains(":\t") || tab_in_indentation(text)) {
         return None; // tabs where YAML is picky: the full reader decides
     }
     let root = p.document().ok()?;

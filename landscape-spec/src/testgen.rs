@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 /// A v0.4 landscape with `n` services, each with env (including templates), ports, paths,
-/// three steps and volume mounts. About 350 bytes per service.
+/// three steps and volume mounts. About 660 bytes per service (the 200-service file is 131 KB).
 pub fn landscape_yaml(n: usize) -> String {
     let mut s = String::with_capacity(n * 400 + 200);
     s.push_str("schemaVersion: v0.4\nprepare:\n  steps:\n    - name: Install\n      command: npm ci\ntest:\n  steps: []\nrun:\n");
