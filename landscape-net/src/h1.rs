@@ -1179,7 +1179,7 @@ where
     let (status, msg, retry) = if bad_body {
         (400, "bad request body\n", None)
     } else {
-        inner.metrics.upstream_error(&cell.name);
+        // Each failed connect or exchange was counted where it happened.
         match last {
             Failure::NoEndpoint => (
                 503,

@@ -513,7 +513,7 @@ impl Inner {
                 Response::from_parts(p, RespBody::upstream(b, Some(finish)))
             }
             Err(f) => {
-                self.metrics.upstream_error(&cell.name);
+                // Each failed connect or exchange was counted where it happened.
                 let (status, msg) = match f {
                     Failure::NoEndpoint => (
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -539,3 +539,43 @@ async fn graceful_shutdown_closes_what_outlives_the_drain_deadline() {
         "the stuck request should have been cut off: {res:?}"
     );
 }
+
+/// `upstream_errors_total` counts failed connects and exchanges, once each: a request whose
+/// only endpoint refuses the connection is one error (not one more for the 502 it ends in),
+/// and a route with no endpoint at all (503) is none. Both HTTP/1.1 paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_are_counted_once_per_failed_attempt() {
+    for fast_http1 in [true, false] {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let r = TestRouter::start(
+            RouteTable::new()
+                .with(Route::to_service("/dead", "dead", 80))
+                .with(Route::to_service("/none", "none", 80)),
+            RouterConfig {
+                fast_http1,
+                ..RouterConfig::default()
+            },
+        )
+        .await;
+        r.endpoints.set("dead", None, vec![dead.into()]);
+        r.endpoints.set("none", None, vec![]);
+        let count = |service: &str| -> u64 {
+            let prefix =
+                format!("landscape_router_upstream_errors_total{{service=\"{service}\"}} ");
+            r.router
+                .metrics_text()
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
+                .map_or(0, |v| v.parse().unwrap())
+        };
+        let mut c = Client::connect(r.addr).await.unwrap();
+        assert_eq!(c.get("h", "/dead").await.unwrap().status, 502);
+        assert_eq!(count("dead"), 1, "fast_http1={fast_http1}");
+        let mut c = Client::connect(r.addr).await.unwrap();
+        assert_eq!(c.get("h", "/none").await.unwrap().status, 503);
+        assert_eq!(count("none"), 0, "fast_http1={fast_http1}");
+    }
+}
