@@ -739,11 +739,11 @@ impl<'d> Decoder<'d> {
                 "image" => s.image = self.string(v, what),
                 "baseImage" => s.base_image = self.string(v, what),
                 "command" => s.command = self.command(v, what),
-                "provider" => s.provider = self.provider(v, what),
+                "provider" => s.provider = self.provider(v, what).map(Box::new),
                 "plan" => s.plan = self.plan(v, what),
-                "config" => s.config = self.config(v, what),
-                "secrets" => s.secrets = self.secrets(v, what),
-                "backups" => s.backups = Some(Spanned::new(v.to_json(), v.span)),
+                "config" => s.config = self.config(v, what).map(Box::new),
+                "secrets" => s.secrets = self.secrets(v, what).map(Box::new),
+                "backups" => s.backups = Some(Box::new(Spanned::new(v.to_json(), v.span))),
                 "replicas" => s.replicas = self.u32(v, what, 1),
                 "isPublic" => s.is_public = self.bool(v, what),
                 "healthEndpoint" => {
@@ -830,7 +830,7 @@ impl<'d> Decoder<'d> {
                     _ => self.unknown_key(&k, what, PLAN_KEYS),
                 }
             }
-            return Some(Spanned::new(Plan::Managed(m), span));
+            return Some(Spanned::new(Plan::Managed(Box::new(m)), span));
         }
         match node.resolve() {
             Some(Resolved::Int(_)) => self.u64(node, what).map(|i| i.map(Plan::Id)),

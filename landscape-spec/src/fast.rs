@@ -15,7 +15,7 @@ use crate::diag::Diagnostic;
 use crate::model::SchemaVersion;
 use crate::plans::PlanCatalogue;
 use crate::span::{Pos, Span};
-use crate::yaml::{insert_entry, KeyIndex, Limits, Node, NodeKind, Resolved, Style};
+use crate::yaml::{insert_entry, KeyIndex, Limits, Node, NodeKind, Resolved, Style, TextFacts};
 use std::borrow::Cow;
 
 /// Gives up: the caller falls back to the full parser.
@@ -51,7 +51,7 @@ pub(crate) fn parse<'a>(
     limits: &Limits,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Node<'a>> {
-    read(text, limits, diags, None, None).map(|(n, _)| n)
+    read(text, TextFacts::of(text), limits, diags, None, None).map(|(n, _)| n)
 }
 
 /// [`parse`], decoding each service of a block-style top-level `run` mapping as soon as its
@@ -64,16 +64,25 @@ pub(crate) fn parse<'a>(
 /// (`validate::service`) when a known schemaVersion precedes `run`.
 pub(crate) fn parse_streaming<'a>(
     text: &'a str,
+    facts: TextFacts,
     limits: &Limits,
     diags: &mut Vec<Diagnostic>,
     check: Option<Option<&'a PlanCatalogue>>,
 ) -> Option<(Node<'a>, StreamedRun<'a>)> {
-    read(text, limits, diags, Some(StreamedRun::default()), check)
-        .map(|(n, s)| (n, s.unwrap_or_default()))
+    read(
+        text,
+        facts,
+        limits,
+        diags,
+        Some(StreamedRun::default()),
+        check,
+    )
+    .map(|(n, s)| (n, s.unwrap_or_default()))
 }
 
 fn read<'a>(
     text: &'a str,
+    facts: TextFacts,
     limits: &Limits,
     diags: &mut Vec<Diagnostic>,
     stream: Option<StreamedRun<'a>>,
@@ -93,11 +102,11 @@ fn read<'a>(
         stream_next: false,
         check,
     };
-    if text.contains('\r') && text.replace("\r\n", "").contains('\r') {
+    if facts.cr && text.replace("\r\n", "").contains('\r') {
         return None; // lone carriage returns: full parser
     }
-    // Both tab checks only matter when the file has a tab at all (a vectorised search).
-    if text.as_bytes().contains(&b'\t') && (text.contains(":\t") || tab_in_indentation(text)) {
+    // Both tab checks only matter when the file has a tab at all.
+    if facts.tab && (text.contains(":\t") || tab_in_indentation(text)) {
         return None; // tabs where YAML is picky: the full reader decides
     }
     let root = p.document().ok()?;

@@ -118,7 +118,13 @@ pub struct ParseOptions {
 
 /// Reads a `ci.yml` from text with the default options.
 pub fn parse_str(file: &str, src: &str) -> Parsed {
-    parse_with(file, src.as_bytes(), &ParseOptions::default())
+    parse_str_with(file, src, &ParseOptions::default())
+}
+
+/// Reads a `ci.yml` from text: parse, decode into the model, validate. Like [`parse_with`],
+/// without checking again that the text is UTF-8.
+pub fn parse_str_with(file: &str, src: &str, opts: &ParseOptions) -> Parsed {
+    finish(file, Input::Text(src), opts, true)
 }
 
 /// Reads a `ci.yml` from bytes with the default options (invalid UTF-8 is reported).
@@ -128,7 +134,7 @@ pub fn parse_bytes(file: &str, bytes: &[u8]) -> Parsed {
 
 /// Reads a `ci.yml` from bytes: parse, decode into the model, validate.
 pub fn parse_with(file: &str, bytes: &[u8], opts: &ParseOptions) -> Parsed {
-    finish(file, bytes, opts, true)
+    finish(file, Input::Bytes(bytes), opts, true)
 }
 
 /// [`parse_with`] through the reference path only: the `saphyr-parser` reader and a decoder
@@ -136,12 +142,21 @@ pub fn parse_with(file: &str, bytes: &[u8], opts: &ParseOptions) -> Parsed {
 /// exactly what [`parse_with`] gives.
 #[doc(hidden)]
 pub fn parse_reference(file: &str, bytes: &[u8], opts: &ParseOptions) -> Parsed {
-    finish(file, bytes, opts, false)
+    finish(file, Input::Bytes(bytes), opts, false)
 }
 
-fn finish(file: &str, bytes: &[u8], opts: &ParseOptions, fast: bool) -> Parsed {
+/// What a parse starts from.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// Text, UTF-8 already.
+    Text(&'a str),
+    /// Bytes to check first.
+    Bytes(&'a [u8]),
+}
+
+fn finish(file: &str, input: Input<'_>, opts: &ParseOptions, fast: bool) -> Parsed {
     let mut diagnostics = Vec::new();
-    let (landscape, checked) = read(bytes, opts, &mut diagnostics, fast);
+    let (landscape, checked) = read(input, opts, &mut diagnostics, fast);
     if let Some(l) = &landscape {
         if !opts.skip_validation {
             diagnostics.extend(match checked {
@@ -171,15 +186,19 @@ fn finish(file: &str, bytes: &[u8], opts: &ParseOptions, fast: bool) -> Parsed {
 /// What [`read`] found: the model, and the services' checks if they were run while reading.
 type Read = (Option<Landscape>, Option<(SchemaVersion, Vec<Diagnostic>)>);
 
-fn read(bytes: &[u8], opts: &ParseOptions, diags: &mut Vec<Diagnostic>, fast: bool) -> Read {
-    let Ok(text) = yaml::check_bytes(bytes, &opts.limits, diags) else {
+fn read(input: Input<'_>, opts: &ParseOptions, diags: &mut Vec<Diagnostic>, fast: bool) -> Read {
+    let checked = match input {
+        Input::Text(t) => yaml::check_text(t, &opts.limits, diags),
+        Input::Bytes(b) => yaml::check_bytes_scanned(b, &opts.limits, diags),
+    };
+    let Ok((text, facts)) = checked else {
         return (None, None);
     };
     let check = (!opts.skip_validation).then_some(opts.plans.as_ref());
     // Block-style files take the fast reader, which also decodes the services of `run` while
     // it reads them; anything it declines is read by saphyr and decoded from the whole tree.
     let streamed = fast
-        .then(|| fast::parse_streaming(text, &opts.limits, diags, check))
+        .then(|| fast::parse_streaming(text, facts, &opts.limits, diags, check))
         .flatten();
     let (root, streamed) = match streamed {
         Some((root, streamed)) => (root, Some(streamed)),

@@ -192,21 +192,22 @@ pub struct Service {
     /// `command`: the container's argv, run directly (no shell).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Spanned<Vec<String>>>,
-    /// `provider` (Managed Services).
+    /// `provider` (Managed Services). Boxed, like the other Managed Service parts, so that
+    /// the services that do not use them stay small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provider: Option<Provider>,
+    pub provider: Option<Box<Provider>>,
     /// `plan`: an integer plan id, or `{id, parameters}` for Managed Services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Spanned<Plan>>,
     /// `config` (Managed Services); string values may hold templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<IndexMap<String, Spanned<serde_json::Value>>>,
+    pub config: Option<Box<IndexMap<String, Spanned<serde_json::Value>>>>,
     /// `secrets` (Managed Services), usually vault templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secrets: Option<IndexMap<String, Spanned<Template>>>,
+    pub secrets: Option<Box<IndexMap<String, Spanned<Template>>>>,
     /// `backups` (Managed Services), kept as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backups: Option<Spanned<serde_json::Value>>,
+    pub backups: Option<Box<Spanned<serde_json::Value>>>,
     /// `replicas` (default 1; see [`Service::replicas`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Spanned<u32>>,
@@ -319,8 +320,8 @@ pub struct Provider {
 pub enum Plan {
     /// `plan: 101`.
     Id(u64),
-    /// `plan: {id: 0, parameters: {...}}`.
-    Managed(ManagedPlan),
+    /// `plan: {id: 0, parameters: {...}}` (boxed: most plans are plain ids).
+    Managed(Box<ManagedPlan>),
 }
 
 /// `plan: {id, parameters}` of a Managed Service.
@@ -538,5 +539,20 @@ impl HealthEndpoint {
             _ => path,
         };
         Ok((scheme, host, port, path))
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// A large landscape holds thousands of services: keep the rarely used parts boxed.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_service_stays_small() {
+        let size = std::mem::size_of::<Service>();
+        assert!(size <= 680, "Service grew to {size} bytes");
+        assert!(std::mem::size_of::<Plan>() <= 16);
+        assert!(std::mem::size_of::<crate::Template>() <= 40);
     }
 }

@@ -94,10 +94,53 @@ pub enum Part {
 }
 
 /// A string with embedded references. Serialises as its source text.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// Equality and hashing compare the parts ([`Template::parts`]).
+#[derive(Clone, Debug, Default)]
 pub struct Template {
-    /// Literal parts and references, in order. Adjacent literals are merged.
-    pub parts: Vec<Part>,
+    parts: Parts,
+}
+
+/// The parts of a template. Most templates are one literal (or one reference): that part is
+/// kept inline, so a parsed value costs one allocation, not two.
+#[derive(Clone, Debug, Default)]
+enum Parts {
+    #[default]
+    Empty,
+    One(Part),
+    Many(Vec<Part>),
+}
+
+impl Parts {
+    fn as_slice(&self) -> &[Part] {
+        match self {
+            Parts::Empty => &[],
+            Parts::One(p) => std::slice::from_ref(p),
+            Parts::Many(v) => v,
+        }
+    }
+
+    fn from_vec(mut v: Vec<Part>) -> Parts {
+        match v.len() {
+            0 => Parts::Empty,
+            1 => Parts::One(v.pop().expect("one part")),
+            _ => Parts::Many(v),
+        }
+    }
+}
+
+impl PartialEq for Template {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for Template {}
+
+impl std::hash::Hash for Template {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
 }
 
 /// Why a template could not be parsed. `offset` is the byte offset of the problem in the string.
@@ -120,21 +163,38 @@ impl Template {
             Template::default()
         } else {
             Template {
-                parts: vec![Part::Literal(s)],
+                parts: Parts::One(Part::Literal(s)),
             }
         }
+    }
+
+    /// A template from its parts, in order. Adjacent literals are merged and empty ones
+    /// dropped, as [`Template::parse`] does, so equal texts give equal templates.
+    pub fn from_parts(parts: impl IntoIterator<Item = Part>) -> Template {
+        let mut out: Vec<Part> = Vec::new();
+        for p in parts {
+            match (out.last_mut(), p) {
+                (_, Part::Literal(l)) if l.is_empty() => {}
+                (Some(Part::Literal(prev)), Part::Literal(l)) => prev.push_str(&l),
+                (_, p) => out.push(p),
+            }
+        }
+        Template {
+            parts: Parts::from_vec(out),
+        }
+    }
+
+    /// The literal parts and references, in order (adjacent literals merged; empty for an
+    /// empty string).
+    pub fn parts(&self) -> &[Part] {
+        self.parts.as_slice()
     }
 
     /// Parses a string; returns the first malformed reference as an error.
     pub fn parse(s: &str) -> Result<Template, TemplateError> {
         if !s.contains("${{") {
             // The common case: plain text, one exactly sized part.
-            let parts = if s.is_empty() {
-                Vec::new()
-            } else {
-                vec![Part::Literal(s.to_string())]
-            };
-            return Ok(Template { parts });
+            return Ok(Template::literal(s));
         }
         let mut parts: Vec<Part> = Vec::new();
         let mut lit = String::new();
@@ -184,12 +244,14 @@ impl Template {
         if !lit.is_empty() {
             parts.push(Part::Literal(lit));
         }
-        Ok(Template { parts })
+        Ok(Template {
+            parts: Parts::from_vec(parts),
+        })
     }
 
     /// Whether the template has no references.
     pub fn is_literal(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+        self.parts().iter().all(|p| matches!(p, Part::Literal(_)))
     }
 
     /// The literal text if the template has no references.
@@ -203,7 +265,7 @@ impl Template {
 
     /// The references, in order of appearance.
     pub fn references(&self) -> impl Iterator<Item = &Reference> {
-        self.parts.iter().filter_map(|p| match p {
+        self.parts().iter().filter_map(|p| match p {
             Part::Ref(r) => Some(r),
             Part::Literal(_) => None,
         })
@@ -215,7 +277,7 @@ impl Template {
         mut resolve: impl FnMut(&Reference) -> Result<String, E>,
     ) -> Result<String, E> {
         let mut out = String::new();
-        for p in &self.parts {
+        for p in self.parts() {
             match p {
                 Part::Literal(l) => out.push_str(l),
                 Part::Ref(r) => out.push_str(&resolve(r)?),
@@ -227,7 +289,7 @@ impl Template {
     /// The source form: literals re-escaped (`${{` as `$${{`), references canonical.
     pub fn to_source(&self) -> String {
         let mut out = String::new();
-        for p in &self.parts {
+        for p in self.parts() {
             match p {
                 Part::Literal(l) => out.push_str(&escape_literal(l)),
                 Part::Ref(r) => out.push_str(&r.to_source()),
@@ -278,7 +340,7 @@ fn quoted_literal(s: &str) -> Option<(String, usize)> {
 /// The literal text with references shown in source form (for messages).
 impl fmt::Display for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for p in &self.parts {
+        for p in self.parts() {
             match p {
                 Part::Literal(l) => f.write_str(l)?,
                 Part::Ref(r) => f.write_str(&r.to_source())?,
@@ -532,7 +594,7 @@ mod tests {
         assert_eq!(Template::parse(&t.to_source()).unwrap(), t);
         // a `$` right before a reference stays a `$`
         let t = Template::parse("$${{ vault.X }}").unwrap();
-        assert_eq!(t.parts[0], Part::Literal("$".into()));
+        assert_eq!(t.parts()[0], Part::Literal("$".into()));
         assert_eq!(Template::parse(&t.to_source()).unwrap(), t);
     }
 

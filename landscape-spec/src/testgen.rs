@@ -57,6 +57,19 @@ pub fn check_parse(data: &[u8]) {
         );
     }
     check_same_as_reference(data, &parsed);
+    if let Ok(text) = std::str::from_utf8(data) {
+        // Text skips the UTF-8 check; everything else must be the same.
+        let from_text = crate::parse_str("fuzz.yml", text);
+        assert!(
+            from_text.landscape == parsed.landscape,
+            "parse_str and parse_bytes give different models"
+        );
+        assert_eq!(
+            format!("{:?}", from_text.diagnostics),
+            format!("{:?}", parsed.diagnostics),
+            "parse_str and parse_bytes give different diagnostics"
+        );
+    }
     let limits = Limits::default();
     let mut diags = Vec::new();
     let Ok(text) = check_bytes(data, &limits, &mut diags) else {

@@ -307,21 +307,16 @@ pub fn check_bytes<'b>(
     limits: &Limits,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<&'b str, Fatal> {
-    if bytes.len() > limits.max_bytes {
-        diags.push(
-            Diagnostic::error(
-                codes::LIMIT,
-                Span::at(Pos::new(1, 1)),
-                format!(
-                    "file is {} bytes, more than the limit of {} bytes",
-                    bytes.len(),
-                    limits.max_bytes
-                ),
-            )
-            .with_help("a ci.yml is normally a few kilobytes; raise `Limits::max_bytes` if this file is meant to be this large"),
-        );
-        return Err(Fatal);
-    }
+    check_bytes_scanned(bytes, limits, diags).map(|(text, _)| text)
+}
+
+/// [`check_bytes`], also returning what the scan of the text found.
+pub(crate) fn check_bytes_scanned<'b>(
+    bytes: &'b [u8],
+    limits: &Limits,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<(&'b str, TextFacts), Fatal> {
+    within_size(bytes.len(), limits, diags)?;
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -342,8 +337,21 @@ pub fn check_bytes<'b>(
             return Err(Fatal);
         }
     };
+    check_text(text, limits, diags)
+}
+
+/// The checks of [`check_bytes`] on text that is already UTF-8 (no second UTF-8 pass), in
+/// one scan that also notes the facts the fast reader needs.
+pub(crate) fn check_text<'b>(
+    text: &'b str,
+    limits: &Limits,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<(&'b str, TextFacts), Fatal> {
+    within_size(text.len(), limits, diags)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if let Some(i) = first_control(text.as_bytes()) {
+    let scan = Scan::of(text.as_bytes());
+    if scan.control {
+        let i = first_control(text.as_bytes()).unwrap_or_default();
         let c = text.as_bytes()[i];
         let what = if c == 0 {
             "a NUL byte".to_string()
@@ -356,7 +364,78 @@ pub fn check_bytes<'b>(
         );
         return Err(Fatal);
     }
-    Ok(text)
+    Ok((text, scan.facts))
+}
+
+fn within_size(len: usize, limits: &Limits, diags: &mut Vec<Diagnostic>) -> Result<(), Fatal> {
+    if len > limits.max_bytes {
+        diags.push(
+            Diagnostic::error(
+                codes::LIMIT,
+                Span::at(Pos::new(1, 1)),
+                format!(
+                    "file is {} bytes, more than the limit of {} bytes",
+                    len, limits.max_bytes
+                ),
+            )
+            .with_help("a ci.yml is normally a few kilobytes; raise `Limits::max_bytes` if this file is meant to be this large"),
+        );
+        return Err(Fatal);
+    }
+    Ok(())
+}
+
+/// What the fast reader needs to know about the whole text before it starts.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TextFacts {
+    /// The text has a carriage return.
+    pub(crate) cr: bool,
+    /// The text has a tab.
+    pub(crate) tab: bool,
+}
+
+impl TextFacts {
+    /// Scans `text` (one vectorised pass).
+    pub(crate) fn of(text: &str) -> TextFacts {
+        Scan::of(text.as_bytes()).facts
+    }
+}
+
+/// One pass over the text: everything the checks before parsing want to know.
+struct Scan {
+    facts: TextFacts,
+    /// A disallowed control character is present ([`first_control`] says where).
+    control: bool,
+}
+
+impl Scan {
+    /// Blocks whose checks have no early exit, so that the compiler vectorises them: a large
+    /// file is read once here (not once per question) before the parser reads it.
+    fn of(bytes: &[u8]) -> Scan {
+        const BLOCK: usize = 64;
+        let (mut control, mut cr, mut tab) = (false, false, false);
+        let mut blocks = bytes.chunks_exact(BLOCK);
+        for block in &mut blocks {
+            let (mut c, mut r, mut t) = (0u8, 0u8, 0u8);
+            for &b in block {
+                c |= is_control(b) as u8;
+                r |= (b == b'\r') as u8;
+                t |= (b == b'\t') as u8;
+            }
+            control |= c != 0;
+            cr |= r != 0;
+            tab |= t != 0;
+        }
+        for &b in blocks.remainder() {
+            control |= is_control(b);
+            cr |= b == b'\r';
+            tab |= b == b'\t';
+        }
+        Scan {
+            facts: TextFacts { cr, tab },
+            control,
+        }
+    }
 }
 
 /// Whether YAML forbids this byte as written: a C0 control character other than tab,
@@ -366,22 +445,9 @@ fn is_control(b: u8) -> bool {
     b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r'
 }
 
-/// The offset of the first disallowed control character. Scans in blocks whose check has
-/// no early exit, so that the compiler vectorises it: one cheap pass over a large file.
+/// The offset of the first disallowed control character.
 fn first_control(bytes: &[u8]) -> Option<usize> {
-    const BLOCK: usize = 64;
-    let mut blocks = bytes.chunks_exact(BLOCK);
-    for (n, block) in (&mut blocks).enumerate() {
-        if block.iter().fold(false, |any, &b| any | is_control(b)) {
-            return block
-                .iter()
-                .position(|&b| is_control(b))
-                .map(|i| n * BLOCK + i);
-        }
-    }
-    let rest = blocks.remainder();
-    let at = bytes.len() - rest.len();
-    rest.iter().position(|&b| is_control(b)).map(|i| at + i)
+    bytes.iter().position(|&b| is_control(b))
 }
 
 /// Line and column (1-based, in characters) of a byte offset.
@@ -783,25 +849,25 @@ fn apply_merges<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::first_control;
+    use super::Scan;
 
     #[test]
-    fn first_control_matches_a_plain_scan_at_every_offset() {
-        // Lengths around the block size, each disallowed byte class, every position.
+    fn the_scan_finds_each_byte_class_at_every_offset() {
+        // Lengths around the block size, each byte class the scan looks for, every position.
         for len in [0usize, 1, 63, 64, 65, 127, 128, 200] {
-            let clean: Vec<u8> = (0..len).map(|i| b"ab \t\n\r:-"[i % 8]).collect();
-            assert_eq!(first_control(&clean), None, "len {len}");
+            let clean: Vec<u8> = (0..len).map(|i| b"ab \n:-#x"[i % 8]).collect();
+            let s = Scan::of(&clean);
+            assert!(!s.control && !s.facts.cr && !s.facts.tab, "len {len}");
             for at in 0..len {
-                for bad in [0u8, 0x01, 0x08, 0x0b, 0x0c, 0x1f] {
+                for b in [0u8, 0x01, 0x08, 0x0b, 0x0c, 0x1f, b'\r', b'\t'] {
                     let mut v = clean.clone();
-                    v[at] = bad;
-                    if at + 3 < len {
-                        v[at + 3] = 0x02; // a later one must not win
-                    }
+                    v[at] = b;
+                    let s = Scan::of(&v);
+                    let want = (b != b'\r' && b != b'\t', b == b'\r', b == b'\t');
                     assert_eq!(
-                        first_control(&v),
-                        Some(at),
-                        "len {len} at {at} byte {bad:#x}"
+                        (s.control, s.facts.cr, s.facts.tab),
+                        want,
+                        "len {len} at {at} byte {b:#x}"
                     );
                 }
             }

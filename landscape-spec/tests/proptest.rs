@@ -54,7 +54,7 @@ fn template() -> impl Strategy<Value = Template> {
                 (_, p) => out.push(p),
             }
         }
-        Template { parts: out }
+        Template::from_parts(out)
     })
 }
 
@@ -139,10 +139,10 @@ fn service() -> impl Strategy<Value = Service> {
         option::of(prop_oneof![
             any::<u32>().prop_map(|i| Plan::Id(i as u64)),
             (option::of(any::<u32>()), option::of(spanned_map(json()))).prop_map(|(id, p)| {
-                Plan::Managed(ManagedPlan {
+                Plan::Managed(Box::new(ManagedPlan {
                     id: id.map(|i| sp(i as u64)),
                     parameters: p,
-                })
+                }))
             }),
         ]),
         option::of(spanned_map(json())),
@@ -170,15 +170,17 @@ fn service() -> impl Strategy<Value = Service> {
             image: image.map(sp),
             base_image: base.map(sp),
             command: cmd.map(sp),
-            provider: prov.map(|(n, v, s)| Provider {
-                name: n.map(sp),
-                version: v.map(sp),
-                schema_version: s.map(sp),
+            provider: prov.map(|(n, v, s)| {
+                Box::new(Provider {
+                    name: n.map(sp),
+                    version: v.map(sp),
+                    schema_version: s.map(sp),
+                })
             }),
             plan: plan.map(sp),
-            config,
-            secrets,
-            backups: backups.map(sp),
+            config: config.map(Box::new),
+            secrets: secrets.map(Box::new),
+            backups: backups.map(|b| Box::new(sp(b))),
             replicas: repl.map(sp),
             is_public: public.map(sp),
             health_endpoint: health.map(sp),

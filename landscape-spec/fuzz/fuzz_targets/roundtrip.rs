@@ -56,7 +56,7 @@ fn template(u: &mut Unstructured) -> Result<Template> {
             (_, p) => parts.push(p),
         }
     }
-    Ok(Template { parts })
+    Ok(Template::from_parts(parts))
 }
 
 fn steps(u: &mut Unstructured) -> Result<Vec<Step>> {
