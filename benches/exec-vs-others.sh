@@ -6,7 +6,9 @@
 #   tool=<name> p50_ms=<x> ratio_to_landscape=<tool time / landscape time>
 # Benchmark, not a test. Needs: busybox-static; optional: runc, bubblewrap, crun.
 # Usage: benches/exec-vs-others.sh [RUNS]   (default 200; env LANDSCAPE=path to a built
-# `landscape` binary, default: cargo build --release --example landscape)
+# `landscape` binary, default: the static CLI from scripts/build-cli.sh, the way it is meant to
+# be installed; the ordinary dynamically linked `cargo build --release --example landscape` is
+# timed beside it as tool=landscape-dynamic unless LANDSCAPE_DYNAMIC=none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-200}
@@ -18,11 +20,6 @@ if [ -z "$busybox" ]; then
   exit 2
 fi
 
-if [ -z "${LANDSCAPE:-}" ]; then
-  cargo build --release --example landscape >&2
-  LANDSCAPE=target/release/examples/landscape
-fi
-
 work=$(mktemp -d /tmp/landscape-bench.XXXXXX)
 chmod 755 "$work"
 cleanup() {
@@ -32,6 +29,15 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+if [ -z "${LANDSCAPE_DYNAMIC:-}" ] && [ -z "${LANDSCAPE:-}" ]; then
+  cargo build --release --example landscape >&2
+  cp target/release/examples/landscape "$work/landscape-dynamic"
+  LANDSCAPE_DYNAMIC=$work/landscape-dynamic
+fi
+[ "${LANDSCAPE_DYNAMIC:-none}" = none ] && LANDSCAPE_DYNAMIC=
+if [ -z "${LANDSCAPE:-}" ]; then
+  LANDSCAPE=$(./scripts/build-cli.sh "$work/landscape")
+fi
 
 # The busybox root filesystem, shared by every tool.
 rootfs=$work/bundle/rootfs
@@ -79,9 +85,13 @@ time_cmd() { # name cmd...
 
 # Warm up page cache and binaries.
 "$LANDSCAPE" exec --image "rootfs:$rootfs" --app "$app" -- /bin/true
+[ -z "$LANDSCAPE_DYNAMIC" ] || "$LANDSCAPE_DYNAMIC" exec --image "rootfs:$rootfs" --app "$app" -- /bin/true
 for i in $(seq 1 "$runs"); do
   time_cmd fork+exec /bin/true
   time_cmd landscape "$LANDSCAPE" exec --image "rootfs:$rootfs" --app "$app" -- /bin/true
+  if [ -n "$LANDSCAPE_DYNAMIC" ]; then
+    time_cmd landscape-dynamic "$LANDSCAPE_DYNAMIC" exec --image "rootfs:$rootfs" --app "$app" -- /bin/true
+  fi
   if [ $have_bwrap = 1 ]; then
     time_cmd bwrap bwrap --unshare-all --ro-bind "$rootfs" / --proc /proc --dev /dev --tmpfs /tmp \
       --bind "$app" /home/user/app /bin/true
@@ -101,7 +111,7 @@ median_ms() { # "us us us ..."
 # Context for reading the numbers (other load on the machine makes all of them slower).
 echo "exec-vs-others: $runs rounds, load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs" >&2
 base=$(median_ms "${samples[landscape]}")
-for tool in fork+exec landscape bwrap runc crun; do
+for tool in fork+exec landscape landscape-dynamic bwrap runc crun; do
   [ -n "${samples[$tool]:-}" ] || continue
   p50=$(median_ms "${samples[$tool]}")
   ratio=$(awk -v a="$p50" -v b="$base" 'BEGIN { printf "%.2f", a / b }')
