@@ -41,6 +41,14 @@ pub struct Args {
     /// Image cache directory (default $TMPDIR/landscape-images-<uid>).
     #[arg(long, value_name = "DIR")]
     image_cache: Option<PathBuf>,
+    /// Trust this CA (PEM) for HTTPS registries, besides the system's (repeatable). HTTPS
+    /// registries need the `tls` feature; credentials come from $REGISTRY_AUTH_FILE or
+    /// ~/.docker/config.json.
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    registry_ca: Vec<PathBuf>,
+    /// Allow plain HTTP to this registry (`host:port`; loopback registries always may).
+    #[arg(long = "registry-insecure", value_name = "HOST")]
+    registry_insecure: Vec<String>,
     /// The command and its arguments (default: the image's entrypoint + cmd).
     #[arg(
         trailing_var_arg = true,
@@ -77,7 +85,12 @@ pub fn run(args: Args) -> ExitCode {
             .image_cache
             .clone()
             .unwrap_or_else(image::default_cache_dir);
-        let store = image::ImageStore::new(cache, runtime.idmap());
+        let store =
+            image::ImageStore::new(cache, runtime.idmap()).with_registry(image::RegistryOptions {
+                ca_files: args.registry_ca.clone(),
+                insecure: args.registry_insecure.clone(),
+                ..Default::default()
+            });
         let mut report = |p: image::Progress| eprintln!("landscape exec: {p}");
         let img = match store.resolve(&reference, &mut report) {
             Ok(i) => i,

@@ -1,6 +1,7 @@
 //! Images for Managed Containers: an OCI image layout directory, an OCI archive (a tar of
-//! a layout), or a pull from a registry (OCI distribution API over HTTP; plain HTTP for
-//! `localhost`/`127.0.0.1` registries). Every blob is verified against its sha256 digest,
+//! a layout), or a pull from a registry (OCI distribution API; HTTPS with the `registry-tls`
+//! feature, plain HTTP for loopback and insecure registries; Basic and Bearer-token
+//! authentication, see [`RegistryOptions`]). Every blob is verified against its sha256 digest,
 //! layers are applied in order with whiteouts (`.wh.NAME`, `.wh..wh..opq`), and the result
 //! is unpacked once into a content-addressed cache (`<cache>/rootfs/<manifest digest>`)
 //! that all instances share read-only as their lower layer.
@@ -9,6 +10,8 @@
 //! (so that image files owned by root are owned by container root); unprivileged, every
 //! file belongs to the runtime's user, which is the container user.
 
+use crate::registry::{api_host, Session};
+pub use crate::registry::{Credentials, RegistryOptions};
 use crate::{Error, IdMap, Process, Result, User};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -82,7 +85,13 @@ impl ImageRef {
         let (registry, path) = if !first.is_empty()
             && (first.contains('.') || first.contains(':') || first == "localhost")
         {
-            (first.to_string(), rest.to_string())
+            let docker_hub = first == "docker.io" || first == "index.docker.io";
+            let path = if docker_hub && !rest.contains('/') {
+                format!("library/{rest}")
+            } else {
+                rest.to_string()
+            };
+            (first.to_string(), path)
         } else {
             let p = if s.contains('/') {
                 s.to_string()
@@ -303,6 +312,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 pub struct ImageStore {
     root: PathBuf,
     idmap: IdMap,
+    registry: RegistryOptions,
 }
 
 impl ImageStore {
@@ -311,7 +321,14 @@ impl ImageStore {
         ImageStore {
             root: root.into(),
             idmap,
+            registry: RegistryOptions::default(),
         }
+    }
+
+    /// How registries are reached: extra CAs, credentials, insecure registries.
+    pub fn with_registry(mut self, options: RegistryOptions) -> Self {
+        self.registry = options;
+        self
     }
 
     fn err(image: &str, message: impl Into<String>) -> Error {
@@ -713,26 +730,18 @@ impl ImageStore {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Image> {
         let name = format!("{registry}/{repository}:{reference}");
-        let host = registry.split(':').next().unwrap_or(registry);
-        if !(host == "localhost" || host == "127.0.0.1" || host == "[::1]") {
-            return Err(Self::err(
-                &name,
-                "only plain-HTTP registries on localhost/127.0.0.1 are supported by this build (no TLS); push the image to a local registry or use oci-layout:/oci-archive:",
-            ));
-        }
-        let base = format!("http://{registry}/v2/{repository}");
-        let agent = ureq::AgentBuilder::new()
-            .timeout(std::time::Duration::from_secs(300))
-            .build();
+        let session = Session::open(&self.registry, api_host(registry), repository, &name)?;
         let get_manifest = |r: &str| -> Result<(Vec<u8>, Option<String>)> {
-            let resp = agent
-                .get(&format!("{base}/manifests/{r}"))
-                .set("Accept", MANIFEST_TYPES)
-                .call()
-                .map_err(|e| match e {
+            let resp = session
+                .get(&format!("manifests/{r}"), Some(MANIFEST_TYPES))
+                .map_err(|e| match *e {
                     ureq::Error::Status(404, _) => Self::err(
                         &name,
                         format!("manifest {r} not found in {registry}/{repository}"),
+                    ),
+                    ureq::Error::Status(401 | 403, _) => Self::err(
+                        &name,
+                        format!("access to {registry}/{repository} denied (private image? give credentials)"),
                     ),
                     other => Self::err(&name, format!("fetch manifest {r}: {other}")),
                 })?;
@@ -784,9 +793,8 @@ impl ImageStore {
             if path.exists() {
                 continue;
             }
-            let resp = agent
-                .get(&format!("{base}/blobs/{}", d.digest))
-                .call()
+            let resp = session
+                .get(&format!("blobs/{}", d.digest), None)
                 .map_err(|e| Self::err(&name, format!("fetch blob {}: {e}", d.digest)))?;
             let part = blobs.join(format!("{hex}.part-{}", std::process::id()));
             let mut out = File::create(&part)
@@ -881,6 +889,22 @@ mod tests {
                 registry: "registry-1.docker.io".into(),
                 repository: "library/busybox".into(),
                 reference: "latest".into()
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("docker.io/postgres:16").unwrap(),
+            ImageRef::Registry {
+                registry: "docker.io".into(),
+                repository: "library/postgres".into(),
+                reference: "16".into()
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("ghcr.io/org/app@sha256:abc").unwrap(),
+            ImageRef::Registry {
+                registry: "ghcr.io".into(),
+                repository: "org/app".into(),
+                reference: "sha256:abc".into()
             }
         );
         assert_eq!(

@@ -42,6 +42,7 @@ pub mod image;
 mod instance;
 pub mod logs;
 mod plan;
+mod registry;
 pub mod seccomp;
 mod service;
 mod spec;

@@ -1,6 +1,8 @@
 //! Images: an OCI layout built here from Debian's busybox-static (two layers, whiteouts),
 //! the same as an OCI archive, and pulled from a real `docker-registry` on 127.0.0.1
-//! (pushed there with skopeo).
+//! (pushed there with skopeo): plain HTTP, and with the `registry-tls` feature over HTTPS
+//! with Basic auth (htpasswd) and with Bearer tokens (the registry's `token` auth, tokens
+//! signed here with openssl and handed out by a small token service in the test).
 
 mod common;
 use common::*;
@@ -26,6 +28,21 @@ fn main() {
         (
             "registry_pull_from_real_docker_registry",
             registry_pull_from_real_docker_registry,
+        ),
+        #[cfg(feature = "registry-tls")]
+        (
+            "registry_pull_over_https_with_basic_auth",
+            registry_pull_over_https_with_basic_auth,
+        ),
+        #[cfg(feature = "registry-tls")]
+        (
+            "registry_pull_with_bearer_token",
+            registry_pull_with_bearer_token,
+        ),
+        #[cfg(not(feature = "registry-tls"))]
+        (
+            "https_registry_without_the_feature_names_it",
+            https_registry_without_the_feature_names_it,
         ),
     ]);
 }
@@ -321,56 +338,19 @@ fn free_port() -> u16 {
 }
 
 fn registry_pull_from_real_docker_registry() {
-    if !busybox_available() {
+    if !registry_tools(&[]) {
         return;
-    }
-    for tool in ["/usr/bin/docker-registry", "/usr/bin/skopeo"] {
-        if !Path::new(tool).exists() {
-            println!("skipped: {tool} missing (Debian packages docker-registry and skopeo, installed by scripts/setup.sh)");
-            return;
-        }
     }
     let rt = runtime();
     let dir = TempDir::new("layout");
     let cache = TempDir::new("cache");
     let storage = TempDir::new("registry");
     build_layout(dir.path());
-    let port = free_port();
-    let config = storage.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            storage.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let _registry = Registry(
-        std::process::Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    poll(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    })
-    .expect("docker-registry did not start listening");
-    let tmpdir = TempDir::new("skopeo");
-    let out = std::process::Command::new("/usr/bin/skopeo")
-        .env("TMPDIR", tmpdir.path())
-        .env("HOME", tmpdir.path())
-        .args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:latest", dir.path().display()))
-        .arg(format!("docker://127.0.0.1:{port}/test/busybox:v1"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let (_registry, port) = start_registry(storage.path(), "", "");
+    push(
+        dir.path(),
+        &format!("127.0.0.1:{port}/test/busybox:v1"),
+        None,
     );
     let store = ImageStore::new(cache.path(), rt.idmap());
     let mut events = Vec::new();
@@ -436,4 +416,331 @@ fn hostile_layers_cannot_touch_the_host() {
         &mut |_| {},
     );
     assert!(!host.path().join("planted").exists());
+}
+
+/// Tools the registry tests need beyond busybox; prints why when one is missing.
+fn registry_tools(extra: &[&str]) -> bool {
+    if !busybox_available() {
+        return false;
+    }
+    for tool in ["/usr/bin/docker-registry", "/usr/bin/skopeo"]
+        .iter()
+        .chain(extra)
+    {
+        if !Path::new(tool).exists() {
+            println!("skipped: {tool} missing (installed by scripts/setup.sh)");
+            return false;
+        }
+    }
+    true
+}
+
+/// Runs `sh -c script` in `dir`; panics with its output when it fails.
+fn sh(dir: &Path, script: &str) {
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and a leaf for 127.0.0.1 signed by it: `ca.pem`, `cert.pem`, `key.pem` in `dir`.
+fn make_certs(dir: &Path) {
+    sh(
+        dir,
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+           -keyout ca-key.pem -out ca.pem -subj '/CN=landscape test CA' \
+           -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign' 2>/dev/null && \
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -out leaf.csr \
+           -subj '/CN=127.0.0.1' 2>/dev/null && \
+         printf '%s\\n' 'basicConstraints=critical,CA:FALSE' 'subjectAltName=IP:127.0.0.1' \
+           'extendedKeyUsage=serverAuth' > leaf.ext && \
+         openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+           -out cert.pem -extfile leaf.ext 2>/dev/null",
+    );
+}
+
+/// A docker-registry on 127.0.0.1 with `http_extra` under `http:` and `extra` at the top level
+/// of its config; returns it and its port once it listens.
+fn start_registry(storage: &Path, http_extra: &str, extra: &str) -> (Registry, u16) {
+    let port = free_port();
+    let config = storage.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}{extra}",
+            storage.join("data").display()
+        ),
+    )
+    .unwrap();
+    let registry = Registry(
+        std::process::Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    poll(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .expect("docker-registry did not start listening");
+    (registry, port)
+}
+
+/// Pushes the test layout to `dest` (`127.0.0.1:PORT/test/busybox:v1`) with skopeo.
+fn push(layout: &Path, dest: &str, creds: Option<&str>) {
+    let tmpdir = TempDir::new("skopeo");
+    let mut cmd = std::process::Command::new("/usr/bin/skopeo");
+    cmd.env("TMPDIR", tmpdir.path())
+        .env("HOME", tmpdir.path())
+        .args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
+    if let Some(c) = creds {
+        cmd.arg(format!("--dest-creds={c}"));
+    }
+    let out = cmd
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{dest}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[cfg(feature = "registry-tls")]
+fn registry_pull_over_https_with_basic_auth() {
+    use landscape_runtime::image::{Credentials, RegistryOptions};
+    if !registry_tools(&["/usr/bin/openssl", "/usr/bin/htpasswd"]) {
+        return;
+    }
+    let rt = runtime();
+    let layout = TempDir::new("layout");
+    let storage = TempDir::new("registry");
+    build_layout(layout.path());
+    make_certs(storage.path());
+    sh(storage.path(), "htpasswd -Bbn alice s3cret > htpasswd");
+    let s = storage.path().display();
+    let (_registry, port) = start_registry(
+        storage.path(),
+        &format!("  tls:\n    certificate: {s}/cert.pem\n    key: {s}/key.pem\n"),
+        &format!("auth:\n  htpasswd:\n    realm: test\n    path: {s}/htpasswd\n"),
+    );
+    let registry = format!("127.0.0.1:{port}");
+    let dest = format!("{registry}/test/busybox:v1");
+    push(layout.path(), &dest, Some("alice:s3cret"));
+    let r = ImageRef::parse(&dest).unwrap();
+    let opts = |creds: Option<(&str, &str)>, ca: bool| RegistryOptions {
+        ca_files: if ca {
+            vec![storage.path().join("ca.pem")]
+        } else {
+            Vec::new()
+        },
+        credentials: creds
+            .map(|(u, p)| (registry.clone(), Credentials::new(u, p)))
+            .into_iter()
+            .collect(),
+        ignore_auth_file: true,
+        ..RegistryOptions::default()
+    };
+    let pull = |o: RegistryOptions| {
+        let cache = TempDir::new("cache");
+        let store = ImageStore::new(cache.path(), rt.idmap()).with_registry(o);
+        let mut events = Vec::new();
+        let r = store.resolve(&r, &mut |p| events.push(p));
+        (r, events, cache)
+    };
+    // The CA trusted and the right password: pulled over HTTPS, verified, runs.
+    let (img, events, _cache) = pull(opts(Some(("alice", "s3cret")), true));
+    let img = img.unwrap();
+    let downloads = events
+        .iter()
+        .filter(|e| matches!(e, Progress::Downloaded { .. }))
+        .count();
+    assert_eq!(downloads, 3, "config + 2 layers: {events:?}");
+    check_image(&rt, &img);
+    // No credentials: named as the problem.
+    let err = pull(opts(None, true)).0.unwrap_err().to_string();
+    assert!(err.contains("requires credentials"), "{err}");
+    // A wrong password: access denied.
+    let err = pull(opts(Some(("alice", "wrong")), true))
+        .0
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("denied"), "{err}");
+    // The CA not trusted: the certificate is named, with how to trust it.
+    let err = pull(opts(Some(("alice", "s3cret")), false))
+        .0
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("certificate") && err.contains("ca_files"),
+        "{err}"
+    );
+}
+
+/// Base64url without padding (JWT encoding).
+#[cfg(feature = "registry-tls")]
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+#[cfg(feature = "registry-tls")]
+fn registry_pull_with_bearer_token() {
+    use base64::Engine as _;
+    use landscape_runtime::image::RegistryOptions;
+    use std::io::{BufRead, BufReader as StdBufReader, Write as _};
+    use std::sync::{Arc, Mutex};
+    if !registry_tools(&["/usr/bin/openssl"]) {
+        return;
+    }
+    let rt = runtime();
+    let layout = TempDir::new("layout");
+    let storage = TempDir::new("registry");
+    build_layout(layout.path());
+    // The token service's signing key and certificate (the registry trusts it).
+    sh(
+        storage.path(),
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout token-key.pem \
+           -out token-cert.pem -subj '/CN=landscape test token issuer' 2>/dev/null && \
+         openssl x509 -in token-cert.pem -outform DER -out token-cert.der",
+    );
+    let der = std::fs::read(storage.path().join("token-cert.der")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({
+        "alg": "RS256", "typ": "JWT",
+        "x5c": [base64::engine::general_purpose::STANDARD.encode(&der)],
+    });
+    let claims = serde_json::json!({
+        "iss": "landscape-test-issuer", "sub": "", "aud": "landscape-test-registry",
+        "exp": now + 3600, "nbf": now - 60, "iat": now - 60, "jti": "1",
+        "access": [{"type": "repository", "name": "test/busybox", "actions": ["pull", "push"]}],
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    std::fs::write(storage.path().join("jwt-input"), &signing_input).unwrap();
+    sh(
+        storage.path(),
+        "openssl dgst -sha256 -sign token-key.pem -out jwt-sig jwt-input",
+    );
+    let sig = std::fs::read(storage.path().join("jwt-sig")).unwrap();
+    let token = format!("{signing_input}.{}", b64url(&sig));
+
+    // The token service: answers every GET with the token and records the request lines.
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = service.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        let body = serde_json::json!({ "token": token }).to_string();
+        std::thread::spawn(move || {
+            for conn in service.incoming() {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut c) = conn else { continue };
+                let mut r = StdBufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                let mut authorized = false;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    authorized |= h.to_ascii_lowercase().starts_with("authorization:");
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{} authorized={authorized}", line.trim_end()));
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })
+    };
+    let s = storage.path().display();
+    let (_registry, port) = start_registry(
+        storage.path(),
+        "",
+        &format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: landscape-test-registry\n    issuer: landscape-test-issuer\n    rootcertbundle: {s}/token-cert.pem\n"
+        ),
+    );
+    let dest = format!("127.0.0.1:{port}/test/busybox:v1");
+    push(layout.path(), &dest, None);
+    seen.lock().unwrap().clear();
+    let cache = TempDir::new("cache");
+    let store = ImageStore::new(cache.path(), rt.idmap()).with_registry(RegistryOptions {
+        ignore_auth_file: true,
+        ..RegistryOptions::default()
+    });
+    let img = store
+        .resolve(&ImageRef::parse(&dest).unwrap(), &mut |_| {})
+        .unwrap();
+    check_image(&rt, &img);
+    // One anonymous token request, for pulling this repository from this service.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].starts_with("GET /token?")
+            && seen[0].contains("service=landscape-test-registry")
+            && seen[0].contains("scope=repository%3Atest%2Fbusybox%3Apull")
+            && seen[0].ends_with("authorized=false"),
+        "{seen:?}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = std::net::TcpStream::connect(("127.0.0.1", tport));
+    server.join().unwrap();
+}
+
+#[cfg(not(feature = "registry-tls"))]
+fn https_registry_without_the_feature_names_it() {
+    if !registry_tools(&["/usr/bin/openssl"]) {
+        return;
+    }
+    let rt = runtime();
+    let storage = TempDir::new("registry");
+    make_certs(storage.path());
+    let s = storage.path().display();
+    let (_registry, port) = start_registry(
+        storage.path(),
+        &format!("  tls:\n    certificate: {s}/cert.pem\n    key: {s}/key.pem\n"),
+        "",
+    );
+    let cache = TempDir::new("cache");
+    let store = ImageStore::new(cache.path(), rt.idmap());
+    let err = store
+        .resolve(
+            &ImageRef::parse(&format!("127.0.0.1:{port}/test/busybox:v1")).unwrap(),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("registry-tls"), "{err}");
+    // A remote registry is refused before any connection, naming the feature.
+    let err = store
+        .resolve(&ImageRef::parse("ghcr.io/org/app:v1").unwrap(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("registry-tls"), "{err}");
 }

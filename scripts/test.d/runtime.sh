@@ -4,6 +4,10 @@
 # container to that user itself and runs without cgroup limits.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The image tests again with the `registry-tls` feature (HTTPS + Basic auth, Bearer tokens;
+# real docker-registry), as root here and below as the unprivileged user.
+echo "== landscape-runtime images with --features registry-tls"
+cargo test -p landscape-runtime --features registry-tls --test images
 user=landscape-test
 if [ "$(id -u)" -ne 0 ]; then
   echo "runtime.sh: not root; the unprivileged-user run needs root to switch users; skipped"
@@ -13,6 +17,9 @@ id -u "$user" >/dev/null
 mapfile -t bins < <(cargo test -p landscape-runtime --tests --no-run --message-format=json 2>/dev/null |
   grep '"reason":"compiler-artifact"' | grep '"kind":\["test"\]' | grep -v '"executable":null' |
   sed -E 's/.*"target":\{[^}]*"name":"([^"]+)".*"executable":"([^"]+)".*/\1 \2/')
+mapfile -t -O "${#bins[@]}" bins < <(cargo test -p landscape-runtime --features registry-tls --test images --no-run --message-format=json 2>/dev/null |
+  grep '"reason":"compiler-artifact"' | grep '"kind":\["test"\]' | grep -v '"executable":null' |
+  sed -E 's/.*"target":\{[^}]*"name":"([^"]+)".*"executable":"([^"]+)".*/\1-tls \2/')
 [ ${#bins[@]} -gt 0 ] || { echo "runtime.sh: no test executables found"; exit 1; }
 dir=$(mktemp -d /tmp/landscape-runtime-tests.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
