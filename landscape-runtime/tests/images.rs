@@ -362,13 +362,7 @@ fn registry_pull_from_real_docker_registry() {
         .count();
     assert_eq!(downloads, 3, "config + 2 layers: {events:?}");
     check_image(&rt, &img);
-    let err = store
-        .resolve(
-            &ImageRef::parse(&format!("127.0.0.1:{port}/test/missing:v1")).unwrap(),
-            &mut |_| {},
-        )
-        .unwrap_err()
-        .to_string();
+    let err = pull_error(&store, &format!("127.0.0.1:{port}/test/missing:v1"));
     assert!(err.contains("not found"), "{err}");
 }
 
@@ -416,6 +410,14 @@ fn hostile_layers_cannot_touch_the_host() {
         &mut |_| {},
     );
     assert!(!host.path().join("planted").exists());
+}
+
+/// The error of pulling `reference` (which must fail).
+fn pull_error(store: &ImageStore, reference: &str) -> String {
+    store
+        .resolve(&ImageRef::parse(reference).unwrap(), &mut |_| {})
+        .unwrap_err()
+        .to_string()
 }
 
 /// Tools the registry tests need beyond busybox; prints why when one is missing.
@@ -729,18 +731,9 @@ fn https_registry_without_the_feature_names_it() {
     );
     let cache = TempDir::new("cache");
     let store = ImageStore::new(cache.path(), rt.idmap());
-    let err = store
-        .resolve(
-            &ImageRef::parse(&format!("127.0.0.1:{port}/test/busybox:v1")).unwrap(),
-            &mut |_| {},
-        )
-        .unwrap_err()
-        .to_string();
+    let err = pull_error(&store, &format!("127.0.0.1:{port}/test/busybox:v1"));
     assert!(err.contains("registry-tls"), "{err}");
     // A remote registry is refused before any connection, naming the feature.
-    let err = store
-        .resolve(&ImageRef::parse("ghcr.io/org/app:v1").unwrap(), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = pull_error(&store, "ghcr.io/org/app:v1");
     assert!(err.contains("registry-tls"), "{err}");
 }

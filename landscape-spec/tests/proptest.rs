@@ -44,18 +44,8 @@ fn template() -> impl Strategy<Value = Template> {
         ],
         0..4,
     )
-    .prop_map(|parts| {
-        // normal form: adjacent literals merged, no empty literals
-        let mut out: Vec<Part> = Vec::new();
-        for p in parts {
-            match (out.last_mut(), p) {
-                (_, Part::Literal(l)) if l.is_empty() => {}
-                (Some(Part::Literal(prev)), Part::Literal(l)) => prev.push_str(&l),
-                (_, p) => out.push(p),
-            }
-        }
-        Template::from_parts(out)
-    })
+    // `from_parts` gives the normal form (adjacent literals merged, no empty literals).
+    .prop_map(Template::from_parts)
 }
 
 fn sp<T>(v: T) -> Spanned<T> {

@@ -50,12 +50,9 @@ fn template(u: &mut Unstructured) -> Result<Template> {
             4 => Part::Ref(Reference::WorkspaceEnv(name(u)?)),
             _ => Part::Literal(text(u)?),
         };
-        match (parts.last_mut(), p) {
-            (_, Part::Literal(l)) if l.is_empty() => {}
-            (Some(Part::Literal(prev)), Part::Literal(l)) => prev.push_str(&l),
-            (_, p) => parts.push(p),
-        }
+        parts.push(p);
     }
+    // `from_parts` merges adjacent literals and drops empty ones (the normal form).
     Ok(Template::from_parts(parts))
 }
 
