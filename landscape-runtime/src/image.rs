@@ -606,29 +606,33 @@ impl ImageStore {
                 format!("layer {} does not match its digest", layer.digest),
             ));
         }
-        let _ = &layer.media_type;
-        if layer
+        if let Some(t) = layer
             .media_type
             .as_deref()
-            .is_some_and(|t| t.contains("zstd"))
+            .filter(|t| t.contains("encrypted"))
         {
             return Err(Self::err(
                 name,
-                format!("layer {}: zstd layers are not supported", layer.digest),
+                format!(
+                    "layer {}: encrypted layers ({t}) are not supported",
+                    layer.digest
+                ),
             ));
         }
         let mut f = BufReader::new(File::open(&path).map_err(|e| Self::err(name, e.to_string()))?);
-        let mut magic = [0u8; 2];
-        let gz = {
+        // The compression is told by the content (gzip, zstd or plain tar), whatever the media
+        // type says, and a layer that claims one and holds another still unpacks.
+        let magic = {
             use std::io::BufRead;
             let b = f.fill_buf().map_err(|e| Self::err(name, e.to_string()))?;
-            if b.len() >= 2 {
-                magic.copy_from_slice(&b[..2]);
-            }
-            magic == [0x1f, 0x8b]
+            b.get(..4)
+                .map(|m| [m[0], m[1], m[2], m[3]])
+                .unwrap_or_default()
         };
-        let reader: Box<dyn Read> = if gz {
+        let reader: Box<dyn Read> = if magic[..2] == [0x1f, 0x8b] {
             Box::new(flate2::read::GzDecoder::new(f))
+        } else if magic == ZSTD_MAGIC || u32::from_le_bytes(magic) & 0xFFFF_FFF0 == 0x184D_2A50 {
+            Box::new(ZstdFrames::new(f))
         } else {
             Box::new(f)
         };
@@ -836,6 +840,77 @@ impl ImageStore {
     }
 }
 
+/// The zstd frame magic number, as it appears in the file.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A zstd stream of one or more frames (`zstd:chunked` layers have many, and skippable frames
+/// holding their table of contents), decoded with the pure-Rust `ruzstd`.
+struct ZstdFrames<R: std::io::BufRead> {
+    source: R,
+    /// The frame being decoded.
+    frame: Option<ruzstd::decoding::FrameDecoder>,
+}
+
+impl<R: std::io::BufRead> ZstdFrames<R> {
+    fn new(source: R) -> Self {
+        ZstdFrames {
+            source,
+            frame: None,
+        }
+    }
+}
+
+impl<R: std::io::BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+        use std::io::{Error, ErrorKind};
+        let invalid =
+            |e: FrameDecoderError| Error::new(ErrorKind::InvalidData, format!("zstd: {e}"));
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if let Some(d) = &mut self.frame {
+                while d.can_collect() < buf.len() && !d.is_finished() {
+                    let want = buf.len() - d.can_collect();
+                    d.decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBytes(want))
+                        .map_err(invalid)?;
+                }
+                let n = d.read(buf)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                // This frame is done; another may follow.
+                self.frame = None;
+            }
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            let mut d = FrameDecoder::new();
+            match d.init(&mut self.source) {
+                Ok(()) => self.frame = Some(d),
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let skipped = std::io::copy(
+                        &mut (&mut self.source).take(u64::from(length)),
+                        &mut std::io::sink(),
+                    )?;
+                    if skipped != u64::from(length) {
+                        return Err(Error::new(
+                            ErrorKind::UnexpectedEof,
+                            "zstd: skippable frame cut short",
+                        ));
+                    }
+                }
+                Err(e) => return Err(invalid(e)),
+            }
+        }
+    }
+}
+
 fn pick_platform(list: &[Descriptor]) -> Option<&Descriptor> {
     list.iter()
         .find(|d| {
@@ -924,6 +999,51 @@ mod tests {
         assert!(ImageRef::parse("Bad Name").is_err());
         assert!(ImageRef::parse("127.0.0.1:5000/UPPER").is_err());
     }
+    #[test]
+    fn zstd_frames_skippable_frames_and_truncation() {
+        use ruzstd::encoding::{compress_to_vec, CompressionLevel};
+        let a: Vec<u8> = (0..70_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let b = b"second frame".repeat(1000);
+        let mut stream = compress_to_vec(&a[..], CompressionLevel::Fastest);
+        // A skippable frame (as zstd:chunked writes its table of contents in).
+        stream.extend_from_slice(&0x184D_2A53u32.to_le_bytes());
+        stream.extend_from_slice(&5u32.to_le_bytes());
+        stream.extend_from_slice(b"toc!!");
+        stream.extend(compress_to_vec(&b[..], CompressionLevel::Fastest));
+        let mut want = a.clone();
+        want.extend_from_slice(&b);
+        for chunk in [1usize, 512, 4096, 1 << 20] {
+            let mut r = ZstdFrames::new(std::io::BufReader::new(&stream[..]));
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; chunk];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(
+                got == want,
+                "chunk {chunk}: {} of {} bytes",
+                got.len(),
+                want.len()
+            );
+        }
+        // Cut short or corrupted: an error, never a panic or a silent short read.
+        for cut in [stream.len() - 3, stream.len() / 2, 6] {
+            let mut out = Vec::new();
+            let r = ZstdFrames::new(std::io::BufReader::new(&stream[..cut])).read_to_end(&mut out);
+            assert!(
+                r.is_err(),
+                "cut at {cut}: read {} bytes without an error",
+                out.len()
+            );
+        }
+    }
+
     #[test]
     fn image_config_gives_process_and_user() {
         let c: ImageConfig = serde_json::from_str(

@@ -29,6 +29,10 @@ fn main() {
             "registry_pull_from_real_docker_registry",
             registry_pull_from_real_docker_registry,
         ),
+        (
+            "zstd_layers_made_by_skopeo_run",
+            zstd_layers_made_by_skopeo_run,
+        ),
         #[cfg(feature = "registry-tls")]
         (
             "registry_pull_over_https_with_basic_auth",
@@ -736,4 +740,58 @@ fn https_registry_without_the_feature_names_it() {
     // A remote registry is refused before any connection, naming the feature.
     let err = pull_error(&store, "ghcr.io/org/app:v1");
     assert!(err.contains("registry-tls"), "{err}");
+}
+
+/// The test image recompressed by skopeo with zstd (what `zstd` and `zstd:chunked` images on
+/// registries carry): the layers really are zstd, and the image unpacks and runs the same.
+fn zstd_layers_made_by_skopeo_run() {
+    if !registry_tools(&[]) {
+        return;
+    }
+    let rt = runtime();
+    let src = TempDir::new("layout");
+    let dst = TempDir::new("layout-zstd");
+    let cache = TempDir::new("cache");
+    build_layout(src.path());
+    let tmpdir = TempDir::new("skopeo");
+    let out = std::process::Command::new("/usr/bin/skopeo")
+        .env("TMPDIR", tmpdir.path())
+        .env("HOME", tmpdir.path())
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--dest-compress",
+            "--dest-compress-format",
+            "zstd",
+        ])
+        .arg(format!("oci:{}:latest", src.path().display()))
+        .arg(format!("oci:{}:latest", dst.path().display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every layer blob of the new layout starts with the zstd frame magic.
+    let blobs = dst.path().join("blobs/sha256");
+    let zstd_blobs = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let mut head = [0u8; 4];
+            std::io::Read::read_exact(&mut std::fs::File::open(e.path()).unwrap(), &mut head)
+                .is_ok()
+                && head == [0x28, 0xb5, 0x2f, 0xfd]
+        })
+        .count();
+    assert_eq!(zstd_blobs, 2, "both layers recompressed with zstd");
+    let store = ImageStore::new(cache.path(), rt.idmap());
+    let img = store
+        .resolve(
+            &ImageRef::parse(&format!("oci-layout:{}:latest", dst.path().display())).unwrap(),
+            &mut |_| {},
+        )
+        .unwrap();
+    check_image(&rt, &img);
 }
