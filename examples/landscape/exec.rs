@@ -13,8 +13,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     app: Option<PathBuf>,
     /// Base image: `host`, `oci-layout:PATH[:TAG]`, `oci-archive:PATH[:TAG]`,
-    /// `rootfs:PATH` (an unpacked root filesystem) or a registry reference
-    /// (`127.0.0.1:5000/busybox:latest`).
+    /// `docker-archive:PATH[:TAG]` (`docker save`), `rootfs:PATH` (an unpacked root
+    /// filesystem) or a registry reference (`127.0.0.1:5000/busybox:latest`, `postgres:16`).
     #[arg(long, default_value = "host", value_name = "IMAGE")]
     image: String,
     /// Plan id whose limits (memory, cpu, pids) the instance gets; needs --plans.

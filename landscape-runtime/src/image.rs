@@ -37,6 +37,14 @@ pub enum ImageRef {
         /// The tag.
         tag: Option<String>,
     },
+    /// A `docker save` archive (`manifest.json`, config and layer tars; archives from Docker
+    /// 25+ are OCI layouts as well and read either way).
+    DockerArchive {
+        /// The archive.
+        path: PathBuf,
+        /// A repo tag (`name:tag`, or just `tag`), or the first image.
+        tag: Option<String>,
+    },
     /// An already unpacked root filesystem directory (no config).
     Rootfs(PathBuf),
     /// A registry reference.
@@ -60,7 +68,8 @@ fn split_tag(rest: &str) -> (PathBuf, Option<String>) {
 }
 
 impl ImageRef {
-    /// Parses `oci-layout:PATH[:TAG]`, `oci-archive:PATH[:TAG]`, `rootfs:PATH` or a
+    /// Parses `oci-layout:PATH[:TAG]`, `oci-archive:PATH[:TAG]`, `docker-archive:PATH[:TAG]`,
+    /// `rootfs:PATH` or a
     /// registry reference `[HOST[:PORT]/]REPO[:TAG|@DIGEST]`.
     pub fn parse(s: &str) -> Result<ImageRef> {
         let bad = |m: &str| Error::Image {
@@ -74,6 +83,10 @@ impl ImageRef {
         if let Some(rest) = s.strip_prefix("oci-archive:") {
             let (path, tag) = split_tag(rest);
             return Ok(ImageRef::OciArchive { path, tag });
+        }
+        if let Some(rest) = s.strip_prefix("docker-archive:") {
+            let (path, tag) = split_tag(rest);
+            return Ok(ImageRef::DockerArchive { path, tag });
         }
         if let Some(rest) = s.strip_prefix("rootfs:") {
             return Ok(ImageRef::Rootfs(PathBuf::from(rest)));
@@ -362,7 +375,7 @@ impl ImageStore {
                     progress,
                 )
             }
-            ImageRef::OciArchive { path, tag } => {
+            ImageRef::OciArchive { path, tag } | ImageRef::DockerArchive { path, tag } => {
                 let name = path.display().to_string();
                 let tmp = self.tmp_dir(&name)?;
                 let result = (|| {
@@ -378,7 +391,13 @@ impl ImageStore {
                             .unpack_in(&tmp)
                             .map_err(|e| Self::err(&name, format!("extract archive: {e}")))?;
                     }
-                    let (digest, manifest) = self.layout_manifest(&name, &tmp, tag.as_deref())?;
+                    // Either kind of archive is read as what it holds.
+                    let (digest, manifest) =
+                        if !tmp.join("index.json").exists() && tmp.join("manifest.json").exists() {
+                            self.docker_manifest(&name, &tmp, tag.as_deref())?
+                        } else {
+                            self.layout_manifest(&name, &tmp, tag.as_deref())?
+                        };
                     self.build(
                         &name,
                         &digest,
@@ -423,6 +442,108 @@ impl ImageStore {
             ));
         }
         Ok(bytes)
+    }
+
+    /// Turns an unpacked `docker save` archive in `dir` into the blobs of an OCI layout
+    /// (`dir/blobs/sha256`) and returns the digest and text of an OCI manifest for the image
+    /// tagged `tag` (or the first one).
+    fn docker_manifest(
+        &self,
+        name: &str,
+        dir: &Path,
+        tag: Option<&str>,
+    ) -> Result<(String, Vec<u8>)> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            config: String,
+            #[serde(default)]
+            repo_tags: Option<Vec<String>>,
+            layers: Vec<String>,
+        }
+        let text = std::fs::read(dir.join("manifest.json"))
+            .map_err(|e| Self::err(name, format!("manifest.json: {e}")))?;
+        let entries: Vec<Entry> = serde_json::from_slice(&text)
+            .map_err(|e| Self::err(name, format!("manifest.json: {e}")))?;
+        let tags_of = |e: &Entry| e.repo_tags.clone().unwrap_or_default();
+        let entry = match tag {
+            Some(t) => entries.iter().find(|e| {
+                tags_of(e)
+                    .iter()
+                    .any(|rt| rt == t || rt.rsplit_once(':').is_some_and(|(_, x)| x == t))
+            }),
+            None => entries.first(),
+        }
+        .ok_or_else(|| {
+            let tags: Vec<String> = entries.iter().flat_map(tags_of).collect();
+            Self::err(
+                name,
+                format!("no image tagged {tag:?}; tags here: {tags:?}"),
+            )
+        })?;
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs)
+            .map_err(|e| Self::err(name, format!("create {}: {e}", blobs.display())))?;
+        let root = dir
+            .canonicalize()
+            .map_err(|e| Self::err(name, format!("{}: {e}", dir.display())))?;
+        // Each file named by manifest.json (inside the archive only) becomes a blob named by
+        // its sha256.
+        let blob = |rel: &str| -> Result<(String, u64)> {
+            let rel_path = Path::new(rel);
+            if rel_path.is_absolute()
+                || rel_path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(Self::err(
+                    name,
+                    format!("manifest.json names {rel:?}, outside the archive"),
+                ));
+            }
+            let path = resolve_inside(&root, rel_path)
+                .filter(|p| p.is_file())
+                .ok_or_else(|| {
+                    Self::err(
+                        name,
+                        format!("manifest.json names {rel:?}, which the archive does not hold"),
+                    )
+                })?;
+            let mut f = File::open(&path).map_err(|e| Self::err(name, format!("{rel}: {e}")))?;
+            let mut h = Sha256::new();
+            let size = std::io::copy(&mut f, &mut h)
+                .map_err(|e| Self::err(name, format!("{rel}: {e}")))?;
+            let hex = format!("{:x}", h.finalize());
+            let to = blobs.join(&hex);
+            if !to.exists() {
+                std::fs::rename(&path, &to)
+                    .or_else(|_| std::fs::copy(&path, &to).map(|_| ()))
+                    .map_err(|e| Self::err(name, format!("{rel}: {e}")))?;
+            }
+            Ok((format!("sha256:{hex}"), size))
+        };
+        let (config_digest, config_size) = blob(&entry.config)?;
+        let mut layers = Vec::new();
+        for l in &entry.layers {
+            let (digest, size) = blob(l)?;
+            layers.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": digest,
+                "size": size,
+            }));
+        }
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config_size,
+            },
+            "layers": layers,
+        }))
+        .map_err(|e| Self::err(name, format!("manifest: {e}")))?;
+        Ok((format!("sha256:{}", sha256_hex(&manifest)), manifest))
     }
 
     fn layout_manifest(

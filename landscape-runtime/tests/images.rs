@@ -33,6 +33,10 @@ fn main() {
             "zstd_layers_made_by_skopeo_run",
             zstd_layers_made_by_skopeo_run,
         ),
+        (
+            "docker_save_archive_made_by_skopeo_runs",
+            docker_save_archive_made_by_skopeo_runs,
+        ),
         #[cfg(feature = "registry-tls")]
         (
             "registry_pull_over_https_with_basic_auth",
@@ -794,4 +798,72 @@ fn zstd_layers_made_by_skopeo_run() {
         )
         .unwrap();
     check_image(&rt, &img);
+}
+
+/// A `docker save` archive (written by skopeo's `docker-archive:` transport: manifest.json,
+/// the config and uncompressed layer tars) runs as `docker-archive:PATH:TAG`, by repo tag or
+/// bare tag, and also when given as `oci-archive:`; an unknown tag lists the tags there; a
+/// manifest.json that names files outside the archive is refused.
+fn docker_save_archive_made_by_skopeo_runs() {
+    if !registry_tools(&[]) {
+        return;
+    }
+    let rt = runtime();
+    let src = TempDir::new("layout");
+    let work = TempDir::new("docker-archive");
+    build_layout(src.path());
+    let archive = work.path().join("busybox.tar");
+    let tmpdir = TempDir::new("skopeo");
+    let out = std::process::Command::new("/usr/bin/skopeo")
+        .env("TMPDIR", tmpdir.path())
+        .env("HOME", tmpdir.path())
+        .args(["--insecure-policy", "copy"])
+        .arg(format!("oci:{}:latest", src.path().display()))
+        .arg(format!(
+            "docker-archive:{}:test/busybox:v1",
+            archive.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It is the Docker format, not an OCI layout.
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&archive).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "manifest.json"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "index.json"), "{names:?}");
+    for reference in [
+        format!("docker-archive:{}:v1", archive.display()),
+        format!("docker-archive:{}", archive.display()),
+        format!("oci-archive:{}", archive.display()),
+    ] {
+        let cache = TempDir::new("cache");
+        let store = ImageStore::new(cache.path(), rt.idmap());
+        let img = store
+            .resolve(&ImageRef::parse(&reference).unwrap(), &mut |_| {})
+            .unwrap_or_else(|e| panic!("{reference}: {e}"));
+        check_image(&rt, &img);
+    }
+    let cache = TempDir::new("cache");
+    let store = ImageStore::new(cache.path(), rt.idmap());
+    let err = pull_error(&store, &format!("docker-archive:{}:v9", archive.display()));
+    assert!(err.contains("test/busybox:v1"), "{err}");
+    // A hostile manifest.json: layers named outside the archive.
+    let hostile = work.path().join("hostile.tar");
+    let mut b = Layer::new();
+    b.file(
+        "manifest.json",
+        br#"[{"Config":"c.json","RepoTags":["x:y"],"Layers":["../../../../etc/passwd"]}]"#,
+        0o644,
+    )
+    .file("c.json", b"{}", 0o644);
+    std::fs::write(&hostile, b.0.into_inner().unwrap()).unwrap();
+    let err = pull_error(&store, &format!("docker-archive:{}", hostile.display()));
+    assert!(err.contains("outside the archive"), "{err}");
 }
