@@ -104,6 +104,10 @@ pub struct RouterConfig {
     /// parser, pooled raw connections, no per-request tasks); anything else, and every
     /// request when this is off, takes the hyper path. Same semantics either way.
     pub fast_http1: bool,
+    /// Send HTTP/2 gRPC requests (`content-type: application/grpc…`) to service endpoints over
+    /// HTTP/2 without TLS (h2c, prior knowledge), as gRPC servers expect; other requests go
+    /// upstream over HTTP/1.1. Default `true`.
+    pub grpc_h2c: bool,
 }
 
 impl Default for RouterConfig {
@@ -125,6 +129,7 @@ impl Default for RouterConfig {
             http2_keepalive_interval: Duration::from_secs(20),
             http2_max_concurrent_streams: 256,
             fast_http1: true,
+            grpc_h2c: true,
         }
     }
 }

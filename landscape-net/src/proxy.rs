@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     connector: Arc<dyn Connector>,
     waker: Option<Arc<dyn ServiceWaker>>,
     pool: Pool,
+    /// HTTP/2 (h2c) connections to service endpoints, for gRPC; one multiplexed per endpoint.
+    h2c: Mutex<HashMap<Endpoint, hyper::client::conn::http2::SendRequest<ReqBody>>>,
     pub(crate) metrics: Metrics,
     /// TLS client of `https://` targets.
     #[cfg(feature = "tls")]
@@ -184,6 +186,7 @@ impl Inner {
             connector,
             waker,
             pool,
+            h2c: Mutex::default(),
             metrics: Metrics::default(),
             #[cfg(feature = "tls")]
             https: crate::https::Client::new(None),
@@ -412,9 +415,22 @@ impl Inner {
             }
         };
         parts.uri = uri;
+        // gRPC needs HTTP/2 end to end (trailers, `te: trailers`): an HTTP/2 gRPC request to a
+        // service goes to its endpoint over h2c with prior knowledge.
+        let grpc = self.config.grpc_h2c
+            && cr.target.is_none()
+            && parts.version == Version::HTTP_2
+            && parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("application/grpc"));
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
         remove_hop_by_hop(h, upgrade);
+        if grpc {
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(t) = &cr.target {
             if let Ok(v) = HeaderValue::from_str(&t.host_header) {
                 h.insert(header::HOST, v);
@@ -454,6 +470,7 @@ impl Inner {
 
         #[cfg(feature = "tls")]
         let forwarded = match &up.tls {
+            _ if grpc => self.forward_h2c(&up, upstream_req).await,
             Some(tt) => {
                 self.forward_https(&up, tt, upstream_req, replay, upgrade, started)
                     .await
@@ -464,9 +481,12 @@ impl Inner {
             }
         };
         #[cfg(not(feature = "tls"))]
-        let forwarded = self
-            .forward(&up, upstream_req, replay, upgrade, started)
-            .await;
+        let forwarded = if grpc {
+            self.forward_h2c(&up, upstream_req).await
+        } else {
+            self.forward(&up, upstream_req, replay, upgrade, started)
+                .await
+        };
         match forwarded {
             Ok((mut resp, picked)) => {
                 let status = resp.status();
@@ -715,6 +735,97 @@ impl Inner {
             }
         }
         Err(last)
+    }
+
+    /// Sends a gRPC request to an endpoint of `up` over HTTP/2 without TLS (h2c, prior
+    /// knowledge), on the endpoint's one multiplexed connection. Only connecting is retried on
+    /// another endpoint: a gRPC call that reached an endpoint is not sent again.
+    async fn forward_h2c(
+        &self,
+        up: &Arc<Upstream>,
+        mut req: Request<ReqBody>,
+    ) -> Result<(Response<Incoming>, Picked), Failure> {
+        let mut tried: Vec<Endpoint> = Vec::new();
+        let mut last = Failure::NoEndpoint;
+        for _ in 0..self.config.max_attempts.max(1) {
+            let Some(picked) = up.pick(&tried) else { break };
+            let ep = picked.endpoint.clone();
+            let pooled = {
+                let mut m = self.h2c.lock().unwrap_or_else(|e| e.into_inner());
+                match m.get(&ep) {
+                    Some(s) if !s.is_closed() => Some(s.clone()),
+                    Some(_) => {
+                        m.remove(&ep);
+                        None
+                    }
+                    None => None,
+                }
+            };
+            let mut sender = match pooled {
+                Some(s) => s,
+                None => match self.connect_h2c(&ep, up.external).await {
+                    Ok(s) => {
+                        let mut m = self.h2c.lock().unwrap_or_else(|e| e.into_inner());
+                        m.insert(ep.clone(), s.clone());
+                        s
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %up.cell.name, port = up.port, endpoint = %ep, error = %e, "upstream h2c connect failed; ejecting");
+                        self.metrics.upstream_error(&up.cell.name);
+                        up.eject(&picked, self.config.eject_for.as_millis() as u64);
+                        tried.push(ep);
+                        last = Failure::Connect;
+                        continue;
+                    }
+                },
+            };
+            *req.version_mut() = Version::HTTP_2;
+            let mut parts = req.uri().clone().into_parts();
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = http::uri::Authority::try_from(ep.to_string()).ok();
+            if parts.path_and_query.is_none() {
+                parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+            }
+            if let Ok(u) = Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+            req.headers_mut().remove(header::HOST);
+            return match sender.send_request(req).await {
+                Ok(resp) => Ok((resp, picked)),
+                Err(e) => {
+                    tracing::debug!(service = %up.cell.name, endpoint = %ep, error = %e, "upstream h2c exchange failed");
+                    self.metrics.upstream_error(&up.cell.name);
+                    self.h2c
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&ep);
+                    Err(Failure::Exchange)
+                }
+            };
+        }
+        Err(last)
+    }
+
+    async fn connect_h2c(
+        &self,
+        ep: &Endpoint,
+        external: bool,
+    ) -> std::io::Result<hyper::client::conn::http2::SendRequest<ReqBody>> {
+        let io = self.connect_io(ep, external).await?;
+        let (sender, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(self.config.http2_keepalive_interval)
+                .keep_alive_timeout(self.config.http2_keepalive_interval)
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream h2c connection closed with an error");
+            }
+        });
+        Ok(sender)
     }
 
     /// Opens a byte stream to `ep` within the connect timeout.
