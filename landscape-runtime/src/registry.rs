@@ -327,7 +327,8 @@ impl Session {
                     )));
                 }
                 Err(ureq::Error::Transport(t)) => {
-                    last = format!("{root}: {t}");
+                    // ureq names the URL itself.
+                    last = t.to_string();
                     continue;
                 }
             };
