@@ -344,7 +344,8 @@ impl ImageStore {
         self
     }
 
-    fn err(image: &str, message: impl Into<String>) -> Error {
+    /// The error for `image`: what went wrong, in words.
+    pub(crate) fn err(image: &str, message: impl Into<String>) -> Error {
         Error::Image {
             image: image.to_string(),
             message: message.into(),

@@ -7,7 +7,8 @@
 //! from a Docker/Podman auth file (`$REGISTRY_AUTH_FILE`, else `~/.docker/config.json`;
 //! `auths.<registry>.auth`, credential helpers are not run).
 
-use crate::{Error, Result};
+use crate::image::ImageStore;
+use crate::Result;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -117,10 +118,8 @@ impl RegistryOptions {
         let Ok(text) = std::fs::read(&path) else {
             return Ok(None);
         };
-        let bad = |m: String| Error::Image {
-            image: registry.to_string(),
-            message: format!("auth file {}: {m}", path.display()),
-        };
+        let bad =
+            |m: String| ImageStore::err(registry, format!("auth file {}: {m}", path.display()));
         let v: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
         for k in Self::keys(registry) {
@@ -235,10 +234,7 @@ fn tls_config(opts: &RegistryOptions) -> Result<std::sync::Arc<rustls::ClientCon
         let _ = roots.add(c);
     }
     for f in &opts.ca_files {
-        let bad = |m: String| Error::Image {
-            image: f.display().to_string(),
-            message: m,
-        };
+        let bad = |m: String| ImageStore::err(&f.display().to_string(), m);
         let pem = std::fs::read(f).map_err(|e| bad(format!("registry CA file: {e}")))?;
         let mut n = 0;
         for c in CertificateDer::pem_slice_iter(&pem) {
@@ -255,10 +251,7 @@ fn tls_config(opts: &RegistryOptions) -> Result<std::sync::Arc<rustls::ClientCon
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Image {
-            image: String::new(),
-            message: format!("TLS set-up: {e}"),
-        })?
+        .map_err(|e| ImageStore::err("", format!("TLS set-up: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(std::sync::Arc::new(config))
@@ -281,10 +274,7 @@ impl Session {
         repository: &str,
         image: &str,
     ) -> Result<Session> {
-        let err = |m: String| Error::Image {
-            image: image.to_string(),
-            message: m,
-        };
+        let err = |m: String| ImageStore::err(image, m);
         let agent = agent(opts)?;
         let insecure_ok = is_loopback(registry) || opts.insecure.iter().any(|i| i == registry);
         let mut schemes = Vec::new();
@@ -358,10 +348,7 @@ impl Session {
         scheme: &str,
         image: &str,
     ) -> Result<String> {
-        let err = |m: String| Error::Image {
-            image: image.to_string(),
-            message: m,
-        };
+        let err = |m: String| ImageStore::err(image, m);
         let creds = opts.credentials_for(registry)?;
         let c = parse_challenge(header).ok_or_else(|| {
             err(format!(
