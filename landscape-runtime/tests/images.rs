@@ -507,17 +507,27 @@ fn start_registry(storage: &Path, http_extra: &str, extra: &str) -> (Registry, u
 
 /// Pushes the test layout to `dest` (`127.0.0.1:PORT/test/busybox:v1`) with skopeo.
 fn push(layout: &Path, dest: &str, creds: Option<&str>) {
+    let creds = creds.map(|c| format!("--dest-creds={c}"));
+    let mut opts = vec!["--dest-tls-verify=false"];
+    opts.extend(creds.as_deref());
+    skopeo_copy(
+        &opts,
+        &format!("oci:{}:latest", layout.display()),
+        &format!("docker://{dest}"),
+    );
+}
+
+/// `skopeo copy OPTS SRC DEST` with a private HOME and TMPDIR; panics with its stderr when it
+/// fails.
+fn skopeo_copy(opts: &[&str], src: &str, dest: &str) {
     let tmpdir = TempDir::new("skopeo");
-    let mut cmd = std::process::Command::new("/usr/bin/skopeo");
-    cmd.env("TMPDIR", tmpdir.path())
+    let out = std::process::Command::new("/usr/bin/skopeo")
+        .env("TMPDIR", tmpdir.path())
         .env("HOME", tmpdir.path())
-        .args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
-    if let Some(c) = creds {
-        cmd.arg(format!("--dest-creds={c}"));
-    }
-    let out = cmd
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(format!("docker://{dest}"))
+        .args(["--insecure-policy", "copy"])
+        .args(opts)
+        .arg(src)
+        .arg(dest)
         .output()
         .unwrap();
     assert!(
@@ -757,25 +767,10 @@ fn zstd_layers_made_by_skopeo_run() {
     let dst = TempDir::new("layout-zstd");
     let cache = TempDir::new("cache");
     build_layout(src.path());
-    let tmpdir = TempDir::new("skopeo");
-    let out = std::process::Command::new("/usr/bin/skopeo")
-        .env("TMPDIR", tmpdir.path())
-        .env("HOME", tmpdir.path())
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--dest-compress",
-            "--dest-compress-format",
-            "zstd",
-        ])
-        .arg(format!("oci:{}:latest", src.path().display()))
-        .arg(format!("oci:{}:latest", dst.path().display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&out.stderr)
+    skopeo_copy(
+        &["--dest-compress", "--dest-compress-format", "zstd"],
+        &format!("oci:{}:latest", src.path().display()),
+        &format!("oci:{}:latest", dst.path().display()),
     );
     // Every layer blob of the new layout starts with the zstd frame magic.
     let blobs = dst.path().join("blobs/sha256");
@@ -813,22 +808,10 @@ fn docker_save_archive_made_by_skopeo_runs() {
     let work = TempDir::new("docker-archive");
     build_layout(src.path());
     let archive = work.path().join("busybox.tar");
-    let tmpdir = TempDir::new("skopeo");
-    let out = std::process::Command::new("/usr/bin/skopeo")
-        .env("TMPDIR", tmpdir.path())
-        .env("HOME", tmpdir.path())
-        .args(["--insecure-policy", "copy"])
-        .arg(format!("oci:{}:latest", src.path().display()))
-        .arg(format!(
-            "docker-archive:{}:test/busybox:v1",
-            archive.display()
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&out.stderr)
+    skopeo_copy(
+        &[],
+        &format!("oci:{}:latest", src.path().display()),
+        &format!("docker-archive:{}:test/busybox:v1", archive.display()),
     );
     // It is the Docker format, not an OCI layout.
     let names: Vec<String> = tar::Archive::new(std::fs::File::open(&archive).unwrap())
