@@ -1078,10 +1078,7 @@ where
                         stats.burst.fetch_sub(1, Relaxed);
                         stats.returned.notify_one();
                     }
-                    tracing::warn!(service = %cell.name, port = plan.up.port, endpoint = %ep, error = %e, "upstream connect failed; ejecting");
-                    inner.metrics.upstream_error(&cell.name);
-                    plan.up
-                        .eject(&picked, inner.config.eject_for.as_millis() as u64);
+                    inner.connect_failed(&plan.up, &picked, &ep, &e);
                     tried.push(ep);
                     last = Failure::Connect;
                     continue;

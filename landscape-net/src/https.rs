@@ -158,17 +158,7 @@ impl TargetTls {
     /// The request as HTTP/2 (absolute target: `:scheme https`, `:authority` = the target's
     /// host; no `Host` header).
     fn for_h2(&self, req: &mut Request<ReqBody>) {
-        *req.version_mut() = Version::HTTP_2;
-        let mut parts = req.uri().clone().into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTPS);
-        parts.authority = self.authority.clone();
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        if let Ok(u) = Uri::from_parts(parts) {
-            *req.uri_mut() = u;
-        }
-        req.headers_mut().remove(header::HOST);
+        crate::proxy::to_h2(req, http::uri::Scheme::HTTPS, self.authority.clone());
     }
 }
 

@@ -696,9 +696,7 @@ impl Inner {
                 None => match self.connect(&ep, up.external).await {
                     Ok(s) => s,
                     Err(e) => {
-                        tracing::warn!(service = %up.cell.name, port = up.port, endpoint = %ep, error = %e, "upstream connect failed; ejecting");
-                        self.metrics.upstream_error(&up.cell.name);
-                        up.eject(&picked, self.config.eject_for.as_millis() as u64);
+                        self.connect_failed(up, &picked, &ep, &e);
                         tried.push(ep);
                         last = Failure::Connect;
                         continue;
@@ -770,26 +768,18 @@ impl Inner {
                         s
                     }
                     Err(e) => {
-                        tracing::warn!(service = %up.cell.name, port = up.port, endpoint = %ep, error = %e, "upstream h2c connect failed; ejecting");
-                        self.metrics.upstream_error(&up.cell.name);
-                        up.eject(&picked, self.config.eject_for.as_millis() as u64);
+                        self.connect_failed(up, &picked, &ep, &e);
                         tried.push(ep);
                         last = Failure::Connect;
                         continue;
                     }
                 },
             };
-            *req.version_mut() = Version::HTTP_2;
-            let mut parts = req.uri().clone().into_parts();
-            parts.scheme = Some(http::uri::Scheme::HTTP);
-            parts.authority = http::uri::Authority::try_from(ep.to_string()).ok();
-            if parts.path_and_query.is_none() {
-                parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-            }
-            if let Ok(u) = Uri::from_parts(parts) {
-                *req.uri_mut() = u;
-            }
-            req.headers_mut().remove(header::HOST);
+            to_h2(
+                &mut req,
+                http::uri::Scheme::HTTP,
+                http::uri::Authority::try_from(ep.to_string()).ok(),
+            );
             return match sender.send_request(req).await {
                 Ok(resp) => Ok((resp, picked)),
                 Err(e) => {
@@ -826,6 +816,20 @@ impl Inner {
             }
         });
         Ok(sender)
+    }
+
+    /// A failed connect to `ep`: logged, counted as an upstream error, the endpoint ejected for
+    /// `eject_for` (the caller tries another).
+    pub(crate) fn connect_failed(
+        &self,
+        up: &Upstream,
+        picked: &Picked,
+        ep: &Endpoint,
+        error: &dyn std::fmt::Display,
+    ) {
+        tracing::warn!(service = %up.cell.name, port = up.port, endpoint = %ep, error = %error, "upstream connect failed; ejecting");
+        self.metrics.upstream_error(&up.cell.name);
+        up.eject(picked, self.config.eject_for.as_millis() as u64);
     }
 
     /// Opens a byte stream to `ep` within the connect timeout.
@@ -866,6 +870,26 @@ impl Inner {
         });
         Ok(sender)
     }
+}
+
+/// Turns `req` into an HTTP/2 request for `authority` over `scheme`: HTTP/2 carries the target
+/// as `:scheme` and `:authority`, so the URI becomes absolute and the `Host` header goes.
+pub(crate) fn to_h2(
+    req: &mut Request<ReqBody>,
+    scheme: http::uri::Scheme,
+    authority: Option<http::uri::Authority>,
+) {
+    *req.version_mut() = Version::HTTP_2;
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = authority;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(u) = Uri::from_parts(parts) {
+        *req.uri_mut() = u;
+    }
+    req.headers_mut().remove(header::HOST);
 }
 
 pub(crate) fn is_idempotent(m: &Method) -> bool {
