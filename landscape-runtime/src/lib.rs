@@ -34,6 +34,7 @@
 
 pub mod cgroup;
 mod container;
+mod dns;
 mod error;
 mod forkserver;
 mod helper;

@@ -1,0 +1,1 @@
+//! DNS wire format for the landscape network's name server (being written).
