@@ -73,6 +73,8 @@ pub(crate) fn child_main(
     req: &Request,
     go: OwnedFd,
     report: OwnedFd,
+    ready: OwnedFd,
+    net_ready: Option<OwnedFd>,
     seccomp: Option<&seccompiler::BpfProgram>,
 ) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
@@ -82,6 +84,10 @@ pub(crate) fn child_main(
     let net = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("create the network namespace: {e}"))
         .and_then(|()| sys::loopback_up().map_err(|e| format!("bring up loopback: {e}")));
+    // Attached instances: the helper now creates the veth pair into this namespace.
+    if let Some(w) = net_ready {
+        let _ = File::from(w).write_all(b"n");
+    }
     let mut go = File::from(go);
     let mut b = [0u8; 1];
     if !matches!(go.read(&mut b), Ok(1)) {
@@ -93,11 +99,26 @@ pub(crate) fn child_main(
         let _ = report.write_all(format!("E{}\n", msg.replace('\n', " ")).as_bytes());
         sys::exit_now(1);
     }
-    init(req, report, seccomp)
+    init(req, report, ready, seccomp)
+}
+
+/// Gives the instance's `eth0` (created by the helper) its address and the default route.
+fn configure_network(att: &crate::network::Attachment) -> R<()> {
+    let mut nl = crate::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let eth0 = nl.index("eth0").map_err(|e| e.to_string())?;
+    nl.add_address(eth0, att.address, att.prefix)
+        .map_err(|e| e.to_string())?;
+    nl.set_up(eth0).map_err(|e| e.to_string())?;
+    nl.add_default_route(att.gateway)
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn setup(req: &Request) -> R<()> {
     let spec = &req.spec;
+    if let Some(att) = &spec.network {
+        configure_network(att).map_err(|e| format!("landscape network: {e}"))?;
+    }
     if !req.keep_stdin {
         let null = File::options()
             .read(true)
@@ -143,16 +164,27 @@ fn setup(req: &Request) -> R<()> {
         Some("mode=0755"),
     )?;
     let hostname = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
+    let (own, resolv) = match &spec.network {
+        // Names of the landscape come from its DNS, on the bridge.
+        Some(att) => (
+            att.address.to_string(),
+            format!(
+                "nameserver {}\nsearch {}\noptions ndots:1 timeout:1 attempts:2\n",
+                att.gateway, att.domain
+            ),
+        ),
+        None => (
+            "127.0.1.1".to_string(),
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ),
+    };
     let etc_files = [
         ("hostname", format!("{hostname}\n")),
         (
             "hosts",
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}\t{hostname}\n"),
         ),
-        (
-            "resolv.conf",
-            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        ),
+        ("resolv.conf", resolv),
     ];
     let root: PathBuf;
     match &spec.rootfs {
@@ -442,7 +474,12 @@ fn overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> R<()> {
 
 /// pid 1 of the instance: starts the command, reaps every zombie, forwards signals
 /// (SIGTERM to every process of the instance), and reports the command's exit status.
-fn init(req: &Request, mut report: File, seccomp: Option<&seccompiler::BpfProgram>) -> ! {
+fn init(
+    req: &Request,
+    mut report: File,
+    ready: OwnedFd,
+    seccomp: Option<&seccompiler::BpfProgram>,
+) -> ! {
     let cmd = match Command::prepare(req, seccomp) {
         Ok(c) => c,
         Err(msg) => {
@@ -468,6 +505,11 @@ fn init(req: &Request, mut report: File, seccomp: Option<&seccompiler::BpfProgra
     if let Some(msg) = cmd.describe(&failure) {
         let _ = report.write_all(format!("E{}\n", msg.replace('\n', " ")).as_bytes());
     }
+    // The command has called execve (vfork semantics: this process resumes only then) or
+    // failed: from now on nothing of the instance runs outside its namespaces and root, and
+    // the helper may report it started. (Before this, a host acting on `/proc/<pid>/root`
+    // could reach the host's own files: the instance had not pivoted yet.)
+    let _ = File::from(ready).write_all(b"r");
     let sfd = match SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_CLOEXEC) {
         Ok(s) => s,
         Err(e) => {

@@ -47,8 +47,10 @@ pub(crate) enum Event {
 
 /// The helper entry hook; see [`crate::init`].
 pub(crate) fn maybe_run() {
-    if std::env::var_os(HELPER_ENV).is_none() {
-        return;
+    match std::env::var_os(HELPER_ENV) {
+        None => return,
+        Some(role) if role == "network" => crate::network::holder_main(),
+        Some(_) => {}
     }
     std::process::exit(helper_main());
 }
@@ -207,11 +209,33 @@ fn run_child_blocked(
         Ok(s) => s,
         Err(e) => return Exit::failed(format!("signalfd: {e}")),
     };
+    // Joining a landscape network: enter its namespaces first (the instance's user and
+    // network namespaces then nest under the network's when unprivileged) and keep a
+    // netlink socket there for the instance's veth pair.
+    let mut net = match &req.spec.network {
+        Some(att) => match enter_network(att) {
+            Ok(n) => Some(n),
+            Err(e) => return Exit::failed(e),
+        },
+        None => None,
+    };
+    // Written by the instance once its network namespace exists (attached instances only).
+    let (net_r, net_w) = match (&net, pipe()) {
+        (None, _) => (None, None),
+        (Some(_), Ok((r, w))) => (Some(r), Some(w)),
+        (Some(_), Err(e)) => return e,
+    };
     let (go_r, go_w) = match pipe() {
         Ok(p) => p,
         Err(e) => return e,
     };
     let (rep_r, rep_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    // Written by the instance's init once the command has been exec'd inside the
+    // instance's namespaces and root (or has failed to start).
+    let (ready_r, ready_w) = match pipe() {
         Ok(p) => p,
         Err(e) => return e,
     };
@@ -227,8 +251,10 @@ fn run_child_blocked(
         Ok(sys::Forked::Child) => {
             drop(go_w);
             drop(rep_r);
+            drop(ready_r);
+            drop(net_r);
             drop(sfd);
-            container::child_main(req, go_r, rep_w, seccomp)
+            container::child_main(req, go_r, rep_w, ready_w, net_w, seccomp)
         }
         Ok(sys::Forked::Parent(pid)) => Pid::from_raw(pid),
         Err(e) => {
@@ -240,12 +266,22 @@ fn run_child_blocked(
     };
     drop(go_r);
     drop(rep_w);
+    drop(ready_w);
+    drop(net_w);
     let kill_child = |why: String| {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         Exit::failed(why)
     };
-    let maps = match req.idmap.maps(req.spec.user) {
+    let nested = req.spec.network.as_ref().is_some_and(|a| a.nested);
+    let maps = if nested {
+        // The parent user namespace is the network's, where the runtime's uid is 0.
+        let u = req.spec.user;
+        Ok((format!("{} 0 1\n", u.uid), format!("{} 0 1\n", u.gid), true))
+    } else {
+        req.idmap.maps(req.spec.user)
+    };
+    let maps = match maps {
         Ok(m) => m,
         Err(e) => return kill_child(e.to_string()),
     };
@@ -266,11 +302,34 @@ fn run_child_blocked(
             return kill_child(e.to_string());
         }
     }
+    if let (Some((nl, bridge)), Some(att), Some(r)) = (&mut net, &req.spec.network, net_r) {
+        let mut b = [0u8; 1];
+        if !matches!(File::from(r).read(&mut b), Ok(1)) {
+            return kill_child("the instance's init died before its network was attached".into());
+        }
+        if let Err(e) = nl.add_veth(&att.veth, *bridge, "eth0", pid.as_raw(), att.mtu) {
+            return kill_child(format!(
+                "attach to the landscape network ({}): {e}",
+                att.address
+            ));
+        }
+    }
     let mut go = File::from(go_w);
     if go.write_all(b"g").is_err() {
         return kill_child("the instance's init died before starting".into());
     }
     drop(go);
+    // `Started` only once the command runs inside the instance (namespaces, root
+    // filesystem and network ready): one byte from init, or end of file if it died first.
+    let mut ready = File::from(ready_r);
+    let mut byte = [0u8; 1];
+    loop {
+        match ready.read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => break,
+        }
+    }
+    drop(ready);
     emit(&Event::Started { pid: pid.as_raw() });
 
     // The report pipe is read once the instance's init has exited: it carries two short
@@ -370,6 +429,13 @@ fn run_child_blocked(
         }
     };
     let _ = File::from(rep_r).read_to_end(&mut report);
+    // The bridge end of the veth pair: deleting it removes the pair now rather than when
+    // the kernel gets round to the instance's dead network namespace.
+    if let (Some((nl, _)), Some(att)) = (&mut net, &req.spec.network) {
+        if let Err(e) = nl.delete(&att.veth) {
+            tracing::warn!(instance = %req.id, "remove veth {}: {e}", att.veth);
+        }
+    }
     let mut exit = Exit::default();
     for line in String::from_utf8_lossy(&report).lines() {
         if let Some(msg) = line.strip_prefix('E') {
@@ -399,6 +465,39 @@ fn run_child_blocked(
         }
     }
     exit
+}
+
+/// Enters the namespaces of the landscape network described by `att` (checking that the
+/// holder's pid still names the same network) and opens a netlink socket there; returns it
+/// with the bridge's interface index.
+fn enter_network(
+    att: &crate::network::Attachment,
+) -> Result<(crate::netlink::Netlink, u32), String> {
+    use nix::sched::{setns, CloneFlags};
+    use std::os::unix::fs::MetadataExt;
+    let pid = att.holder_pid;
+    let gone = |e: std::io::Error| {
+        format!("the landscape network (holder pid {pid}) is not running: {e}; create the network again")
+    };
+    let net = File::open(format!("/proc/{pid}/ns/net")).map_err(gone)?;
+    if net.metadata().map_err(gone)?.ino() != att.netns_inode {
+        return Err(format!(
+            "the landscape network (holder pid {pid}) is not running (the pid now belongs to another process); create the network again"
+        ));
+    }
+    if att.nested {
+        let user = File::open(format!("/proc/{pid}/ns/user")).map_err(gone)?;
+        setns(&user, CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| format!("enter the landscape network's user namespace: {e}"))?;
+    }
+    setns(&net, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("enter the landscape network: {e}"))?;
+    let mut nl =
+        crate::netlink::Netlink::open().map_err(|e| format!("landscape network netlink: {e}"))?;
+    let bridge = nl
+        .index(crate::network::BRIDGE)
+        .map_err(|e| format!("landscape network: {e}"))?;
+    Ok((nl, bridge))
 }
 
 /// A frozen (cgroup v1) process does not act on signals, not even SIGKILL: thaw first.

@@ -244,6 +244,16 @@ impl Runtime {
         Runtime::new(RuntimeConfig::default())
     }
 
+    /// The directory every instance mounts its private root on (the host's files there,
+    /// e.g. network control sockets, are invisible to instances).
+    pub fn state_dir(&self) -> &Path {
+        &self.cfg.state_dir
+    }
+
+    pub(crate) fn helper_path(&self) -> Result<PathBuf> {
+        self.helper_exe()
+    }
+
     /// The id mapping instances get.
     pub fn idmap(&self) -> IdMap {
         self.idmap
@@ -334,8 +344,10 @@ impl Runtime {
     }
 
     /// Starts an instance through a helper process (pre-started ones first, see
-    /// [`RuntimeConfig::prewarm`]) and returns once its namespaces exist (the command is
-    /// being set up or running).
+    /// [`RuntimeConfig::prewarm`]) and returns once the command has been exec'd inside the
+    /// instance's namespaces, root filesystem and network (or has failed to start, which
+    /// [`Instance::wait`] then reports): nothing the host does with the instance afterwards
+    /// (`/proc/<pid>/root`, its network namespace) can reach the host's own files.
     pub fn spawn(&self, spec: &InstanceSpec, output: Output) -> Result<Instance> {
         use std::os::fd::{AsFd, AsRawFd};
         let req = self.request(spec, false)?;

@@ -42,6 +42,8 @@ mod idmap;
 pub mod image;
 mod instance;
 pub mod logs;
+mod netlink;
+pub mod network;
 mod plan;
 mod registry;
 pub mod seccomp;
@@ -55,6 +57,7 @@ pub use helper::HELPER_ENV;
 pub use idmap::IdMap;
 pub use instance::{Exit, HelperBinary, Instance, Output, Runtime, RuntimeConfig};
 pub use logs::{LogConfig, LogLine, Stream};
+pub use network::{Attachment, Network, NetworkConfig};
 pub use plan::{MIN_PIDS, PIDS_PER_GIB};
 pub use spec::{
     BindMount, InstanceSpec, Limits, PortPolicy, Process, Rlimits, Rootfs, User, APP_MOUNT_PATH,

@@ -32,8 +32,9 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
-/// The process an instance runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// The process an instance runs. Its `Debug` output names the environment variables but
+/// never prints their values (they hold resolved secrets).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Process {
     /// argv; `args[0]` is looked up in the instance's `PATH` when it has no `/`.
     pub args: Vec<String>,
@@ -41,6 +42,24 @@ pub struct Process {
     pub env: Vec<(String, String)>,
     /// Working directory inside the instance; default [`APP_MOUNT_PATH`].
     pub cwd: Option<String>,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Env<'a>(&'a [(String, String)]);
+        impl std::fmt::Debug for Env<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_map()
+                    .entries(self.0.iter().map(|(k, _)| (k, format_args!("[redacted]"))))
+                    .finish()
+            }
+        }
+        f.debug_struct("Process")
+            .field("args", &self.args)
+            .field("env", &Env(&self.env))
+            .field("cwd", &self.cwd)
+            .finish()
+    }
 }
 
 impl Process {
@@ -148,6 +167,9 @@ pub struct InstanceSpec {
     /// `/tmp`, `/dev/shm`, the app directory and the volume mounts), like Kubernetes'
     /// `readOnlyRootFilesystem`.
     pub read_only_root: bool,
+    /// The landscape network the instance joins (its own address, `eth0`, the landscape's
+    /// DNS); `None`: loopback only. See [`crate::Network::attachment`].
+    pub network: Option<crate::network::Attachment>,
 }
 
 impl InstanceSpec {

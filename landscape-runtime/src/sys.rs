@@ -367,17 +367,36 @@ pub(crate) fn recv_fds(sock: &impl std::os::fd::AsRawFd) -> io::Result<Vec<std::
     recv_msg(sock, &mut [0u8; 1]).map(|(fds, _)| fds)
 }
 
+/// Like [`recv_fds`], for up to [`MAX_FDS`] descriptors in one message.
+pub(crate) fn recv_many_fds(
+    sock: &impl std::os::fd::AsRawFd,
+) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
+    recv_msg_with(sock, &mut [0u8; 1], &mut space).map(|(fds, _)| fds)
+}
+
+/// Most descriptors sent in one message by the network holder.
+pub(crate) const MAX_FDS: usize = 32;
+
 fn recv_msg(
     sock: &impl std::os::fd::AsRawFd,
     buf: &mut [u8],
 ) -> io::Result<(Vec<std::os::fd::OwnedFd>, usize)> {
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    recv_msg_with(sock, buf, &mut space)
+}
+
+fn recv_msg_with(
+    sock: &impl std::os::fd::AsRawFd,
+    buf: &mut [u8],
+    space: &mut Vec<u8>,
+) -> io::Result<(Vec<std::os::fd::OwnedFd>, usize)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut iov = [std::io::IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),
         &mut iov,
-        Some(&mut space),
+        Some(space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )?;
     let n = msg.bytes;
