@@ -438,6 +438,7 @@ impl Runtime {
             helper,
             cgroups: req.cgroups.clone(),
             exit: None,
+            first_rx: std::sync::Mutex::new(logs.as_ref().map(|l| l.tx.subscribe())),
             logs,
         };
         let mut line = serde_json::to_string(&req)
@@ -496,6 +497,9 @@ pub struct Instance {
     cgroups: Option<Cgroups>,
     exit: Option<Exit>,
     logs: Option<Logs>,
+    /// Subscribed before the instance could print: handed to the first
+    /// [`Instance::subscribe_logs`] so that it misses no line.
+    first_rx: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<LogLine>>>,
 }
 
 impl std::fmt::Debug for Logs {
@@ -655,14 +659,81 @@ impl Instance {
         self.cg()?.freeze(false)
     }
 
+    /// A handle that stops, kills or signals the instance from another thread while this
+    /// one waits in [`Instance::wait`] (the instance stays owned here).
+    pub fn control(&self) -> Result<InstanceControl> {
+        Ok(InstanceControl {
+            id: self.id.clone(),
+            writer: std::sync::Arc::new(std::sync::Mutex::new(
+                self.writer
+                    .try_clone()
+                    .map_err(|e| Error::io("clone the helper socket", e))?,
+            )),
+        })
+    }
+
     /// Subscribes to the instance's log lines (with [`Output::Logs`]).
+    /// The first subscriber gets every line from the start; later ones get the lines
+    /// from the time they subscribe.
     pub fn subscribe_logs(&self) -> Option<tokio::sync::broadcast::Receiver<LogLine>> {
+        if let Some(rx) = self
+            .first_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Some(rx);
+        }
         self.logs.as_ref().map(|l| l.tx.subscribe())
     }
 
     /// Path of the log file (with [`Output::Logs`]).
     pub fn log_path(&self) -> Option<&Path> {
         self.logs.as_ref().map(|l| l.path.as_path())
+    }
+}
+
+/// Stops, kills or signals an instance owned elsewhere (see [`Instance::control`]).
+/// Commands to an instance that has already ended are ignored.
+#[derive(Debug, Clone)]
+pub struct InstanceControl {
+    id: String,
+    writer: std::sync::Arc<std::sync::Mutex<UnixStream>>,
+}
+
+impl InstanceControl {
+    fn command(&self, cmd: &str) -> Result<()> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        match w.write_all(format!("{cmd}\n").as_bytes()) {
+            Ok(()) => Ok(()),
+            // The helper is gone: the instance has ended.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(Error::io(
+                format!("send {cmd:?} to the helper of {}", self.id),
+                e,
+            )),
+        }
+    }
+
+    /// The instance's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// SIGTERM to every process of the instance, SIGKILL after `grace` (the owner's
+    /// [`Instance::wait`] returns the exit).
+    pub fn stop(&self, grace: Duration) -> Result<()> {
+        self.command(&format!("stop {}", grace.as_millis()))
+    }
+
+    /// SIGKILL to the instance.
+    pub fn kill(&self) -> Result<()> {
+        self.command("kill")
+    }
+
+    /// Sends `signal` to the instance's command.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.command(&format!("signal {signal}"))
     }
 }
 

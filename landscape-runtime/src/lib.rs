@@ -49,19 +49,24 @@ mod registry;
 pub mod seccomp;
 mod service;
 mod spec;
+pub mod supervisor;
 mod sys;
 
 pub use cgroup::Usage;
 pub use error::{Error, Result};
 pub use helper::HELPER_ENV;
 pub use idmap::IdMap;
-pub use instance::{Exit, HelperBinary, Instance, Output, Runtime, RuntimeConfig};
+pub use instance::{Exit, HelperBinary, Instance, InstanceControl, Output, Runtime, RuntimeConfig};
 pub use logs::{LogConfig, LogLine, Stream};
 pub use network::{Attachment, Network, NetworkConfig};
 pub use plan::{MIN_PIDS, PIDS_PER_GIB};
 pub use spec::{
     BindMount, InstanceSpec, Limits, PortPolicy, Process, Rlimits, Rootfs, User, APP_MOUNT_PATH,
     DEFAULT_PATH,
+};
+pub use supervisor::{
+    Backoff, Event, EventKind, Probe, ProbeConfig, ReplicaState, ReplicaStatus, ServiceDef,
+    StageFailure, Status, StepDef, Supervisor, SupervisorConfig,
 };
 
 /// The helper entry hook. Call it first in `main`, before any thread starts: in a process

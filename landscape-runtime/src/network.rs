@@ -507,7 +507,7 @@ impl Drop for Network {
 }
 
 /// Creates `dir` as 0700 (or narrows it to 0700 when it exists and is ours).
-fn private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let _ = std::fs::DirBuilder::new()
         .recursive(true)

@@ -386,6 +386,7 @@ fn recv_msg(
     recv_msg_with(sock, buf, &mut space)
 }
 
+#[allow(clippy::ptr_arg)] // nix's recvmsg takes the control buffer as a Vec
 fn recv_msg_with(
     sock: &impl std::os::fd::AsRawFd,
     buf: &mut [u8],

@@ -1,0 +1,1269 @@
+//! Supervision: a landscape's stages, services and replicas kept running.
+//!
+//! A [`Supervisor`] owns one landscape: its [`Network`], and per service the replicas of a
+//! [`ServiceDef`]. Each replica has a runner thread that starts the instance (attached to
+//! the network, with its own address and the hostname `SERVICE-N`), waits for it — the exit
+//! arrives from the instance's helper the moment init is reaped, no polling — and restarts
+//! it with exponential backoff. A probe thread per running replica checks its health from
+//! inside the landscape network (through [`Network::connect`], against the replica's own
+//! address): a replica is in the load balancer and in the DNS answers for its service only
+//! while its probe succeeds; a replica that never becomes ready, or fails its probe
+//! [`ProbeConfig::failure_threshold`] times in a row, is restarted.
+//!
+//! Defaults (modelled on the kubelet, [`ProbeConfig`], [`Backoff`]):
+//!
+//! | | default |
+//! |---|---|
+//! | startup probe | every 1 s until the first success, given up (and the replica restarted) after 120 s |
+//! | liveness probe | every 10 s, 1 s timeout, 3 failures in a row → restart |
+//! | readiness | out of rotation on the first failed probe, back on the next success |
+//! | restart backoff | 100 ms, doubling, capped at 30 s (the kubelet's 5 min is too slow for development), reset after 10 min of running |
+//! | crash loop | shown as `crash-loop` from the 3rd failure in a row, with the last exit, its log lines and the time of the next try; never given up (unlike systemd's 5 tries) |
+//!
+//! Everything a host shows comes as [`Event`]s ([`Supervisor::subscribe`]) and
+//! [`Status`] snapshots ([`Supervisor::status`]), both serde types.
+
+use crate::logs::{LogConfig, LogLine};
+use crate::{Error, Limits, Process, Result, Runtime};
+use crate::{Exit, Instance, InstanceControl, InstanceSpec, Network, NetworkConfig, Output};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{broadcast, watch};
+
+/// A hook applied to every log line (see [`SupervisorConfig::redact`]).
+pub type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// Lines of output kept per replica and per step for error reports.
+const TAIL_LINES: usize = 20;
+
+/// Restart backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    /// Delay before the first restart.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+    /// A replica that ran this long is healthy again: its next failure starts at
+    /// `initial`.
+    pub reset_after: Duration,
+    /// From this many failures in a row the replica is shown as `crash-loop`.
+    pub crash_loop_after: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(600),
+            crash_loop_after: 3,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after `failures` failures in a row (1 = the first).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(30);
+        self.initial
+            .checked_mul(1u32 << exp)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+}
+
+/// Health probe timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeConfig {
+    /// Period of the startup probe (until the first success).
+    pub startup_period: Duration,
+    /// A replica not ready after this long is restarted.
+    pub startup_timeout: Duration,
+    /// Period of the liveness probe once ready.
+    pub period: Duration,
+    /// Timeout of one probe.
+    pub timeout: Duration,
+    /// Failures in a row that restart a ready replica.
+    pub failure_threshold: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            startup_period: Duration::from_secs(1),
+            startup_timeout: Duration::from_secs(120),
+            period: Duration::from_secs(10),
+            timeout: Duration::from_secs(1),
+            failure_threshold: 3,
+        }
+    }
+}
+
+/// How a replica's health is checked (from `healthEndpoint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Probe {
+    /// `GET path` answered with 2xx or 3xx.
+    Http {
+        /// Port on the replica.
+        port: u16,
+        /// Request path.
+        path: String,
+    },
+    /// A TCP connection is accepted (also used for `https://` endpoints: the connection,
+    /// not the certificate, is checked).
+    Tcp {
+        /// Port on the replica.
+        port: u16,
+    },
+}
+
+/// One service as the supervisor runs it.
+#[derive(Debug, Clone)]
+pub struct ServiceDef {
+    /// The service name (a DNS label).
+    pub name: String,
+    /// Number of replicas.
+    pub replicas: u32,
+    /// The instance of every replica (its `network` and `hostname` are set per replica).
+    pub spec: InstanceSpec,
+    /// Declared ports.
+    pub ports: Vec<u16>,
+    /// The health probe; `None`: ready as soon as it runs.
+    pub probe: Option<Probe>,
+}
+
+impl ServiceDef {
+    /// The definition of a `ci.yml` service: its instance from
+    /// [`InstanceSpec::for_service`] (env already rendered by the host), its ports, and a
+    /// probe from `healthEndpoint` (absent: a TCP probe on the first port, or none for a
+    /// service without ports). Refuses a health endpoint on an undeclared port, and ports
+    /// below 1024 for Reactives.
+    pub fn from_service(
+        service: &landscape_spec::Service,
+        app_dir: &std::path::Path,
+        env: Vec<(String, String)>,
+        plans: Option<&landscape_spec::PlanCatalogue>,
+    ) -> Result<ServiceDef> {
+        use landscape_spec::{HealthScheme, ServiceKind};
+        let name = service.name.value.clone();
+        let spec = InstanceSpec::for_service(service, app_dir, env, plans)?;
+        let ports: Vec<u16> = service
+            .network
+            .iter()
+            .flat_map(|n| n.ports.iter().map(|p| p.port.value))
+            .collect();
+        if service.kind() == ServiceKind::Reactive {
+            if let Some(p) = ports.iter().find(|p| **p < 1024) {
+                return Err(Error::InvalidSpec(format!(
+                    "service {name:?}: port {p} is privileged; reactive services can bind 1024-65535"
+                )));
+            }
+        }
+        let probe = match &service.health_endpoint {
+            Some(written) => {
+                let h = landscape_spec::HealthEndpoint::parse(written)
+                    .map_err(|e| Error::InvalidSpec(format!("service {name:?}: {e}")))?;
+                if !ports.is_empty() && !ports.contains(&h.port) {
+                    return Err(Error::InvalidSpec(format!(
+                        "service {name:?}: healthEndpoint {} uses port {}, which the service does not declare (ports: {}); add it under network.ports or fix the endpoint",
+                        written.value,
+                        h.port,
+                        ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                Some(match h.scheme {
+                    HealthScheme::Http => Probe::Http {
+                        port: h.port,
+                        path: h.path,
+                    },
+                    HealthScheme::Https | HealthScheme::Tcp => Probe::Tcp { port: h.port },
+                })
+            }
+            None => ports.first().map(|p| Probe::Tcp { port: *p }),
+        };
+        Ok(ServiceDef {
+            name,
+            replicas: service.replicas(),
+            spec,
+            ports,
+            probe,
+        })
+    }
+}
+
+/// Settings of one supervised landscape.
+#[derive(Clone)]
+pub struct SupervisorConfig {
+    /// The landscape's network (its name is the landscape's name).
+    pub network: NetworkConfig,
+    /// The app directory (mounted in every stage step; services carry it in their spec).
+    pub app_dir: PathBuf,
+    /// Log directory (created 0700; files 0600).
+    pub log_dir: PathBuf,
+    /// Restart backoff.
+    pub backoff: Backoff,
+    /// Probe timing.
+    pub probes: ProbeConfig,
+    /// Grace period of a stop (SIGTERM, then SIGKILL).
+    pub stop_grace: Duration,
+    /// Called on every log line before it is written or sent (e.g. the vault's redactor).
+    pub redact: Option<Redact>,
+}
+
+impl std::fmt::Debug for SupervisorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorConfig")
+            .field("network", &self.network)
+            .field("app_dir", &self.app_dir)
+            .field("log_dir", &self.log_dir)
+            .field("backoff", &self.backoff)
+            .field("probes", &self.probes)
+            .field("stop_grace", &self.stop_grace)
+            .field("redact", &self.redact.as_ref().map(|_| "<hook>"))
+            .finish()
+    }
+}
+
+impl SupervisorConfig {
+    /// Defaults for landscape `name` with its app and log directories.
+    pub fn new(name: impl Into<String>, app_dir: PathBuf, log_dir: PathBuf) -> Self {
+        SupervisorConfig {
+            network: NetworkConfig::new(name),
+            app_dir,
+            log_dir,
+            backoff: Backoff::default(),
+            probes: ProbeConfig::default(),
+            stop_grace: Duration::from_secs(10),
+            redact: None,
+        }
+    }
+}
+
+/// What a replica is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaState {
+    /// Started, not yet ready.
+    Starting,
+    /// Running and passing its probe: in the load balancer and the DNS answers.
+    Ready,
+    /// Running but failing its probe: out of rotation.
+    Unhealthy,
+    /// Ended; restarting after a short delay.
+    Restarting,
+    /// Failed several times in a row; restarting with a growing delay.
+    CrashLoop,
+    /// Stopped by the host.
+    Stopped,
+}
+
+/// One replica in a [`Status`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// Service name.
+    pub service: String,
+    /// Replica index (0-based; the hostname is `SERVICE-N`).
+    pub replica: u32,
+    /// State.
+    pub state: ReplicaState,
+    /// Host pid of the instance's init while it runs.
+    pub pid: Option<i32>,
+    /// Address in the landscape network while it runs.
+    pub address: Option<Ipv4Addr>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Seconds since the current instance started.
+    pub uptime_s: Option<f64>,
+    /// Why the previous instance ended.
+    pub last_exit: Option<String>,
+    /// Last lines of output of the previous instance (crash reports).
+    pub last_lines: Vec<String>,
+    /// Milliseconds until the next start (restarting / crash loop).
+    pub next_start_in_ms: Option<u64>,
+}
+
+/// A snapshot of the whole landscape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Landscape name.
+    pub landscape: String,
+    /// Every replica, by service (in definition order) and index.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// Something that happened, with its time (RFC 3339 UTC).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When.
+    pub time: String,
+    /// What.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A stage step started.
+    StepStarted {
+        /// `prepare` or `test`.
+        stage: String,
+        /// The step's name (or its command).
+        step: String,
+    },
+    /// A line of a step's output.
+    StepOutput {
+        /// Stage.
+        stage: String,
+        /// Step.
+        step: String,
+        /// The line.
+        line: LogLine,
+    },
+    /// A step ended.
+    StepFinished {
+        /// Stage.
+        stage: String,
+        /// Step.
+        step: String,
+        /// Its exit status (128+N for signal N).
+        exit_code: i32,
+    },
+    /// A replica's instance is starting.
+    ReplicaStarting {
+        /// Service.
+        service: String,
+        /// Index.
+        replica: u32,
+        /// Its address.
+        address: Ipv4Addr,
+    },
+    /// A replica passes its probe (in rotation).
+    ReplicaReady {
+        /// Service.
+        service: String,
+        /// Index.
+        replica: u32,
+    },
+    /// A replica fails its probe (out of rotation).
+    ReplicaUnhealthy {
+        /// Service.
+        service: String,
+        /// Index.
+        replica: u32,
+        /// What failed.
+        reason: String,
+    },
+    /// A replica's instance ended.
+    ReplicaExited {
+        /// Service.
+        service: String,
+        /// Index.
+        replica: u32,
+        /// How.
+        exit: Exit,
+    },
+    /// A replica will be started again.
+    ReplicaRestarting {
+        /// Service.
+        service: String,
+        /// Index.
+        replica: u32,
+        /// After this many milliseconds.
+        in_ms: u64,
+        /// Restarts so far.
+        restarts: u32,
+        /// Failed several times in a row.
+        crash_loop: bool,
+    },
+    /// A replica was stopped by the host.
+    ReplicaStopped {
+        /// Service.
+        service: String,
+        /// Index.
+        replica: u32,
+    },
+    /// A line of a replica's output.
+    Log {
+        /// Service.
+        service: String,
+        /// Index.
+        replica: u32,
+        /// The line (already redacted).
+        line: LogLine,
+    },
+}
+
+fn event(kind: EventKind) -> Event {
+    Event {
+        time: crate::logs::rfc3339(SystemTime::now()),
+        kind,
+    }
+}
+
+/// A stage step that failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{stage} step {step:?} failed with exit code {exit_code}{}", reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
+pub struct StageFailure {
+    /// Stage.
+    pub stage: String,
+    /// Step name (or command).
+    pub step: String,
+    /// Exit status.
+    pub exit_code: i32,
+    /// Why it could not run, when it did not (command not found, setup error).
+    pub reason: Option<String>,
+    /// Its last lines of output.
+    pub last_lines: Vec<String>,
+}
+
+/// One step of a stage: a display name and a shell command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepDef {
+    /// Name shown in events (the command when the step has none).
+    pub name: String,
+    /// Run with `/bin/sh -c` in the app directory.
+    pub command: String,
+}
+
+impl StepDef {
+    /// The steps of a `ci.yml` stage.
+    pub fn from_stage(stage: &landscape_spec::Stage) -> Vec<StepDef> {
+        stage
+            .steps
+            .iter()
+            .map(|s| StepDef {
+                name: s
+                    .name
+                    .as_ref()
+                    .map(|n| n.value.clone())
+                    .unwrap_or_else(|| s.command.value.clone()),
+                command: s.command.value.clone(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct ReplicaInner {
+    state: ReplicaState,
+    pid: Option<i32>,
+    address: Option<Ipv4Addr>,
+    restarts: u32,
+    started: Option<Instant>,
+    last_exit: Option<String>,
+    last_lines: Vec<String>,
+    next_start: Option<Instant>,
+    ready: bool,
+    control: Option<InstanceControl>,
+    cgroups: Option<crate::cgroup::Cgroups>,
+}
+
+struct Replica {
+    service: String,
+    index: u32,
+    inner: Mutex<ReplicaInner>,
+    /// Set when the host stops the replica; the runner ends.
+    stopping: AtomicBool,
+    wake: Condvar,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct Svc {
+    def: ServiceDef,
+    replicas: Vec<Arc<Replica>>,
+    ready_tx: watch::Sender<Vec<Ipv4Addr>>,
+}
+
+struct Inner {
+    cfg: SupervisorConfig,
+    runtime: Arc<Runtime>,
+    network: Network,
+    services: Mutex<Vec<Svc>>,
+    events: broadcast::Sender<Event>,
+    shut: AtomicBool,
+}
+
+/// A supervised landscape. Dropping it stops everything (like [`Supervisor::shutdown`]).
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("landscape", &self.inner.cfg.network.name)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Supervisor {
+    /// Creates the landscape's network and log directory; runs nothing yet (see
+    /// [`Supervisor::run_stage`] and [`Supervisor::start`]).
+    pub fn new(runtime: Arc<Runtime>, cfg: SupervisorConfig) -> Result<Supervisor> {
+        crate::network::private_dir(&cfg.log_dir)?;
+        let network = Network::create(&runtime, cfg.network.clone())?;
+        let (events, _) = broadcast::channel(4096);
+        Ok(Supervisor {
+            inner: Arc::new(Inner {
+                cfg,
+                runtime,
+                network,
+                services: Mutex::new(Vec::new()),
+                events,
+                shut: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The landscape network.
+    pub fn network(&self) -> &Network {
+        &self.inner.network
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SupervisorConfig {
+        &self.inner.cfg
+    }
+
+    /// Subscribes to events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Runs the steps of `stage` one after the other in instances of the shared base with
+    /// the app directory (output streamed as [`EventKind::StepOutput`] and logged to
+    /// `<log_dir>/<stage>.log`); stops at the first failing step.
+    pub fn run_stage(
+        &self,
+        stage: &str,
+        steps: &[StepDef],
+        env: &[(String, String)],
+    ) -> std::result::Result<(), StageFailure> {
+        for step in steps {
+            let fail = |code: i32, reason: Option<String>, lines: Vec<String>| StageFailure {
+                stage: stage.to_string(),
+                step: step.name.clone(),
+                exit_code: code,
+                reason,
+                last_lines: lines,
+            };
+            self.inner.emit(EventKind::StepStarted {
+                stage: stage.into(),
+                step: step.name.clone(),
+            });
+            let mut spec = InstanceSpec::new(stage, Process::shell(&step.command));
+            spec.app_dir = Some(self.inner.cfg.app_dir.clone());
+            spec.process.env = env.to_vec();
+            let logs = self.inner.log_config(stage);
+            let mut inst = self
+                .inner
+                .runtime
+                .spawn(&spec, Output::Logs(logs))
+                .map_err(|e| fail(125, Some(e.to_string()), Vec::new()))?;
+            let tail = Arc::new(Mutex::new(VecDeque::new()));
+            let fwd = self.inner.forward_logs(&inst, tail.clone(), {
+                let (stage, step) = (stage.to_string(), step.name.clone());
+                move |line| EventKind::StepOutput {
+                    stage: stage.clone(),
+                    step: step.clone(),
+                    line,
+                }
+            });
+            let exit = inst.wait().unwrap_or_else(|e| Exit::failed(e.to_string()));
+            drop(inst);
+            if let Some(t) = fwd {
+                let _ = t.join();
+            }
+            let code = exit.status_code();
+            self.inner.emit(EventKind::StepFinished {
+                stage: stage.into(),
+                step: step.name.clone(),
+                exit_code: code,
+            });
+            if !exit.success() {
+                let lines = lock(&tail).iter().cloned().collect();
+                return Err(fail(code, exit.error.clone(), lines));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts every replica of `services` (all at once, in parallel). Service names must be
+    /// unique and not yet running.
+    pub fn start(&self, services: Vec<ServiceDef>) -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        {
+            let running = lock(&self.inner.services);
+            for d in &services {
+                if !seen.insert(d.name.clone()) || running.iter().any(|s| s.def.name == d.name) {
+                    return Err(Error::InvalidSpec(format!(
+                        "service {:?} is defined twice; give each service its own name",
+                        d.name
+                    )));
+                }
+            }
+        }
+        for def in services {
+            let (ready_tx, _) = watch::channel(Vec::new());
+            let n = def.replicas;
+            let mut svc = Svc {
+                def,
+                replicas: Vec::new(),
+                ready_tx,
+            };
+            for i in 0..n {
+                svc.replicas.push(self.inner.launch(&svc.def, i));
+            }
+            lock(&self.inner.services).push(svc);
+        }
+        Ok(())
+    }
+
+    /// The ready replicas' addresses of `service`, kept current (for the router's
+    /// endpoint source). `None` for an unknown service.
+    pub fn ready(&self, service: &str) -> Option<watch::Receiver<Vec<Ipv4Addr>>> {
+        lock(&self.inner.services)
+            .iter()
+            .find(|s| s.def.name == service)
+            .map(|s| s.ready_tx.subscribe())
+    }
+
+    /// The definitions of the running services.
+    pub fn services(&self) -> Vec<ServiceDef> {
+        lock(&self.inner.services)
+            .iter()
+            .map(|s| s.def.clone())
+            .collect()
+    }
+
+    /// A snapshot of every replica.
+    pub fn status(&self) -> Status {
+        let now = Instant::now();
+        let services = lock(&self.inner.services);
+        let mut replicas = Vec::new();
+        for s in services.iter() {
+            for r in &s.replicas {
+                let i = lock(&r.inner);
+                replicas.push(ReplicaStatus {
+                    service: r.service.clone(),
+                    replica: r.index,
+                    state: i.state,
+                    pid: i.pid,
+                    address: i.address,
+                    restarts: i.restarts,
+                    uptime_s: i.started.map(|t| (now - t).as_secs_f64()),
+                    last_exit: i.last_exit.clone(),
+                    last_lines: i.last_lines.clone(),
+                    next_start_in_ms: i
+                        .next_start
+                        .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+                });
+            }
+        }
+        Status {
+            landscape: self.inner.cfg.network.name.clone(),
+            replicas,
+        }
+    }
+
+    /// Changes the number of replicas of `service`: new ones start, the highest-numbered
+    /// ones stop; the others are not touched.
+    pub fn scale(&self, service: &str, replicas: u32) -> Result<()> {
+        let removed = {
+            let mut services = lock(&self.inner.services);
+            let svc = services
+                .iter_mut()
+                .find(|s| s.def.name == service)
+                .ok_or_else(|| unknown_service(service))?;
+            svc.def.replicas = replicas;
+            let have = svc.replicas.len() as u32;
+            for i in have..replicas {
+                let r = self.inner.launch(&svc.def, i);
+                svc.replicas.push(r);
+            }
+            let keep = (replicas as usize).min(svc.replicas.len());
+            svc.replicas.split_off(keep)
+        };
+        self.inner.stop_replicas(&removed);
+        Ok(())
+    }
+
+    /// Changes the cgroup limits of every running replica of `service` at once (no restart)
+    /// and of the replicas it starts later. Fails where limits are not enforced.
+    pub fn set_limits(&self, service: &str, limits: Limits) -> Result<()> {
+        let mut services = lock(&self.inner.services);
+        let svc = services
+            .iter_mut()
+            .find(|s| s.def.name == service)
+            .ok_or_else(|| unknown_service(service))?;
+        svc.def.spec.limits = Some(limits);
+        for r in &svc.replicas {
+            let (cgroups, running) = {
+                let i = lock(&r.inner);
+                (i.cgroups.clone(), i.pid.is_some())
+            };
+            if let Some(cg) = cgroups {
+                cg.set_limits(&limits)?;
+            } else if running {
+                return Err(Error::LimitsNotEnforced(format!(
+                    "service {service:?}: replica {} runs without cgroups (not root and no delegated cgroup tree)",
+                    r.index
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts every replica of `service` (each is stopped and started again through
+    /// the restart path; its restart count grows).
+    pub fn restart(&self, service: &str) -> Result<()> {
+        let services = lock(&self.inner.services);
+        let svc = services
+            .iter()
+            .find(|s| s.def.name == service)
+            .ok_or_else(|| unknown_service(service))?;
+        for r in &svc.replicas {
+            let i = lock(&r.inner);
+            if let Some(c) = &i.control {
+                c.stop(self.inner.cfg.stop_grace)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every replica (in parallel; each leaves the DNS answers and the load balancer
+    /// before it is signalled) and removes the network. Idempotent.
+    pub fn shutdown(&self) {
+        if self.inner.shut.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let all: Vec<Arc<Replica>> = lock(&self.inner.services)
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.replicas))
+            .collect();
+        self.inner.stop_replicas(&all);
+        for s in lock(&self.inner.services).iter() {
+            s.ready_tx.send_replace(Vec::new());
+        }
+        self.inner.network.shutdown();
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn unknown_service(service: &str) -> Error {
+    Error::InvalidSpec(format!("no service {service:?} in this landscape"))
+}
+
+impl Inner {
+    fn emit(&self, kind: EventKind) {
+        let _ = self.events.send(event(kind));
+    }
+
+    fn log_config(&self, stem: &str) -> LogConfig {
+        #[allow(unused_mut)]
+        let mut cfg = LogConfig::new(self.cfg.log_dir.join(stem));
+        // REDACT-HOOK
+        cfg
+    }
+
+    /// Forwards an instance's log lines as events and keeps the last ones in `tail`.
+    fn forward_logs(
+        self: &Arc<Self>,
+        inst: &Instance,
+        tail: Arc<Mutex<VecDeque<String>>>,
+        kind: impl Fn(LogLine) -> EventKind + Send + 'static,
+    ) -> Option<std::thread::JoinHandle<()>> {
+        let mut rx = inst.subscribe_logs()?;
+        let me = self.clone();
+        Some(std::thread::spawn(move || loop {
+            match rx.blocking_recv() {
+                Ok(line) => {
+                    {
+                        let mut t = lock(&tail);
+                        if t.len() == TAIL_LINES {
+                            t.pop_front();
+                        }
+                        t.push_back(line.text.clone());
+                    }
+                    me.emit(kind(line));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }))
+    }
+
+    fn launch(self: &Arc<Self>, def: &ServiceDef, index: u32) -> Arc<Replica> {
+        let r = Arc::new(Replica {
+            service: def.name.clone(),
+            index,
+            inner: Mutex::new(ReplicaInner {
+                state: ReplicaState::Starting,
+                pid: None,
+                address: None,
+                restarts: 0,
+                started: None,
+                last_exit: None,
+                last_lines: Vec::new(),
+                next_start: None,
+                ready: false,
+                control: None,
+                cgroups: None,
+            }),
+            stopping: AtomicBool::new(false),
+            wake: Condvar::new(),
+            thread: Mutex::new(None),
+        });
+        let (me, rr, d) = (self.clone(), r.clone(), def.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("{}-{index}", def.name))
+            .spawn(move || me.runner(&rr, d));
+        match t {
+            Ok(h) => *lock(&r.thread) = Some(h),
+            Err(e) => {
+                let mut i = lock(&r.inner);
+                i.state = ReplicaState::CrashLoop;
+                i.last_exit = Some(format!("cannot start the supervising thread: {e}"));
+            }
+        }
+        r
+    }
+
+    /// The current definition of `service` (scale and limits may change it).
+    fn def(&self, service: &str) -> Option<ServiceDef> {
+        lock(&self.services)
+            .iter()
+            .find(|s| s.def.name == service)
+            .map(|s| s.def.clone())
+    }
+
+    fn runner(self: &Arc<Self>, r: &Arc<Replica>, mut def: ServiceDef) {
+        let mut failures = 0u32;
+        while !r.stopping.load(Ordering::SeqCst) {
+            // Limits may have changed since the last start.
+            if let Some(d) = self.def(&r.service) {
+                def = d;
+            }
+            let (exit, ran) = self.run_once(r, &def);
+            if r.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            if ran >= self.cfg.backoff.reset_after {
+                failures = 0;
+            }
+            failures += 1;
+            let delay = self.cfg.backoff.delay(failures);
+            let crash_loop = failures >= self.cfg.backoff.crash_loop_after;
+            let restarts = {
+                let mut i = lock(&r.inner);
+                i.restarts += 1;
+                i.state = if crash_loop {
+                    ReplicaState::CrashLoop
+                } else {
+                    ReplicaState::Restarting
+                };
+                i.last_exit = Some(describe_exit(&exit));
+                i.next_start = Some(Instant::now() + delay);
+                i.restarts
+            };
+            self.emit(EventKind::ReplicaExited {
+                service: r.service.clone(),
+                replica: r.index,
+                exit,
+            });
+            self.emit(EventKind::ReplicaRestarting {
+                service: r.service.clone(),
+                replica: r.index,
+                in_ms: delay.as_millis() as u64,
+                restarts,
+                crash_loop,
+            });
+            let deadline = Instant::now() + delay;
+            let mut g = lock(&r.inner);
+            while !r.stopping.load(Ordering::SeqCst) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                g = r
+                    .wake
+                    .wait_timeout(g, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            g.next_start = None;
+        }
+        let mut i = lock(&r.inner);
+        i.state = ReplicaState::Stopped;
+        i.pid = None;
+        i.started = None;
+        drop(i);
+        self.emit(EventKind::ReplicaStopped {
+            service: r.service.clone(),
+            replica: r.index,
+        });
+    }
+
+    /// Starts the replica's instance once and waits for its end; returns the exit and how
+    /// long it ran.
+    fn run_once(self: &Arc<Self>, r: &Arc<Replica>, def: &ServiceDef) -> (Exit, Duration) {
+        let addr = match self.network.allocate() {
+            Ok(a) => a,
+            Err(e) => return (Exit::failed(e.to_string()), Duration::ZERO),
+        };
+        let mut spec = def.spec.clone();
+        spec.name = def.name.clone();
+        spec.hostname = Some(format!("{}-{}", def.name, r.index));
+        spec.network = Some(self.network.attachment(addr));
+        {
+            let mut i = lock(&r.inner);
+            if i.state != ReplicaState::CrashLoop {
+                i.state = ReplicaState::Starting;
+            }
+            i.address = Some(addr);
+        }
+        self.emit(EventKind::ReplicaStarting {
+            service: r.service.clone(),
+            replica: r.index,
+            address: addr,
+        });
+        let logs = self.log_config(&format!("{}-{}", def.name, r.index));
+        let started = Instant::now();
+        let mut inst = match self.runtime.spawn(&spec, Output::Logs(logs)) {
+            Ok(i) => i,
+            Err(e) => {
+                self.network.release(addr);
+                lock(&r.inner).address = None;
+                return (Exit::failed(e.to_string()), Duration::ZERO);
+            }
+        };
+        {
+            let mut i = lock(&r.inner);
+            i.pid = Some(inst.pid());
+            i.started = Some(started);
+            i.control = inst.control().ok();
+            i.cgroups = inst.cgroups().cloned();
+        }
+        // A stop that came while starting.
+        if r.stopping.load(Ordering::SeqCst) {
+            let _ = inst.kill();
+        }
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let fwd = self.forward_logs(&inst, tail.clone(), {
+            let (service, replica) = (r.service.clone(), r.index);
+            move |line| EventKind::Log {
+                service: service.clone(),
+                replica,
+                line,
+            }
+        });
+        let done = Arc::new((Mutex::new(false), Condvar::new()));
+        let prober = {
+            let (me, rr, done) = (self.clone(), r.clone(), done.clone());
+            let probe = def.probe.clone();
+            std::thread::spawn(move || me.probe_loop(&rr, addr, probe, &done))
+        };
+        let exit = inst.wait().unwrap_or_else(|e| Exit::failed(e.to_string()));
+        let ran = started.elapsed();
+        {
+            let (m, cv) = &*done;
+            *lock(m) = true;
+            cv.notify_all();
+        }
+        let _ = prober.join();
+        self.set_ready(r, false);
+        drop(inst);
+        if let Some(t) = fwd {
+            let _ = t.join();
+        }
+        self.network.release(addr);
+        let mut i = lock(&r.inner);
+        i.pid = None;
+        i.address = None;
+        i.started = None;
+        i.control = None;
+        i.cgroups = None;
+        i.last_lines = lock(&tail).iter().cloned().collect();
+        drop(i);
+        (exit, ran)
+    }
+
+    fn probe_loop(
+        &self,
+        r: &Arc<Replica>,
+        addr: Ipv4Addr,
+        probe: Option<Probe>,
+        done: &(Mutex<bool>, Condvar),
+    ) {
+        let pc = self.cfg.probes;
+        let sleep = |d: Duration| -> bool {
+            let (m, cv) = done;
+            let deadline = Instant::now() + d;
+            let mut g = lock(m);
+            while !*g {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                g = cv
+                    .wait_timeout(g, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            true
+        };
+        let Some(probe) = probe else {
+            self.set_ready(r, true);
+            return;
+        };
+        let started = Instant::now();
+        // Startup: until the first success.
+        loop {
+            if *lock(&done.0) {
+                return;
+            }
+            if self.check(&probe, addr, pc.timeout).is_ok() {
+                self.set_ready(r, true);
+                break;
+            }
+            if started.elapsed() >= pc.startup_timeout {
+                self.emit(EventKind::ReplicaUnhealthy {
+                    service: r.service.clone(),
+                    replica: r.index,
+                    reason: format!(
+                        "not ready after {} s; restarting",
+                        pc.startup_timeout.as_secs()
+                    ),
+                });
+                self.kill(r);
+                return;
+            }
+            if sleep(pc.startup_period) {
+                return;
+            }
+        }
+        // Liveness and readiness.
+        let mut failed = 0;
+        loop {
+            if sleep(pc.period) {
+                return;
+            }
+            match self.check(&probe, addr, pc.timeout) {
+                Ok(()) => {
+                    failed = 0;
+                    self.set_ready(r, true);
+                }
+                Err(why) => {
+                    failed += 1;
+                    self.set_ready(r, false);
+                    let restart = failed >= pc.failure_threshold;
+                    self.emit(EventKind::ReplicaUnhealthy {
+                        service: r.service.clone(),
+                        replica: r.index,
+                        reason: if restart {
+                            format!("{why} ({failed} times in a row); restarting")
+                        } else {
+                            why
+                        },
+                    });
+                    if restart {
+                        self.kill(r);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn kill(&self, r: &Replica) {
+        if let Some(c) = &lock(&r.inner).control {
+            let _ = c.kill();
+        }
+    }
+
+    /// One probe against the replica at `addr`.
+    fn check(
+        &self,
+        probe: &Probe,
+        addr: Ipv4Addr,
+        timeout: Duration,
+    ) -> std::result::Result<(), String> {
+        let port = match probe {
+            Probe::Http { port, .. } | Probe::Tcp { port } => *port,
+        };
+        let mut s = self
+            .network
+            .connect(SocketAddrV4::new(addr, port), timeout)
+            .map_err(|e| format!("connect to port {port}: {e}"))?;
+        let Probe::Http { path, .. } = probe else {
+            return Ok(());
+        };
+        let _ = s.set_read_timeout(Some(timeout));
+        let _ = s.set_write_timeout(Some(timeout));
+        s.write_all(
+            format!("GET {path} HTTP/1.0\r\nHost: localhost:{port}\r\nUser-Agent: landscape-probe\r\n\r\n")
+                .as_bytes(),
+        )
+        .map_err(|e| format!("send GET {path}: {e}"))?;
+        let mut head = [0u8; 64];
+        let mut n = 0;
+        while n < 12 {
+            match s.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) => return Err(format!("GET {path}: {e}")),
+            }
+        }
+        let line = String::from_utf8_lossy(&head[..n]);
+        let code: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("GET {path}: not an HTTP response"))?;
+        if (200..400).contains(&code) {
+            Ok(())
+        } else {
+            Err(format!("GET {path} answered {code}"))
+        }
+    }
+
+    /// Puts a replica in or out of rotation: the service's ready list and the DNS names.
+    fn set_ready(&self, r: &Replica, ready: bool) {
+        {
+            let mut i = lock(&r.inner);
+            if i.ready == ready && !(ready && i.state != ReplicaState::Ready) {
+                return;
+            }
+            i.ready = ready;
+            if ready {
+                i.state = ReplicaState::Ready;
+            } else if i.pid.is_some() && i.state == ReplicaState::Ready {
+                i.state = ReplicaState::Unhealthy;
+            }
+        }
+        self.publish();
+        if ready {
+            self.emit(EventKind::ReplicaReady {
+                service: r.service.clone(),
+                replica: r.index,
+            });
+        }
+    }
+
+    /// Recomputes every service's ready addresses and the DNS table.
+    fn publish(&self) {
+        let services = lock(&self.services);
+        let mut names: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
+        for s in services.iter() {
+            let mut ready = Vec::new();
+            for r in &s.replicas {
+                let i = lock(&r.inner);
+                if let Some(a) = i.address {
+                    names.insert(format!("{}-{}", s.def.name, r.index), vec![a]);
+                    if i.ready {
+                        ready.push(a);
+                    }
+                }
+            }
+            names.insert(s.def.name.clone(), ready.clone());
+            s.ready_tx.send_if_modified(|cur| {
+                if *cur != ready {
+                    *cur = ready;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        drop(services);
+        if let Err(e) = self.network.set_names(&names) {
+            tracing::warn!(landscape = %self.cfg.network.name, "update DNS names: {e}");
+        }
+    }
+
+    /// Stops replicas in parallel: out of rotation first, then SIGTERM (SIGKILL after the
+    /// grace period); waits for their runners.
+    fn stop_replicas(&self, replicas: &[Arc<Replica>]) {
+        for r in replicas {
+            r.stopping.store(true, Ordering::SeqCst);
+            lock(&r.inner).ready = false;
+        }
+        self.publish();
+        for r in replicas {
+            let i = lock(&r.inner);
+            if let Some(c) = &i.control {
+                let _ = c.stop(self.cfg.stop_grace);
+            }
+            r.wake.notify_all();
+        }
+        for r in replicas {
+            if let Some(t) = lock(&r.thread).take() {
+                let _ = t.join();
+            }
+        }
+        self.publish();
+    }
+}
+
+fn describe_exit(exit: &Exit) -> String {
+    let mut s = match (exit.code, exit.signal) {
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        (Some(c), None) => format!("exit code {c}"),
+        (None, None) => "ended".to_string(),
+    };
+    if exit.oom_killed {
+        s.push_str(" (out of memory)");
+    }
+    if let Some(e) = &exit.error {
+        s.push_str(": ");
+        s.push_str(e);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        let b = Backoff::default();
+        assert_eq!(b.delay(1), Duration::from_millis(100));
+        assert_eq!(b.delay(2), Duration::from_millis(200));
+        assert_eq!(b.delay(4), Duration::from_millis(800));
+        assert_eq!(b.delay(20), Duration::from_secs(30));
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn states_serialise_as_the_cli_shows_them() {
+        assert_eq!(
+            serde_json::to_string(&ReplicaState::CrashLoop).unwrap(),
+            "\"crash-loop\""
+        );
+        let e = event(EventKind::ReplicaReady {
+            service: "api".into(),
+            replica: 1,
+        });
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["event"], "replica_ready");
+        assert_eq!(j["service"], "api");
+    }
+}

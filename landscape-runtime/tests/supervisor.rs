@@ -1,0 +1,374 @@
+//! Supervision with real instances on a real landscape network: stages, replicas behind
+//! names, probes, restarts with backoff, crash loops, scaling, live limits, shutdown.
+//! Runs as root and as an unprivileged user (scripts/test.d/runtime.sh).
+
+mod common;
+
+use common::{poll, TempDir};
+use landscape_runtime::{
+    Backoff, EventKind, InstanceSpec, LogConfig, Output, Probe, ProbeConfig, Process, ReplicaState,
+    ReplicaStatus, ServiceDef, StepDef, Supervisor, SupervisorConfig,
+};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() {
+    common::run(&[
+        (
+            "stages_run_in_order_and_a_failing_step_is_reported",
+            stages_run_in_order_and_a_failing_step_is_reported,
+        ),
+        (
+            "replicas_start_ready_and_are_balanced_by_name",
+            replicas_start_ready_and_are_balanced_by_name,
+        ),
+        (
+            "a_killed_replica_is_restarted_with_backoff",
+            a_killed_replica_is_restarted_with_backoff,
+        ),
+        (
+            "a_never_healthy_replica_stays_out_of_rotation",
+            a_never_healthy_replica_stays_out_of_rotation,
+        ),
+        ("a_crash_loop_is_visible", a_crash_loop_is_visible),
+        (
+            "scale_adds_and_removes_replicas_without_touching_others",
+            scale_adds_and_removes_replicas_without_touching_others,
+        ),
+        (
+            "plan_change_applies_without_restart",
+            plan_change_applies_without_restart,
+        ),
+        ("shutdown_leaves_nothing", shutdown_leaves_nothing),
+    ]);
+}
+
+struct Land {
+    sup: Supervisor,
+    _app: TempDir,
+    _logs: TempDir,
+}
+
+fn land(tag: &str) -> Land {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let rt = Arc::new(common::runtime());
+    let app = common::app_dir(&rt);
+    let logs = TempDir::new("suplogs");
+    let name = format!(
+        "s{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut cfg = SupervisorConfig::new(name, app.path().into(), logs.path().join("l"));
+    cfg.probes = ProbeConfig {
+        startup_period: Duration::from_millis(50),
+        startup_timeout: Duration::from_secs(20),
+        period: Duration::from_millis(200),
+        timeout: Duration::from_millis(500),
+        failure_threshold: 3,
+    };
+    cfg.backoff = Backoff {
+        initial: Duration::from_millis(100),
+        ..Backoff::default()
+    };
+    cfg.stop_grace = Duration::from_secs(2);
+    let sup = Supervisor::new(rt, cfg).expect("supervisor");
+    Land {
+        sup,
+        _app: app,
+        _logs: logs,
+    }
+}
+
+/// A service whose replicas serve their hostname on port 3000.
+fn web(name: &str, replicas: u32) -> ServiceDef {
+    ServiceDef {
+        name: name.into(),
+        replicas,
+        spec: InstanceSpec::new(
+            name,
+            Process::shell(
+                "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 3000 -h /tmp/www",
+            ),
+        ),
+        ports: vec![3000],
+        probe: Some(Probe::Http {
+            port: 3000,
+            path: "/".into(),
+        }),
+    }
+}
+
+fn replicas(sup: &Supervisor, service: &str) -> Vec<ReplicaStatus> {
+    sup.status()
+        .replicas
+        .into_iter()
+        .filter(|r| r.service == service)
+        .collect()
+}
+
+fn wait_ready(sup: &Supervisor, service: &str, n: usize) -> Vec<ReplicaStatus> {
+    poll(Duration::from_secs(20), || {
+        let r = replicas(sup, service);
+        (r.len() == n && r.iter().all(|r| r.state == ReplicaState::Ready)).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("{service}: {n} replicas not ready: {:?}", sup.status()))
+}
+
+/// Runs `script` in a client instance on the landscape network; returns its output.
+fn client(sup: &Supervisor, script: &str) -> String {
+    let rt = common::runtime();
+    let net = sup.network();
+    let addr = net.allocate().unwrap();
+    let mut spec = InstanceSpec::new("client", Process::shell(script));
+    spec.network = Some(net.attachment(addr));
+    let logs = TempDir::new("clientlogs");
+    let mut inst = rt
+        .spawn(&spec, Output::Logs(LogConfig::new(logs.path())))
+        .unwrap();
+    inst.wait().unwrap();
+    net.release(addr);
+    std::fs::read_to_string(inst.log_path().unwrap())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(landscape_runtime::logs::parse_line)
+        .map(|l| l.text)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn stages_run_in_order_and_a_failing_step_is_reported() {
+    let l = land("stage");
+    let mut events = l.sup.subscribe();
+    let step = |name: &str, command: &str| StepDef {
+        name: name.into(),
+        command: command.into(),
+    };
+    let steps = vec![
+        step("first", "echo one > /home/user/app/order"),
+        step("second", "echo two >> /home/user/app/order"),
+        step("breaks", "echo about to fail; echo boom >&2; exit 3"),
+        step("never", "echo never >> /home/user/app/order"),
+    ];
+    let err = l.sup.run_stage("prepare", &steps, &[]).unwrap_err();
+    assert_eq!((err.step.as_str(), err.exit_code), ("breaks", 3));
+    assert!(err.last_lines.iter().any(|l| l == "boom"), "{err:?}");
+    assert!(err
+        .to_string()
+        .contains("prepare step \"breaks\" failed with exit code 3"));
+    let order = std::fs::read_to_string(l._app.path().join("order")).unwrap();
+    assert_eq!(order, "one\ntwo\n");
+    let mut started = Vec::new();
+    let mut output = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        match e.kind {
+            EventKind::StepStarted { step, .. } => started.push(step),
+            EventKind::StepOutput { step, line, .. } => output.push((step, line.text)),
+            _ => {}
+        }
+    }
+    assert_eq!(started, ["first", "second", "breaks"]);
+    assert!(
+        output.contains(&("breaks".into(), "about to fail".into())),
+        "{output:?}"
+    );
+    l.sup
+        .run_stage("test", &steps[..2], &[])
+        .expect("passing steps");
+}
+
+fn replicas_start_ready_and_are_balanced_by_name() {
+    let l = land("lb");
+    l.sup.start(vec![web("api", 2)]).unwrap();
+    let r = wait_ready(&l.sup, "api", 2);
+    let ready = l.sup.ready("api").unwrap();
+    let mut addrs = ready.borrow().clone();
+    addrs.sort();
+    let mut want: Vec<_> = r.iter().map(|r| r.address.unwrap()).collect();
+    want.sort();
+    assert_eq!(addrs, want);
+    assert!(r.iter().all(|r| r.pid.is_some() && r.restarts == 0));
+    let out = client(
+        &l.sup,
+        "for i in 1 2 3 4 5 6; do curl -s --max-time 5 http://api:3000/; done; getent hosts api-1",
+    );
+    assert!(out.contains("api-0") && out.contains("api-1"), "{out:?}");
+    assert!(out.contains(&r[1].address.unwrap().to_string()), "{out:?}");
+}
+
+fn a_killed_replica_is_restarted_with_backoff() {
+    let l = land("kill");
+    let mut events = l.sup.subscribe();
+    l.sup.start(vec![web("api", 1)]).unwrap();
+    let before = wait_ready(&l.sup, "api", 1)[0].clone();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before.pid.unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let after = poll(Duration::from_secs(20), || {
+        let r = replicas(&l.sup, "api").pop()?;
+        (r.restarts == 1 && r.state == ReplicaState::Ready && r.pid != before.pid).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("not restarted: {:?}", l.sup.status()));
+    assert!(after.last_exit.unwrap().contains("signal 9"));
+    let mut saw_exit = false;
+    let mut delay = None;
+    while let Ok(e) = events.try_recv() {
+        match e.kind {
+            EventKind::ReplicaExited { exit, .. } => saw_exit = exit.signal == Some(9),
+            EventKind::ReplicaRestarting { in_ms, .. } => delay = Some(in_ms),
+            _ => {}
+        }
+    }
+    assert!(saw_exit);
+    assert_eq!(delay, Some(100), "first restart after the initial backoff");
+}
+
+fn a_never_healthy_replica_stays_out_of_rotation() {
+    let l = land("unhealthy");
+    let mut events = l.sup.subscribe();
+    let mut def = web("slow", 1);
+    // Listens nowhere: the probe on 3000 never succeeds.
+    def.spec.process = Process::shell("exec sleep 1000");
+    let mut good = web("good", 1);
+    good.name = "good".into();
+    l.sup.start(vec![def, good]).unwrap();
+    wait_ready(&l.sup, "good", 1);
+    let ready = l.sup.ready("slow").unwrap();
+    let r = &replicas(&l.sup, "slow")[0];
+    assert_eq!(r.state, ReplicaState::Starting);
+    assert!(ready.borrow().is_empty());
+    // By name: the service has no answer while none of its replicas is ready.
+    let out = client(
+        &l.sup,
+        "getent hosts slow || echo no-answer; getent hosts good",
+    );
+    assert!(out.contains("no-answer"), "{out:?}");
+    assert!(
+        !ready.has_changed().unwrap(),
+        "an unhealthy replica entered the rotation"
+    );
+    assert!(events
+        .try_recv()
+        .map(
+            |e| !matches!(e.kind, EventKind::ReplicaReady { ref service, .. } if service == "slow")
+        )
+        .unwrap_or(true));
+}
+
+fn a_crash_loop_is_visible() {
+    let l = land("crash");
+    let mut def = web("bad", 1);
+    def.spec.process = Process::shell("echo starting up; echo cannot open config >&2; exit 7");
+    def.probe = None;
+    l.sup.start(vec![def]).unwrap();
+    let r = poll(Duration::from_secs(20), || {
+        let r = replicas(&l.sup, "bad").pop()?;
+        (r.state == ReplicaState::CrashLoop && r.restarts >= 3).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("no crash loop: {:?}", l.sup.status()));
+    assert_eq!(r.last_exit.as_deref(), Some("exit code 7"));
+    assert!(
+        r.last_lines.iter().any(|l| l == "cannot open config"),
+        "{r:?}"
+    );
+    assert!(r.next_start_in_ms.is_some() || r.state != ReplicaState::CrashLoop);
+}
+
+fn scale_adds_and_removes_replicas_without_touching_others() {
+    let l = land("scale");
+    l.sup.start(vec![web("api", 1)]).unwrap();
+    let first = wait_ready(&l.sup, "api", 1)[0].pid;
+    l.sup.scale("api", 3).unwrap();
+    let r = wait_ready(&l.sup, "api", 3);
+    assert_eq!(r[0].pid, first, "scaling up touched replica 0");
+    assert_eq!(l.sup.ready("api").unwrap().borrow().len(), 3);
+    let gone = r[2].pid.unwrap();
+    l.sup.scale("api", 1).unwrap();
+    let r = replicas(&l.sup, "api");
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].pid, first, "scaling down touched replica 0");
+    assert_eq!(l.sup.ready("api").unwrap().borrow().len(), 1);
+    assert!(!std::path::Path::new(&format!("/proc/{gone}")).exists());
+    assert!(l
+        .sup
+        .scale("nope", 1)
+        .unwrap_err()
+        .to_string()
+        .contains("nope"));
+}
+
+fn plan_change_applies_without_restart() {
+    let l = land("plan");
+    let mut def = web("api", 1);
+    def.spec.limits = Some(landscape_runtime::Limits {
+        memory_bytes: Some(256 << 20),
+        ..Default::default()
+    });
+    l.sup.start(vec![def]).unwrap();
+    let before = wait_ready(&l.sup, "api", 1)[0].clone();
+    let bigger = landscape_runtime::Limits {
+        memory_bytes: Some(512 << 20),
+        cpu_cores: Some(0.5),
+        ..Default::default()
+    };
+    let rt = common::runtime();
+    match rt.limits_support() {
+        Ok(()) => {
+            l.sup.set_limits("api", bigger).unwrap();
+            let pid = before.pid.unwrap();
+            let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            let mem = cg
+                .lines()
+                .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+                .expect("memory cgroup");
+            let limit = std::fs::read_to_string(format!(
+                "/sys/fs/cgroup/memory{mem}/memory.limit_in_bytes"
+            ))
+            .unwrap();
+            assert_eq!(limit.trim(), (512u64 << 20).to_string());
+            let now = &replicas(&l.sup, "api")[0];
+            assert_eq!((now.pid, now.restarts), (before.pid, 0), "restarted");
+        }
+        Err(why) => {
+            println!("    (limits not enforced here: {why}; checking the error instead)");
+            let e = l.sup.set_limits("api", bigger).unwrap_err().to_string();
+            assert!(e.contains("without cgroups"), "{e}");
+        }
+    }
+}
+
+fn shutdown_leaves_nothing() {
+    let l = land("down");
+    l.sup.start(vec![web("api", 2), web("web", 1)]).unwrap();
+    wait_ready(&l.sup, "api", 2);
+    wait_ready(&l.sup, "web", 1);
+    let pids: Vec<i32> = l
+        .sup
+        .status()
+        .replicas
+        .iter()
+        .filter_map(|r| r.pid)
+        .collect();
+    let holder = l.sup.network().holder_pid();
+    l.sup.shutdown();
+    for p in pids.iter().chain([holder].iter()) {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "pid {p} left"
+        );
+    }
+    assert!(l
+        .sup
+        .status()
+        .replicas
+        .iter()
+        .all(|r| r.state == ReplicaState::Stopped));
+    let kids: Vec<i32> = common::children_of(std::process::id() as i32)
+        .into_iter()
+        .filter(|p| Some(*p) != landscape_runtime::fork_server_pid())
+        .collect();
+    assert_eq!(kids, Vec::<i32>::new());
+}
