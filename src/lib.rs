@@ -14,6 +14,7 @@
 //! | `vault` | `landscape-vault` | `vault` |
 //! | `net` | `landscape-net` | `net` |
 //! | `runtime` | `landscape-runtime` | `runtime` |
+//! | `compose` | the composition: [`compose::Landscape`] runs a ci.yml (supervisor + router) | `net` + `runtime` |
 #![warn(missing_docs)]
 
 pub use landscape_spec as spec;
@@ -24,3 +25,6 @@ pub use landscape_net as net;
 pub use landscape_runtime as runtime;
 #[cfg(feature = "vault")]
 pub use landscape_vault as vault;
+
+#[cfg(all(feature = "net", feature = "runtime"))]
+pub mod compose;

@@ -214,5 +214,7 @@ fn ensure_writable(runtime: &Runtime, app: &std::path::Path, user: User) -> Resu
 /// server: nothing in this CLI calls `Runtime::spawn` (`exec` runs its instance in the
 /// foreground from this single-threaded process), so the fork would be wasted.
 pub fn early_init() {
-    landscape::runtime::init_with(landscape::runtime::InitOptions { fork_server: false });
+    // `up` starts many instances from a multi-threaded host: it wants the fork server.
+    let fork_server = std::env::args().nth(1).as_deref() == Some("up");
+    landscape::runtime::init_with(landscape::runtime::InitOptions { fork_server });
 }

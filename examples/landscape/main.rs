@@ -5,6 +5,7 @@
 
 mod exec;
 mod router;
+mod up;
 mod validate;
 mod vault;
 
@@ -33,6 +34,8 @@ enum Command {
     Router(router::Args),
     /// Run one command in a rootless container, like `podman run --rm`.
     Exec(exec::Args),
+    /// Run a landscape: prepare, test, every service with its replicas, and the router.
+    Up(up::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,5 +56,6 @@ fn main() -> ExitCode {
         Command::Vault(a) => vault::run(a),
         Command::Router(a) => router::run(a),
         Command::Exec(a) => exec::run(a),
+        Command::Up(a) => up::run(a),
     }
 }

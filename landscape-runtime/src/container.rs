@@ -106,9 +106,17 @@ pub(crate) fn child_main(
 fn configure_network(att: &crate::network::Attachment) -> R<()> {
     let mut nl = crate::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     let eth0 = nl.index("eth0").map_err(|e| e.to_string())?;
-    nl.add_address(eth0, att.address, att.prefix)
+    // The address as a /32 with an on-link route to the subnet: the same reachability as
+    // `addr/prefix`, but glibc's getaddrinfo then does not reorder the DNS answers by
+    // longest matching prefix (RFC 6724 rule 9, applied to IPv4 within the source's
+    // subnet), which would send every client to the same replica.
+    nl.add_address(eth0, att.address, 32)
         .map_err(|e| e.to_string())?;
     nl.set_up(eth0).map_err(|e| e.to_string())?;
+    let mask = u32::MAX << (32 - u32::from(att.prefix));
+    let subnet = std::net::Ipv4Addr::from(u32::from(att.address) & mask);
+    nl.add_link_route(subnet, att.prefix, eth0)
+        .map_err(|e| e.to_string())?;
     nl.add_default_route(att.gateway)
         .map_err(|e| e.to_string())?;
     Ok(())

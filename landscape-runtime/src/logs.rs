@@ -38,8 +38,13 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// Where and how much to log.
-#[derive(Debug, Clone)]
+/// A hook called on the text of every log line before it is written to the file or sent
+/// to subscribers (e.g. landscape-vault's redactor over the resolved secrets; the runtime
+/// never imports the vault).
+pub type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// Where and how much to log. Log files are created 0600 in a 0700 directory.
+#[derive(Clone)]
 pub struct LogConfig {
     /// Directory of the log files; the instance writes `<dir>/<instance-id>.log`.
     pub dir: PathBuf,
@@ -47,6 +52,19 @@ pub struct LogConfig {
     pub max_bytes: u64,
     /// How many rotated files to keep.
     pub keep: u32,
+    /// Applied to every line first (see [`Redact`]).
+    pub redact: Option<Redact>,
+}
+
+impl std::fmt::Debug for LogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogConfig")
+            .field("dir", &self.dir)
+            .field("max_bytes", &self.max_bytes)
+            .field("keep", &self.keep)
+            .field("redact", &self.redact.as_ref().map(|_| "<hook>"))
+            .finish()
+    }
 }
 
 impl LogConfig {
@@ -56,8 +74,50 @@ impl LogConfig {
             dir: dir.into(),
             max_bytes: 10 << 20,
             keep: 3,
+            redact: None,
         }
     }
+
+    /// Sets the redaction hook (builder style).
+    pub fn with_redact(mut self, f: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
+        self.redact = Some(Arc::new(f));
+        self
+    }
+}
+
+/// Opens (creating) a log file with mode 0600, narrowing a wider existing one.
+fn open_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// Creates the log directory 0700 (narrowing an existing one of ours).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if meta.mode() & 0o077 != 0 {
+        if meta.uid() != nix::unistd::geteuid().as_raw() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "log directory {} is readable by others and not ours to narrow",
+                    dir.display()
+                ),
+            ));
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// Formats a Unix time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -94,7 +154,7 @@ struct Rotating {
 
 impl Rotating {
     fn open(path: &Path, max: u64, keep: u32) -> std::io::Result<Self> {
-        let file = File::options().create(true).append(true).open(path)?;
+        let file = open_private(path)?;
         let size = file.metadata()?.len();
         Ok(Rotating {
             path: path.to_path_buf(),
@@ -118,11 +178,7 @@ impl Rotating {
             } else {
                 let _ = std::fs::remove_file(&self.path);
             }
-            self.file = File::options()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .ok();
+            self.file = open_private(&self.path).ok();
             self.size = 0;
         }
         if let Some(f) = &mut self.file {
@@ -146,13 +202,13 @@ impl Logs {
         id: &str,
         streams: Vec<(Stream, Box<dyn std::io::Read + Send>)>,
     ) -> std::io::Result<Logs> {
-        std::fs::create_dir_all(&cfg.dir)?;
+        private_dir(&cfg.dir)?;
         let path = cfg.dir.join(format!("{id}.log"));
         let file = Arc::new(Mutex::new(Rotating::open(&path, cfg.max_bytes, cfg.keep)?));
         let (tx, _) = broadcast::channel(1024);
         let mut threads = Vec::new();
         for (stream, reader) in streams {
-            let (file, tx) = (file.clone(), tx.clone());
+            let (file, tx, redact) = (file.clone(), tx.clone(), cfg.redact.clone());
             threads.push(std::thread::spawn(move || {
                 let mut r = BufReader::new(reader);
                 let mut buf = Vec::new();
@@ -165,10 +221,15 @@ impl Logs {
                     if buf.last() == Some(&b'\n') {
                         buf.pop();
                     }
+                    let raw = String::from_utf8_lossy(&buf);
+                    let text = match &redact {
+                        Some(r) => r(&raw),
+                        None => raw.into_owned(),
+                    };
                     let line = LogLine {
                         timestamp: rfc3339(std::time::SystemTime::now()),
                         stream,
-                        text: String::from_utf8_lossy(&buf).into_owned(),
+                        text,
                     };
                     let text = format!("{} {} {}\n", line.timestamp, stream.tag(), line.text);
                     if let Ok(mut f) = file.lock() {

@@ -37,6 +37,8 @@ const VETH_INFO_PEER: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 
 const IFF_UP: u32 = 1;
@@ -285,6 +287,22 @@ impl Netlink {
         m.attr(IFA_LOCAL, &addr.octets());
         m.attr(IFA_ADDRESS, &addr.octets());
         self.call(m, &format!("add address {addr}/{prefix}"), false)
+            .map(drop)
+    }
+
+    /// Adds an on-link route to `dst/prefix` through interface `oif`.
+    pub(crate) fn add_link_route(&mut self, dst: Ipv4Addr, prefix: u8, oif: u32) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
+        m.buf.extend_from_slice(&[
+            AF_INET, prefix, 0, 0, 254, // RT_TABLE_MAIN
+            3,   // RTPROT_BOOT
+            253, // RT_SCOPE_LINK
+            1,   // RTN_UNICAST
+        ]);
+        m.buf.extend_from_slice(&0u32.to_ne_bytes());
+        m.attr(RTA_DST, &dst.octets());
+        m.attr(RTA_OIF, &oif.to_ne_bytes());
+        self.call(m, &format!("add route {dst}/{prefix}"), false)
             .map(drop)
     }
 

@@ -36,8 +36,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, watch};
 
-/// A hook applied to every log line (see [`SupervisorConfig::redact`]).
-pub type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
+pub use crate::logs::Redact;
 
 /// Lines of output kept per replica and per step for error reports.
 const TAIL_LINES: usize = 20;
@@ -777,9 +776,8 @@ impl Inner {
     }
 
     fn log_config(&self, stem: &str) -> LogConfig {
-        #[allow(unused_mut)]
         let mut cfg = LogConfig::new(self.cfg.log_dir.join(stem));
-        // REDACT-HOOK
+        cfg.redact = self.cfg.redact.clone();
         cfg
     }
 
@@ -1122,12 +1120,33 @@ impl Inner {
                 .as_bytes(),
         )
         .map_err(|e| format!("send GET {path}: {e}"))?;
+        // The whole (HTTP/1.0, so closed by the server) response, bounded: closing with
+        // unread data would reset the connection and make servers log errors.
         let mut head = [0u8; 64];
         let mut n = 0;
-        while n < 12 {
-            match s.read(&mut head[n..]) {
+        let mut rest = [0u8; 4096];
+        let mut total = 0usize;
+        loop {
+            let buf: &mut [u8] = if n < head.len() {
+                &mut head[n..]
+            } else {
+                &mut rest
+            };
+            match s.read(buf) {
                 Ok(0) => break,
-                Ok(k) => n += k,
+                Ok(k) => {
+                    if n < head.len() {
+                        n += k;
+                    }
+                    total += k;
+                    if total > 1 << 20 {
+                        break;
+                    }
+                }
+                Err(e) if n >= 12 => {
+                    tracing::debug!("probe GET {path}: {e} after the status line");
+                    break;
+                }
                 Err(e) => return Err(format!("GET {path}: {e}")),
             }
         }

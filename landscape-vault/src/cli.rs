@@ -246,6 +246,28 @@ fn open(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<Opened, 
     }
 }
 
+/// Opens the vault `opts` describe, with the same defaults and environment variables as
+/// `landscape vault` (for hosts such as `landscape up` that resolve a ci.yml's secrets);
+/// returns it with the scope to resolve in. The error is one line naming what is missing.
+pub fn open_vault(opts: &Options) -> Result<(Vault, String), String> {
+    let env = |k: &str| std::env::var(k).ok();
+    let scope = opts.scope.clone().unwrap_or_else(|| "default".to_string());
+    crate::validate_scope(&scope).map_err(|e| e.to_string())?;
+    let opened = open(opts, &env).map_err(|f| f.1)?;
+    let mut policy = AccessPolicy::new();
+    for s in &opts.shared {
+        crate::validate_scope(s).map_err(|e| e.to_string())?;
+        policy = policy.share(&scope, s);
+    }
+    let vault = match &opened {
+        Opened::File(b) => Vault::new(b.clone()),
+        Opened::Bao(b) => Vault::new((**b).clone()),
+    }
+    .with_actor(actor(opts, &env))
+    .with_policy(policy);
+    Ok((vault, scope))
+}
+
 fn actor(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> String {
     opts.actor
         .clone()

@@ -1,0 +1,443 @@
+//! The composition layer: one [`Landscape`] type that runs a parsed `ci.yml` with the
+//! runtime's network and supervisor behind landscape-net's router. This is the only
+//! library code where landscape-runtime and landscape-net meet: the adapters
+//! ([`SupervisorEndpoints`] for [`net::EndpointSource`], [`NetworkConnector`] for
+//! [`net::Connector`]) live here, so neither crate imports the other.
+//!
+//! ```no_run
+//! # async fn demo(model: landscape::spec::Landscape) -> Result<(), Box<dyn std::error::Error>> {
+//! use landscape::compose::{Landscape, UpOptions};
+//! let runtime = std::sync::Arc::new(landscape::runtime::Runtime::with_defaults()?);
+//! let opts = UpOptions::new("shop", "/srv/shop".into(), "/run/shop".into());
+//! let land = Landscape::up(runtime, &model, Default::default(), opts).await?;
+//! println!("serving on http://{}", land.local_addr());
+//! land.wait_ready(std::time::Duration::from_secs(60)).await?;
+//! land.down().await;
+//! # Ok(()) }
+//! ```
+
+use crate::net::{self, Endpoint, Endpoints};
+use crate::runtime::{
+    self as rt, Backoff, ProbeConfig, Runtime, ServiceDef, StageFailure, StepDef, Supervisor,
+    SupervisorConfig,
+};
+use crate::spec::{self, ServiceKind};
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why [`Landscape::up`] did not bring a landscape up. Nothing is left running.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// The file cannot be run as it is (names the service and what to do).
+    #[error("{0}")]
+    Invalid(String),
+    /// The router's listener could not be bound.
+    #[error("cannot listen on {addr}: {source}; choose another address with --listen")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A `prepare` or `test` step failed.
+    #[error(transparent)]
+    Stage(#[from] StageFailure),
+    /// The runtime failed (network, instances).
+    #[error(transparent)]
+    Runtime(#[from] rt::Error),
+}
+
+/// How to run a landscape.
+#[derive(Clone)]
+pub struct UpOptions {
+    /// Landscape name (a DNS label: the search domain inside, the network's name).
+    pub name: String,
+    /// The app directory (`/home/user/app` in every instance).
+    pub app_dir: PathBuf,
+    /// State directory outside the app directory (logs).
+    pub state_dir: PathBuf,
+    /// The router's public listener.
+    pub listen: SocketAddr,
+    /// Run the `test` stage (default true).
+    pub run_tests: bool,
+    /// Probe timing.
+    pub probes: ProbeConfig,
+    /// Restart backoff.
+    pub backoff: Backoff,
+    /// Grace period of stops.
+    pub stop_grace: Duration,
+    /// The host's plan catalogue (plans become cgroup limits).
+    pub plans: Option<spec::PlanCatalogue>,
+    /// Applied to every log line (e.g. a vault redactor over the resolved secrets).
+    pub redact: Option<rt::supervisor::Redact>,
+}
+
+impl UpOptions {
+    /// Defaults: router on 127.0.0.1:3000, tests run, probes every 200 ms until ready
+    /// (then the kubelet's 10 s), 10 s stop grace.
+    pub fn new(name: impl Into<String>, app_dir: PathBuf, state_dir: PathBuf) -> Self {
+        UpOptions {
+            name: name.into(),
+            app_dir,
+            state_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            run_tests: true,
+            probes: ProbeConfig {
+                startup_period: Duration::from_millis(200),
+                ..ProbeConfig::default()
+            },
+            backoff: Backoff::default(),
+            stop_grace: Duration::from_secs(10),
+            plans: None,
+            redact: None,
+        }
+    }
+}
+
+/// A running landscape: its supervisor and its router.
+pub struct Landscape {
+    sup: Arc<Supervisor>,
+    router: net::Router,
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    routes: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Landscape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Landscape")
+            .field("name", &self.sup.config().network.name)
+            .field("listen", &self.addr)
+            .finish()
+    }
+}
+
+/// Checks that `model` can be run here; returns the services to supervise.
+fn plan_services(
+    model: &spec::Landscape,
+    env: &BTreeMap<String, Vec<(String, String)>>,
+    opts: &UpOptions,
+) -> Result<Vec<ServiceDef>, UpError> {
+    let up = spec::upgrade(model);
+    let mut defs = Vec::new();
+    for svc in up.landscape.services() {
+        let name = &svc.name.value;
+        match svc.kind() {
+            ServiceKind::HeadlessRoute => continue,
+            ServiceKind::ManagedService => {
+                return Err(UpError::Invalid(format!(
+                    "service {name:?} is a Managed Service (provider {:?}); `up` does not run providers yet: remove it or run it elsewhere and route to it with network.paths[].target",
+                    svc.provider.as_ref().and_then(|p| p.name.as_ref()).map(|n| n.value.clone()).unwrap_or_default()
+                )))
+            }
+            ServiceKind::ManagedContainer if svc.image_ref().is_some() => {
+                return Err(UpError::Invalid(format!(
+                    "service {name:?} runs image {:?}; `up` does not pull images yet: use steps on the shared base, or run it with `landscape exec --image`",
+                    svc.image_ref().map(|i| i.value.clone()).unwrap_or_default()
+                )))
+            }
+            _ => {}
+        }
+        let vars = env.get(name).cloned().unwrap_or_default();
+        let def = ServiceDef::from_service(svc, &opts.app_dir, vars, opts.plans.as_ref())
+            .map_err(|e| UpError::Invalid(e.to_string()))?;
+        if def.spec.process.args.is_empty() {
+            return Err(UpError::Invalid(format!(
+                "service {name:?} has no steps and no command: give it `steps` to run"
+            )));
+        }
+        defs.push(def);
+    }
+    Ok(defs)
+}
+
+impl Landscape {
+    /// Brings `model` up: checks it (nothing starts on a bad file), binds the router's
+    /// listener, creates the network, runs `prepare` then `test` (events show their output),
+    /// starts every service and serves the routes. `env` holds each service's rendered
+    /// environment (secrets resolved by the host, e.g. with landscape-vault). Returns as
+    /// soon as the services are started; see [`Landscape::wait_ready`].
+    pub async fn up(
+        runtime: Arc<Runtime>,
+        model: &spec::Landscape,
+        env: BTreeMap<String, Vec<(String, String)>>,
+        opts: UpOptions,
+    ) -> Result<Landscape, UpError> {
+        let (tx, _) = tokio::sync::mpsc::unbounded_channel();
+        Self::up_with_events(runtime, model, env, opts, tx).await
+    }
+
+    /// [`Landscape::up`], sending every supervisor event (stage output included) to
+    /// `events` from the moment the network exists.
+    pub async fn up_with_events(
+        runtime: Arc<Runtime>,
+        model: &spec::Landscape,
+        env: BTreeMap<String, Vec<(String, String)>>,
+        opts: UpOptions,
+        events: tokio::sync::mpsc::UnboundedSender<rt::Event>,
+    ) -> Result<Landscape, UpError> {
+        let defs = plan_services(model, &env, &opts)?;
+        let table = net::spec::table_from_landscape(model, &net::spec::SpecOptions::default())
+            .map_err(|e| UpError::Invalid(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| UpError::Listen {
+                addr: opts.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| UpError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+        let mut cfg = SupervisorConfig::new(
+            opts.name.clone(),
+            opts.app_dir.clone(),
+            opts.state_dir.join("logs"),
+        );
+        cfg.probes = opts.probes;
+        cfg.backoff = opts.backoff;
+        cfg.stop_grace = opts.stop_grace;
+        cfg.redact = opts.redact.clone();
+        let sup = {
+            let rt = runtime.clone();
+            tokio::task::spawn_blocking(move || Supervisor::new(rt, cfg))
+                .await
+                .map_err(|e| UpError::Invalid(format!("supervisor task failed: {e}")))??
+        };
+        let sup = Arc::new(sup);
+        let mut rx = sup.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        if events.send(ev).is_err() {
+                            break;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        // Stages, in order, off the async threads.
+        let mut stages = vec![("prepare", StepDef::from_stage(&model.prepare))];
+        if opts.run_tests {
+            stages.push(("test", StepDef::from_stage(&model.test)));
+        }
+        for (stage, steps) in stages {
+            let s = sup.clone();
+            let r = tokio::task::spawn_blocking(move || s.run_stage(stage, &steps, &[]))
+                .await
+                .map_err(|e| UpError::Invalid(format!("stage task failed: {e}")))?;
+            if let Err(f) = r {
+                let s = sup.clone();
+                let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
+                return Err(f.into());
+            }
+        }
+        sup.start(defs)?;
+        let routes = table
+            .iter()
+            .map(|(host, r)| {
+                (
+                    r.prefix.clone(),
+                    host.map(str::to_string).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let router = net::Router::builder()
+            .endpoints(Arc::new(SupervisorEndpoints { sup: sup.clone() }))
+            .connector(Arc::new(NetworkConnector { sup: sup.clone() }))
+            .build(table);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let r2 = router.clone();
+        let server = tokio::spawn(async move {
+            if let Err(e) = r2
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+            {
+                tracing::error!("router: {e}");
+            }
+        });
+        Ok(Landscape {
+            sup,
+            router,
+            addr,
+            stop: Some(stop),
+            server: Some(server),
+            routes,
+        })
+    }
+
+    /// The router's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The public paths (and hosts, empty for any host) the router serves.
+    pub fn routes(&self) -> &[(String, String)] {
+        &self.routes
+    }
+
+    /// The supervisor (status, events, scale, limits).
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.sup
+    }
+
+    /// The router (metrics, activity).
+    pub fn router(&self) -> &net::Router {
+        &self.router
+    }
+
+    /// Waits until every replica is ready; on timeout, the error names the replicas that
+    /// are not, with their state and last exit.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), UpError> {
+        let mut events = self.sup.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.sup.status();
+            let pending: Vec<String> = status
+                .replicas
+                .iter()
+                .filter(|r| r.state != rt::ReplicaState::Ready)
+                .map(|r| {
+                    format!(
+                        "{}-{} is {:?}{}",
+                        r.service,
+                        r.replica,
+                        r.state,
+                        r.last_exit
+                            .as_ref()
+                            .map(|e| format!(" (last exit: {e})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => {
+                    return Err(UpError::Invalid(format!(
+                        "not ready after {} s: {}",
+                        timeout.as_secs(),
+                        pending.join("; ")
+                    )))
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    return Err(UpError::Invalid("the supervisor stopped".into()))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Stops the router (in-flight requests drain) and every replica, removes the network.
+    pub async fn down(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+        let sup = self.sup.clone();
+        let _ = tokio::task::spawn_blocking(move || sup.shutdown()).await;
+    }
+}
+
+/// landscape-net's [`net::EndpointSource`] over the supervisor: the ready replicas of a
+/// service, as `address:port`, updated the moment readiness changes.
+pub struct SupervisorEndpoints {
+    sup: Arc<Supervisor>,
+}
+
+impl SupervisorEndpoints {
+    /// The endpoints of `sup`'s services.
+    pub fn new(sup: Arc<Supervisor>) -> Self {
+        SupervisorEndpoints { sup }
+    }
+}
+
+fn to_endpoints(addrs: &[std::net::Ipv4Addr], port: u16) -> Endpoints {
+    addrs
+        .iter()
+        .map(|a| Endpoint::from(SocketAddr::V4(SocketAddrV4::new(*a, port))))
+        .collect::<Vec<_>>()
+        .into()
+}
+
+impl net::EndpointSource for SupervisorEndpoints {
+    fn watch(&self, service: &str, port: u16) -> watch::Receiver<Endpoints> {
+        let Some(mut ready) = self.sup.ready(service) else {
+            return watch::channel(Endpoints::from(Vec::new())).1;
+        };
+        let (tx, rx) = watch::channel(to_endpoints(&ready.borrow_and_update(), port));
+        let forward = async move {
+            while ready.changed().await.is_ok() {
+                let eps = to_endpoints(&ready.borrow_and_update(), port);
+                if tx.send(eps).is_err() {
+                    break;
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(forward);
+            }
+            Err(_) => {
+                std::thread::spawn(move || {
+                    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() {
+                        rt.block_on(forward);
+                    }
+                });
+            }
+        }
+        rx
+    }
+}
+
+/// landscape-net's [`net::Connector`] into the landscape network: a socket made inside
+/// the network (handed over by its holder, pooled) connected from the router's own event
+/// loop with the kernel's TCP stack.
+pub struct NetworkConnector {
+    sup: Arc<Supervisor>,
+}
+
+impl NetworkConnector {
+    /// Connections into `sup`'s network.
+    pub fn new(sup: Arc<Supervisor>) -> Self {
+        NetworkConnector { sup }
+    }
+}
+
+#[async_trait::async_trait]
+impl net::Connector for NetworkConnector {
+    async fn connect(&self, endpoint: &Endpoint) -> std::io::Result<net::BoxIo> {
+        let addr: SocketAddrV4 = endpoint.authority().parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("endpoint {endpoint} is not an IPv4 address:port"),
+            )
+        })?;
+        let fd = self
+            .sup
+            .network()
+            .tcp_socket()
+            .map_err(std::io::Error::other)?;
+        let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
+        let stream = socket.connect(SocketAddr::V4(addr)).await?;
+        stream.set_nodelay(true)?;
+        Ok(Box::new(stream))
+    }
+}
