@@ -33,13 +33,15 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn validate_sample_is_clean() {
-    let o = run(&["validate", "examples/sample/ci.yml"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(
-        stdout(&o).contains("ok: 1 file checked, 0 errors"),
-        "{}",
-        stdout(&o)
-    );
+    for file in ["examples/sample/ci.yml", "examples/showcase/ci.yml"] {
+        let o = run(&["validate", file]);
+        assert_eq!(o.status.code(), Some(0), "{file}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains("ok: 1 file checked, 0 errors"),
+            "{file}: {}",
+            stdout(&o)
+        );
+    }
 }
 
 #[test]
@@ -143,7 +145,7 @@ fn validate_with_plan_catalogue() {
         "validate",
         "--plans",
         plans.to_str().unwrap(),
-        "examples/sample/ci.yml",
+        "examples/showcase/ci.yml",
     ]);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));

@@ -38,9 +38,10 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// A hook called on the text of every log line before it is written to the file or sent
-/// to subscribers (e.g. landscape-vault's redactor over the resolved secrets; the runtime
-/// never imports the vault).
+/// A redaction hook: called on the text of every log line (stdout and stderr, without the
+/// newline) before the line is written to the log file or sent to subscribers, and its
+/// result is what both see. landscape-vault's redactor (over an instance's resolved
+/// secrets, raw and encoded) fits it; the runtime itself never imports the vault.
 pub type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// Where and how much to log. Log files are created 0600 in a 0700 directory.
@@ -52,7 +53,8 @@ pub struct LogConfig {
     pub max_bytes: u64,
     /// How many rotated files to keep.
     pub keep: u32,
-    /// Applied to every line first (see [`Redact`]).
+    /// Applied to every line's text before it is written or broadcast (see [`Redact`]);
+    /// `None` logs lines as printed.
     pub redact: Option<Redact>,
 }
 
@@ -62,8 +64,17 @@ impl std::fmt::Debug for LogConfig {
             .field("dir", &self.dir)
             .field("max_bytes", &self.max_bytes)
             .field("keep", &self.keep)
-            .field("redact", &self.redact.as_ref().map(|_| "<hook>"))
+            .field("redact", &self.redact.as_ref().map(|_| Hook))
             .finish()
+    }
+}
+
+/// Shown for a redaction hook in [`LogConfig`]'s `Debug` output.
+struct Hook;
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hook>")
     }
 }
 
@@ -78,11 +89,16 @@ impl LogConfig {
         }
     }
 
-    /// Sets the redaction hook (builder style).
+    /// Sets the redaction hook applied to every line (see [`Redact`]).
     pub fn with_redact(mut self, f: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
         self.redact = Some(Arc::new(f));
         self
     }
+}
+
+/// Adds the path to an io error, keeping its kind.
+fn at(what: &str, path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
 /// Opens (creating) a log file with mode 0600, narrowing a wider existing one.
@@ -92,30 +108,41 @@ fn open_private(path: &Path) -> std::io::Result<File> {
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        .open(path)
+        .map_err(|e| at("open log file", path, e))?;
+    // The mode above only applies to a new file (and is subject to the umask): narrow an
+    // existing one through the open descriptor (fchmod).
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| at("make log file private (0600)", path, e))?;
     Ok(file)
 }
 
-/// Creates the log directory 0700 (narrowing an existing one of ours).
+/// Creates the log directory (and missing parents) 0700; narrows an existing one of ours
+/// that group or others can access. A directory someone else owns is not changed: an
+/// error names it.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)?;
-    let meta = std::fs::metadata(dir)?;
+        .create(dir)
+        .map_err(|e| at("create log directory", dir, e))?;
+    let meta = std::fs::metadata(dir).map_err(|e| at("stat log directory", dir, e))?;
     if meta.mode() & 0o077 != 0 {
         if meta.uid() != nix::unistd::geteuid().as_raw() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!(
-                    "log directory {} is readable by others and not ours to narrow",
-                    dir.display()
+                    "log directory {} (mode {:04o}) is accessible to others and owned by \
+                     uid {}, not by us: make it 0700 or use a directory of our own",
+                    dir.display(),
+                    meta.mode() & 0o7777,
+                    meta.uid()
                 ),
             ));
         }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| at("make log directory private (0700)", dir, e))?;
     }
     Ok(())
 }
@@ -297,6 +324,37 @@ mod tests {
         );
         assert!(cur.len() <= 100 && one.len() <= 100);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn existing_wide_files_and_dirs_are_narrowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let top = std::env::temp_dir().join(format!("landscape-rt-narrow-{}", std::process::id()));
+        let dir = top.join("a/b");
+        private_dir(&dir).unwrap();
+        assert_eq!((mode(&top.join("a")), mode(&dir)), (0o700, 0o700));
+        set(&dir, 0o755);
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let file = dir.join("x.log");
+        std::fs::write(&file, "old\n").unwrap();
+        set(&file, 0o666);
+        drop(open_private(&file).unwrap());
+        assert_eq!(mode(&file), 0o600);
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn debug_hides_the_hook() {
+        let cfg = LogConfig::new("/l").with_redact(|s| s.replace("k", "*"));
+        let d = format!("{cfg:?}");
+        assert!(d.contains("redact: Some(<hook>)"), "{d}");
+        assert!(format!("{:?}", LogConfig::new("/l")).contains("redact: None"));
+        assert_eq!(cfg.redact.as_ref().map(|r| r("kk")).as_deref(), Some("**"));
     }
 
     #[test]
