@@ -74,6 +74,9 @@ pub struct UpOptions {
     pub plans: Option<spec::PlanCatalogue>,
     /// Applied to every log line (e.g. a vault redactor over the resolved secrets).
     pub redact: Option<rt::supervisor::Redact>,
+    /// Instances reach the outside (package installs in `prepare`) through slirp4netns
+    /// (default true; see `landscape_runtime::NetworkConfig::egress`).
+    pub egress: bool,
 }
 
 impl UpOptions {
@@ -94,6 +97,7 @@ impl UpOptions {
             stop_grace: Duration::from_secs(10),
             plans: None,
             redact: None,
+            egress: true,
         }
     }
 }
@@ -203,6 +207,7 @@ impl Landscape {
         cfg.backoff = opts.backoff;
         cfg.stop_grace = opts.stop_grace;
         cfg.redact = opts.redact.clone();
+        cfg.network.egress = opts.egress;
         let sup = {
             let rt = runtime.clone();
             tokio::task::spawn_blocking(move || Supervisor::new(rt, cfg))

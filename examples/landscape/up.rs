@@ -28,6 +28,10 @@ pub struct Args {
     /// Skip the `test` stage.
     #[arg(long)]
     skip_tests: bool,
+    /// No way out of the landscape network (by default instances reach the outside and
+    /// the host's 127.0.0.1, at the subnet's .2, through slirp4netns).
+    #[arg(long)]
+    no_egress: bool,
     /// Seconds to wait for every replica to be ready.
     #[arg(long, default_value_t = 120)]
     ready_timeout: u64,
@@ -309,6 +313,7 @@ async fn up(a: Args, dir: PathBuf, file: String, src: String, model: spec::Lands
     let mut opts = UpOptions::new(name.clone(), dir.clone(), state_dir(&name));
     opts.listen = free_listener(a.listen).await;
     opts.run_tests = !a.skip_tests;
+    opts.egress = !a.no_egress;
     if !secrets.is_empty() {
         let redactor = Arc::new(landscape::vault::redact::Redactor::new(secrets.iter()));
         opts.redact = Some(Arc::new(move |line: &str| {

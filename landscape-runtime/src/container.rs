@@ -112,13 +112,18 @@ fn configure_network(att: &crate::network::Attachment) -> R<()> {
     // subnet), which would send every client to the same replica.
     nl.add_address(eth0, att.address, 32)
         .map_err(|e| e.to_string())?;
+    // A gratuitous ARP when eth0 comes up: the bridge learns the new port of this MAC at
+    // once (the bridge end of a predecessor at this address may still exist), and so does
+    // slirp4netns. Best effort: the MAC already matches every neighbour cache.
+    let _ = std::fs::write("/proc/sys/net/ipv4/conf/eth0/arp_notify", "1");
     nl.set_up(eth0).map_err(|e| e.to_string())?;
     let mask = u32::MAX << (32 - u32::from(att.prefix));
     let subnet = std::net::Ipv4Addr::from(u32::from(att.address) & mask);
     nl.add_link_route(subnet, att.prefix, eth0)
         .map_err(|e| e.to_string())?;
-    nl.add_default_route(att.gateway)
-        .map_err(|e| e.to_string())?;
+    if let Some(gw) = att.default_route {
+        nl.add_default_route(gw).map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

@@ -246,6 +246,43 @@ pub(crate) fn answer(query: &[u8], table: &Table, rotate: usize) -> Option<Vec<u
     Some(response)
 }
 
+/// Whether `query` should go to the upstream resolver (egress on): a well-formed QUERY for
+/// class IN whose name is neither in `table` nor inside the table's own domain (the
+/// landscape's names are answered here, NXDOMAIN included, and never leave the network).
+pub(crate) fn forwardable(query: &[u8], table: &Table) -> bool {
+    if query.len() < HEADER_LEN
+        || query[2] & 0x80 != 0
+        || (query[2] >> 3) & 0x0F != 0
+        || u16::from_be_bytes([query[4], query[5]]) != 1
+    {
+        return false;
+    }
+    let mut buf = [0u8; MAX_NAME_WIRE];
+    let Some(question) = parse_question(query, &mut buf) else {
+        return false;
+    };
+    if question.qclass != CLASS_IN {
+        return false;
+    }
+    let Some(len) = question.name_len else {
+        return true;
+    };
+    let name = &buf[..len];
+    if table.lookup_lower(name).is_some() {
+        return false;
+    }
+    match table.domain.as_deref() {
+        Some(d) => {
+            let d = d.as_bytes();
+            !(name == d
+                || (name.len() > d.len()
+                    && name.ends_with(d)
+                    && name[name.len() - d.len() - 1] == b'.'))
+        }
+        None => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +444,22 @@ mod tests {
             assert_eq!(d.qdcount, 1);
             assert!(d.answers.is_empty());
         }
+    }
+
+    #[test]
+    fn only_foreign_names_are_forwarded() {
+        let mut t = Table::new(Some("shop"));
+        t.set("api", vec![Ipv4Addr::new(10, 88, 0, 4)]);
+        assert!(forwardable(&query("example.com", A, IN), &t));
+        assert!(forwardable(&query("deb.debian.org", AAAA, IN), &t));
+        for own in ["api", "API.shop", "nope.shop", "shop", "x.y.shop"] {
+            assert!(!forwardable(&query(own, A, IN), &t), "{own}");
+        }
+        assert!(!forwardable(&query("example.com", A, 3), &t));
+        let mut response = query("example.com", A, IN);
+        response[2] |= 0x80;
+        assert!(!forwardable(&response, &t));
+        assert!(!forwardable(&[0u8; 5], &t));
     }
 
     #[test]

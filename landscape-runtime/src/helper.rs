@@ -111,7 +111,24 @@ pub(crate) fn serve(sock: UnixStream) -> i32 {
     };
     let exit = supervise(&req, Some(control), &mut emit);
     emit(&Event::Exited(exit));
+    remove_veth();
     0
+}
+
+/// The veth pair left to remove after the exit is reported: netlink socket (in the
+/// landscape network), bridge-end name, instance id.
+static VETH: std::sync::Mutex<Option<(crate::netlink::Netlink, String, String)>> =
+    std::sync::Mutex::new(None);
+
+/// Removes the veth pair of the instance that has just ended, if any (see
+/// `run_child_blocked`).
+pub(crate) fn remove_veth() {
+    let left = VETH.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((mut nl, veth, id)) = left {
+        if let Err(e) = nl.delete(&veth) {
+            tracing::warn!(instance = %id, "remove veth {veth}: {e}");
+        }
+    }
 }
 
 /// The host's end of the helper protocol, as seen by the helper.
@@ -307,7 +324,12 @@ fn run_child_blocked(
         if !matches!(File::from(r).read(&mut b), Ok(1)) {
             return kill_child("the instance's init died before its network was attached".into());
         }
-        if let Err(e) = nl.add_veth(&att.veth, *bridge, "eth0", pid.as_raw(), att.mtu) {
+        // The MAC follows from the address (as the bridge's does): a replica restarted at
+        // the address of its predecessor is reached at once, without waiting for the
+        // neighbour caches of the bridge and the other instances to expire.
+        let o = att.address.octets();
+        let mac = [0x02, 0x4c, o[0], o[1], o[2], o[3]];
+        if let Err(e) = nl.add_veth(&att.veth, *bridge, "eth0", mac, pid.as_raw(), att.mtu) {
             return kill_child(format!(
                 "attach to the landscape network ({}): {e}",
                 att.address
@@ -430,11 +452,13 @@ fn run_child_blocked(
     };
     let _ = File::from(rep_r).read_to_end(&mut report);
     // The bridge end of the veth pair: deleting it removes the pair now rather than when
-    // the kernel gets round to the instance's dead network namespace.
-    if let (Some((nl, _)), Some(att)) = (&mut net, &req.spec.network) {
-        if let Err(e) = nl.delete(&att.veth) {
-            tracing::warn!(instance = %req.id, "remove veth {}: {e}", att.veth);
-        }
+    // the kernel gets round to the instance's dead network namespace. The kernel takes
+    // tens of milliseconds for it, so it is done once the exit has been reported
+    // ([`remove_veth`]); veth names are unique per attachment, so the next instance at
+    // this address does not wait for it.
+    if let (Some((nl, _)), Some(att)) = (net.take(), &req.spec.network) {
+        *VETH.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((nl, att.veth.clone(), req.id.clone()));
     }
     let mut exit = Exit::default();
     for line in String::from_utf8_lossy(&report).lines() {

@@ -482,7 +482,9 @@ impl Runtime {
                 on_start(*pid);
             }
         };
-        Ok(crate::helper::supervise(&req, None, &mut emit))
+        let exit = crate::helper::supervise(&req, None, &mut emit);
+        crate::helper::remove_veth();
+        Ok(exit)
     }
 }
 

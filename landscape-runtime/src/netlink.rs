@@ -204,12 +204,14 @@ impl Netlink {
     }
 
     /// Creates a veth pair: `name` here, attached to `master` and up; its peer `peer_name`
-    /// created directly in the network namespace of process `peer_pid` (down).
+    /// (with MAC `peer_mac`) created directly in the network namespace of process
+    /// `peer_pid` (down).
     pub(crate) fn add_veth(
         &mut self,
         name: &str,
         master: u32,
         peer_name: &str,
+        peer_mac: [u8; 6],
         peer_pid: i32,
         mtu: Option<u32>,
     ) -> io::Result<()> {
@@ -230,6 +232,7 @@ impl Netlink {
         // it then fails with ENOTCONN; the instance sets its end up.
         m.ifinfo(0, 0, 0);
         m.attr_str(IFLA_IFNAME, peer_name);
+        m.attr(IFLA_ADDRESS, &peer_mac);
         m.attr(IFLA_NET_NS_PID, &(peer_pid as u32).to_ne_bytes());
         if let Some(mtu) = mtu {
             m.attr(IFLA_MTU, &mtu.to_ne_bytes());
@@ -260,6 +263,15 @@ impl Netlink {
         let mut m = Msg::new(RTM_NEWLINK, 0);
         m.ifinfo(index as i32, IFF_UP, IFF_UP);
         self.call(m, &format!("set interface {index} up"), false)
+            .map(drop)
+    }
+
+    /// Puts interface `index` on bridge `master` and sets it up.
+    pub(crate) fn set_master_up(&mut self, index: u32, master: u32) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWLINK, 0);
+        m.ifinfo(index as i32, IFF_UP, IFF_UP);
+        m.attr(IFLA_MASTER, &master.to_ne_bytes());
+        self.call(m, &format!("attach interface {index} to the bridge"), false)
             .map(drop)
     }
 

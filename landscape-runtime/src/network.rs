@@ -55,13 +55,20 @@ pub struct NetworkConfig {
     /// Network address of the subnet; default 10.88.0.0. Every landscape has a namespace
     /// of its own, so landscapes may use the same subnet.
     pub subnet: Ipv4Addr,
-    /// Prefix length (16-29); default 24. The first address is the bridge (gateway and
-    /// DNS), the last is broadcast.
+    /// Prefix length (16-29); default 24. The first address is the bridge (DNS), the
+    /// second and third belong to egress (gateway to the outside and the host's loopback,
+    /// upstream DNS), the last is broadcast; instances get the fourth onwards.
     pub prefix: u8,
     /// MTU of the veth pairs (default: the kernel's, 1500).
     pub mtu: Option<u32>,
     /// Directory of the control sockets; default `<runtime state dir>/net`.
     pub control_dir: Option<PathBuf>,
+    /// Egress: instances reach the outside world (and the host's 127.0.0.1 at the
+    /// subnet's second address) through `slirp4netns`, and the landscape's DNS forwards
+    /// names it does not own. Off by default; [`Network::create`] fails with a clear error
+    /// when it is on and `slirp4netns` (or, unprivileged, `/dev/net/tun`) is missing.
+    #[serde(default)]
+    pub egress: bool,
 }
 
 impl NetworkConfig {
@@ -73,6 +80,7 @@ impl NetworkConfig {
             prefix: 24,
             mtu: None,
             control_dir: None,
+            egress: false,
         }
     }
 
@@ -129,8 +137,12 @@ pub struct Attachment {
     pub address: Ipv4Addr,
     /// Prefix length of the subnet.
     pub prefix: u8,
-    /// Gateway and DNS server (the bridge).
+    /// DNS server (the bridge).
     pub gateway: Ipv4Addr,
+    /// The default route (egress on: the egress gateway); none without egress, so that
+    /// an address outside the subnet fails at once with "network unreachable".
+    #[serde(default)]
+    pub default_route: Option<Ipv4Addr>,
     /// The DNS search domain (the landscape's name).
     pub domain: String,
     /// MTU of the veth pair.
@@ -144,6 +156,9 @@ enum Control {
     Names(BTreeMap<String, Vec<Ipv4Addr>>),
     /// Hand over this many unconnected TCP sockets (at most [`sys::MAX_FDS`]).
     Sockets(usize),
+    /// Egress is up: put `tap` (made by slirp4netns) on the bridge and forward foreign
+    /// DNS names to `dns`.
+    Egress { tap: String, dns: Ipv4Addr },
     /// Exit.
     Shutdown,
 }
@@ -170,6 +185,61 @@ pub struct Network {
     ctl: Mutex<Option<BufReader<UnixStream>>>,
     used: Mutex<BTreeSet<u32>>,
     sockets: Mutex<Vec<OwnedFd>>,
+    seq: std::sync::atomic::AtomicU32,
+    egress: Mutex<Option<std::process::Child>>,
+}
+
+/// Host numbers below this are never given to instances (network, bridge, egress gateway,
+/// egress DNS).
+const FIRST_HOST: u32 = 4;
+
+/// The tap device slirp4netns makes in the landscape network.
+const TAP: &str = "lstap0";
+
+fn egress_gateway_of(cfg: &NetworkConfig) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(cfg.subnet) + 2)
+}
+
+fn egress_dns_of(cfg: &NetworkConfig) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(cfg.subnet) + 3)
+}
+
+/// `name` on `PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// What egress needs, checked before anything starts: the `slirp4netns` binary and, for an
+/// unprivileged runtime, a `/dev/net/tun` it may open.
+fn egress_preflight(cfg: &NetworkConfig) -> Result<PathBuf> {
+    let off = "or turn egress off for this landscape (NetworkConfig::egress = false; `landscape up --no-egress`)";
+    let slirp = on_path("slirp4netns").ok_or_else(|| {
+        Error::InvalidSpec(format!(
+            "network {}: egress is on but slirp4netns is not installed: install it (Debian: apt install slirp4netns) {off}",
+            cfg.name
+        ))
+    })?;
+    if nix::unistd::geteuid().as_raw() != 0 {
+        if let Err(e) = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+        {
+            return Err(Error::InvalidSpec(format!(
+                "network {}: egress is on but /dev/net/tun cannot be opened ({e}): make it usable by everyone as udev does (chmod 0666 /dev/net/tun) {off}",
+                cfg.name
+            )));
+        }
+    }
+    Ok(slirp)
 }
 
 fn gateway_of(cfg: &NetworkConfig) -> Ipv4Addr {
@@ -186,6 +256,11 @@ impl Network {
     /// bridge, the DNS and the control socket are up.
     pub fn create(runtime: &Runtime, cfg: NetworkConfig) -> Result<Network> {
         cfg.validate()?;
+        let slirp = if cfg.egress {
+            Some(egress_preflight(&cfg)?)
+        } else {
+            None
+        };
         let dir = cfg
             .control_dir
             .clone()
@@ -202,7 +277,29 @@ impl Network {
         let _ = std::fs::remove_file(&control);
         let exe = runtime.helper_path()?;
         use std::os::unix::process::CommandExt;
-        let mut child = std::process::Command::new(&exe)
+        // Egress: slirp4netns exits when the holder does (its exit fd is the read end of a
+        // pipe whose only write end the holder keeps as fd 3).
+        let exit_pipe = match slirp {
+            Some(_) => Some(
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| Error::io("create a pipe", e.into()))?,
+            ),
+            None => None,
+        };
+        let mut cmd = std::process::Command::new(&exe);
+        if let Some((_, w)) = &exit_pipe {
+            let w = w.as_raw_fd();
+            // SAFETY: dup2 is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::dup2(w, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .env_clear()
             .env(crate::HELPER_ENV, "network")
             .stdin(std::process::Stdio::piped())
@@ -262,7 +359,7 @@ impl Network {
         let nested = nix::unistd::geteuid().as_raw() != 0;
         let ctl = UnixStream::connect(&control)
             .map_err(|e| Error::io(format!("connect to {}", control.display()), e))?;
-        Ok(Network {
+        let net = Network {
             cfg,
             holder_pid,
             netns_inode,
@@ -272,7 +369,122 @@ impl Network {
             ctl: Mutex::new(Some(BufReader::new(ctl))),
             used: Mutex::new(BTreeSet::new()),
             sockets: Mutex::new(Vec::new()),
-        })
+            seq: std::sync::atomic::AtomicU32::new(0),
+            egress: Mutex::new(None),
+        };
+        if let (Some(slirp), Some((r, w))) = (slirp, exit_pipe) {
+            drop(w);
+            // On error `net` is dropped: the holder ends, and with it slirp4netns.
+            net.start_egress(&slirp, r, &dir)?;
+        }
+        Ok(net)
+    }
+
+    /// Starts slirp4netns on the holder's namespace, waits until its tap device exists and
+    /// has the holder put it on the bridge.
+    fn start_egress(&self, slirp: &Path, exit_r: OwnedFd, dir: &Path) -> Result<()> {
+        use std::os::unix::process::CommandExt;
+        let name = &self.cfg.name;
+        let fail = |message: String| Error::Start {
+            instance: format!("network {name}"),
+            message,
+        };
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::io("create a pipe", e.into()))?;
+        let log_path = dir.join(format!("{name}.egress.log"));
+        let log = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::File::options()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&log_path)
+                .map_err(|e| Error::io(format!("create {}", log_path.display()), e))?
+        };
+        let log_err = log
+            .try_clone()
+            .map_err(|e| Error::io(format!("open {}", log_path.display()), e))?;
+        let mut cmd = std::process::Command::new(slirp);
+        cmd.env_clear()
+            .arg(format!("--cidr={}/{}", self.cfg.subnet, self.cfg.prefix))
+            .arg(format!("--mtu={}", self.cfg.mtu.unwrap_or(1500)))
+            .arg("--exit-fd=3")
+            .arg("--ready-fd=4")
+            .arg("--enable-seccomp")
+            .arg("--netns-type=path");
+        if self.nested {
+            cmd.arg(format!("--userns-path=/proc/{}/ns/user", self.holder_pid));
+        } else {
+            cmd.arg("--enable-sandbox");
+        }
+        cmd.arg(format!("/proc/{}/ns/net", self.holder_pid))
+            .arg(TAP)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Like the holder: a Ctrl-C for the host does not end the landscape's egress.
+            .process_group(0);
+        let (er, rw) = (exit_r.as_raw_fd(), ready_w.as_raw_fd());
+        // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(er, 3) < 0 || libc::dup2(rw, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("start {}", slirp.display()), e))?;
+        drop(exit_r);
+        drop(ready_w);
+        // Ready: slirp4netns writes "1" once its tap device exists; EOF means it died.
+        let ready = {
+            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+            use std::os::fd::AsFd;
+            let mut fds = [PollFd::new(ready_r.as_fd(), PollFlags::POLLIN)];
+            let mut byte = [0u8; 1];
+            matches!(poll(&mut fds, PollTimeout::from(10_000u16)), Ok(n) if n > 0)
+                && matches!(nix::unistd::read(&ready_r, &mut byte), Ok(1))
+        };
+        let result = if ready {
+            self.send(&Control::Egress {
+                tap: TAP.to_string(),
+                dns: egress_dns_of(&self.cfg),
+            })
+            .and_then(|mut conn| {
+                let mut reply = String::new();
+                conn.read_line(&mut reply)
+                    .map_err(|e| Error::io(format!("read from network {name}"), e))?;
+                self.put_back(conn);
+                if reply.trim() == "ok" {
+                    Ok(())
+                } else {
+                    Err(fail(format!("egress: {}", reply.trim())))
+                }
+            })
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let why = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let why = why
+                .lines()
+                .filter(|l| !l.starts_with("WARNING"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(fail(format!(
+                "egress: slirp4netns did not come up: {}",
+                if why.is_empty() {
+                    "no reason given"
+                } else {
+                    &why
+                }
+            )))
+        };
+        *self.egress.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        result
     }
 
     /// The configuration.
@@ -296,7 +508,7 @@ impl Network {
         let size = 1u32 << (32 - self.cfg.prefix);
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         // .0 is the network, .1 the bridge, the last the broadcast address.
-        for host in 2..size - 1 {
+        for host in FIRST_HOST..size - 1 {
             if used.insert(host) {
                 return Ok(Ipv4Addr::from(base + host));
             }
@@ -304,7 +516,7 @@ impl Network {
         Err(Error::InvalidSpec(format!(
             "network {}: all {} addresses of {}/{} are in use; stop instances or create the network with a shorter prefix (e.g. /16)",
             self.cfg.name,
-            size - 3,
+            size - 1 - FIRST_HOST,
             self.cfg.subnet,
             self.cfg.prefix
         )))
@@ -315,7 +527,7 @@ impl Network {
     pub fn reserve(&self, addr: Ipv4Addr) -> bool {
         let host = u32::from(addr).wrapping_sub(u32::from(self.cfg.subnet));
         let size = 1u32 << (32 - self.cfg.prefix);
-        (2..size - 1).contains(&host)
+        (FIRST_HOST..size - 1).contains(&host)
             && self
                 .used
                 .lock()
@@ -338,10 +550,17 @@ impl Network {
             holder_pid: self.holder_pid,
             netns_inode: self.netns_inode,
             nested: self.nested,
-            veth: format!("v{:08x}", u32::from(addr)),
+            // Unique per attachment: the bridge end of a stopped instance may still be
+            // being removed when its address is handed to the next one.
+            veth: format!(
+                "v{:08x}{:05x}",
+                u32::from(addr),
+                self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xfffff
+            ),
             address: addr,
             prefix: self.cfg.prefix,
             gateway: self.gateway(),
+            default_route: self.cfg.egress.then(|| egress_gateway_of(&self.cfg)),
             domain: self.cfg.name.clone(),
             mtu: self.cfg.mtu,
         }
@@ -496,6 +715,15 @@ impl Network {
                 }
             }
         }
+        if let Some(mut slirp) = self.egress.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // slirp4netns exits once the holder has gone (its exit fd closes).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while matches!(slirp.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            let _ = slirp.kill();
+            let _ = slirp.wait();
+        }
         let _ = std::fs::remove_file(&self.control);
     }
 }
@@ -622,11 +850,17 @@ fn holder_loop(
     let mut rotate: usize = 0;
     let mut conns: Vec<Conn> = Vec::new();
     let mut packet = [0u8; 1500];
+    // Egress: foreign names go to slirp4netns's DNS through this socket.
+    let mut upstream: Option<Forwarder> = None;
     loop {
         let mut fds = vec![
             PollFd::new(dns.as_fd(), PollFlags::POLLIN),
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(f) = &upstream {
+            fds.push(PollFd::new(f.sock.as_fd(), PollFlags::POLLIN));
+        }
+        let first_conn = fds.len();
         for c in &conns {
             fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
         }
@@ -638,9 +872,20 @@ fn holder_loop(
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
+        if upstream.is_some() && ready[2] {
+            if let Some(f) = &mut upstream {
+                f.relay(&dns);
+            }
+        }
         if ready[0] {
             while let Ok((n, from)) = dns.recv_from(&mut packet) {
                 let query = &packet[..n];
+                if let Some(f) = &mut upstream {
+                    if crate::dns::forwardable(query, &table) {
+                        f.forward(query, from);
+                        continue;
+                    }
+                }
                 if is_a_query(query) {
                     rotate = rotate.wrapping_add(1);
                 }
@@ -661,7 +906,7 @@ fn holder_loop(
         }
         let mut closed = Vec::new();
         for (i, c) in conns.iter_mut().enumerate() {
-            if !ready.get(i + 2).copied().unwrap_or(false) {
+            if !ready.get(i + first_conn).copied().unwrap_or(false) {
                 continue;
             }
             let mut chunk = [0u8; 4096];
@@ -707,6 +952,14 @@ fn holder_loop(
                         let raw: Vec<_> = made.iter().map(|f| f.as_raw_fd()).collect();
                         let _ = sys::send_fds(&c.stream, &raw);
                     }
+                    Ok(Control::Egress { tap, dns: server }) => {
+                        let reply = egress_up(&tap, server).map(|f| upstream = Some(f));
+                        let line = match reply {
+                            Ok(()) => "ok\n".to_string(),
+                            Err(e) => format!("{e}\n"),
+                        };
+                        let _ = c.stream.write_all(line.as_bytes());
+                    }
                     Ok(Control::Shutdown) => return,
                     Err(e) => {
                         let _ = c.stream.write_all(format!("bad request: {e}\n").as_bytes());
@@ -717,6 +970,76 @@ fn holder_loop(
         }
         for i in closed.into_iter().rev() {
             conns.remove(i);
+        }
+    }
+}
+
+/// Puts slirp4netns's tap device on the bridge and opens the socket to its DNS.
+fn egress_up(tap: &str, server: Ipv4Addr) -> std::result::Result<Forwarder, String> {
+    let mut nl = crate::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let bridge = nl.index(BRIDGE).map_err(|e| e.to_string())?;
+    let idx = nl.index(tap).map_err(|e| e.to_string())?;
+    nl.set_master_up(idx, bridge).map_err(|e| e.to_string())?;
+    let sock = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .map_err(|e| format!("DNS forwarding socket: {e}"))?;
+    sock.connect((server, 53))
+        .map_err(|e| format!("DNS forwarding to {server}: {e}"))?;
+    sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(Forwarder {
+        sock,
+        next_id: 1,
+        pending: std::collections::HashMap::new(),
+    })
+}
+
+/// Forwards the queries the landscape's DNS does not own to the upstream resolver and the
+/// answers back, matching them by a DNS ID of its own.
+struct Forwarder {
+    sock: std::net::UdpSocket,
+    next_id: u16,
+    /// Our ID -> (client, client's ID, when sent).
+    pending: std::collections::HashMap<u16, (std::net::SocketAddr, [u8; 2], std::time::Instant)>,
+}
+
+impl Forwarder {
+    /// Queries older than this are forgotten (the client has retried or given up).
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn forward(&mut self, query: &[u8], from: std::net::SocketAddr) {
+        let now = std::time::Instant::now();
+        if self.pending.len() >= 4096 {
+            self.pending
+                .retain(|_, (_, _, at)| now.duration_since(*at) < Self::TIMEOUT);
+        }
+        if self.pending.len() >= 4096 {
+            return;
+        }
+        let id = loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.pending.contains_key(&id) {
+                break id;
+            }
+        };
+        let mut q = query.to_vec();
+        let orig = [q[0], q[1]];
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        if self.sock.send(&q).is_ok() {
+            self.pending.insert(id, (from, orig, now));
+        }
+    }
+
+    fn relay(&mut self, dns: &std::net::UdpSocket) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            if let Some((client, orig, _)) = self.pending.remove(&id) {
+                buf[..2].copy_from_slice(&orig);
+                let _ = dns.send_to(&buf[..n], client);
+            }
         }
     }
 }

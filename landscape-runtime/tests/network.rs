@@ -38,6 +38,14 @@ fn main() {
             start_stop_cycles_and_drop_leave_nothing,
         ),
         ("bad_network_input_is_refused", bad_network_input_is_refused),
+        (
+            "egress_reaches_the_hosts_loopback_only_when_on",
+            egress_reaches_the_hosts_loopback_only_when_on,
+        ),
+        (
+            "egress_without_slirp4netns_is_a_clear_error",
+            egress_without_slirp4netns_is_a_clear_error,
+        ),
     ]);
 }
 
@@ -260,9 +268,17 @@ fn start_stop_cycles_and_drop_leave_nothing() {
         assert!(exit.success(), "cycle {i}: {exit:?}");
         net.release(addr);
     }
-    let mut left = net.interfaces().unwrap();
-    left.sort();
-    assert_eq!(left, base, "veths left in the landscape network");
+    // The helper removes the bridge end just after it has reported the exit.
+    let left = poll(Duration::from_secs(10), || {
+        let mut left = net.interfaces().unwrap();
+        left.sort();
+        (left == base).then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "veths left in the landscape network: {:?}",
+        net.interfaces().unwrap()
+    );
     let control = rt
         .state_dir()
         .join("net")
@@ -290,13 +306,17 @@ fn bad_network_input_is_refused() {
     cfg.subnet = Ipv4Addr::new(10, 88, 0, 7);
     let e = Network::create(&rt, cfg.clone()).unwrap_err().to_string();
     assert!(e.contains("host bits") && e.contains("10.88.0.0/24"), "{e}");
-    // A /29 has five instance addresses; the sixth is a clear error.
+    // A /29 has three instance addresses (.4 to .6: .1 is the bridge, .2 and .3 egress);
+    // the fourth is a clear error.
     cfg.subnet = Ipv4Addr::new(10, 88, 0, 0);
     cfg.prefix = 29;
     let net = Network::create(&rt, cfg.clone()).unwrap();
-    for _ in 0..5 {
-        net.allocate().unwrap();
-    }
+    let got: Vec<Ipv4Addr> = (0..3).map(|_| net.allocate().unwrap()).collect();
+    assert_eq!(
+        got,
+        [4, 5, 6].map(|h| Ipv4Addr::new(10, 88, 0, h)).to_vec(),
+        "instance addresses"
+    );
     let e = net.allocate().unwrap_err().to_string();
     assert!(e.contains("in use") && e.contains(&cfg.name), "{e}");
     // The same name twice is refused while the first runs.
@@ -304,4 +324,137 @@ fn bad_network_input_is_refused() {
     assert!(e.contains("already running"), "{e}");
     drop(net);
     Network::create(&rt, cfg).expect("the name is free again after drop");
+}
+
+/// An HTTP server on the host's 127.0.0.1 answering `body` to every request, for at most
+/// `max` connections or until dropped.
+struct HostServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl HostServer {
+    fn start(body: &'static str, max: usize) -> HostServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut served = 0;
+            while served < max && !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                        let mut buf = [0u8; 1024];
+                        let _ = s.read(&mut buf);
+                        let _ = write!(
+                            s,
+                            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        served += 1;
+                    }
+                    Err(_) => std::thread::park_timeout(Duration::from_millis(5)),
+                }
+            }
+            served
+        });
+        HostServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the server; the number of connections it served.
+    fn finish(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn egress_reaches_the_hosts_loopback_only_when_on() {
+    let rt = common::runtime();
+    let server = HostServer::start("egress-ok", 8);
+    let fetch = format!(
+        "curl -sS --max-time 4 http://10.88.0.2:{}/ 2>&1; echo \" exit=$?\"; ip route",
+        server.port
+    );
+    let mut cfg = NetworkConfig::new(net_name("egr"));
+    cfg.egress = true;
+    let on = Network::create(&rt, cfg).expect("create a network with egress");
+    let ifaces = on.interfaces().unwrap();
+    assert!(
+        ifaces.iter().any(|i| i == "lstap0"),
+        "no tap device in the network: {ifaces:?}"
+    );
+    // The landscape's own names still answer with egress on (they are never forwarded).
+    let (_web, addr) = web_replica(&rt, &on, "web-1");
+    wait_serving(&on, addr, "web-1");
+    let mut names = BTreeMap::new();
+    names.insert("web".to_string(), vec![addr]);
+    on.set_names(&names).unwrap();
+    let (code, out) = run_in(
+        &rt,
+        &on,
+        &format!("{fetch}; curl -sS --max-time 4 http://web:3000/"),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("egress-ok exit=0"), "egress on: {out}");
+    assert!(out.contains("default via 10.88.0.2"), "egress on: {out}");
+    assert!(
+        out.trim_end().ends_with("web-1"),
+        "by name with egress on: {out}"
+    );
+    drop(_web);
+    drop(on);
+
+    let off = network(&rt, "noegr", Ipv4Addr::new(10, 88, 0, 0));
+    assert!(!off.interfaces().unwrap().iter().any(|i| i == "lstap0"));
+    let (_, out) = run_in(&rt, &off, &fetch);
+    assert!(!out.contains("egress-ok"), "egress off: {out}");
+    assert!(!out.contains("exit=0"), "egress off: {out}");
+    assert!(
+        !out.contains("default"),
+        "egress off has no default route: {out}"
+    );
+    drop(off);
+    assert_eq!(
+        server.finish(),
+        1,
+        "the host server saw only the egress-on request"
+    );
+    assert_eq!(
+        own_children(),
+        Vec::<i32>::new(),
+        "slirp4netns or a holder left behind"
+    );
+}
+
+fn egress_without_slirp4netns_is_a_clear_error() {
+    let rt = common::runtime();
+    let empty = TempDir::new("nopath");
+    let saved = std::env::var_os("PATH");
+    // The harness runs tests one at a time: nothing else reads PATH meanwhile.
+    std::env::set_var("PATH", empty.path());
+    let mut cfg = NetworkConfig::new(net_name("noslirp"));
+    cfg.egress = true;
+    let r = Network::create(&rt, cfg.clone());
+    match &saved {
+        Some(p) => std::env::set_var("PATH", p),
+        None => std::env::remove_var("PATH"),
+    }
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.contains(&cfg.name)
+            && e.contains("slirp4netns is not installed")
+            && e.contains("egress off"),
+        "{e}"
+    );
+    // Nothing started: the name is free.
+    cfg.egress = false;
+    Network::create(&rt, cfg).expect("the name was not taken by the failed create");
 }
