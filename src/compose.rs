@@ -129,8 +129,39 @@ fn plan_services(
 ) -> Result<Vec<ServiceDef>, UpError> {
     let up = spec::upgrade(model);
     let mut defs = Vec::new();
+    // Every name the landscape's DNS will answer (DNS is case-insensitive): the service,
+    // and `service-N` per replica; two services must not claim one.
+    let mut claimed: BTreeMap<String, (String, spec::Pos)> = BTreeMap::new();
     for svc in up.landscape.services() {
         let name = &svc.name.value;
+        let at = svc.name.span.start;
+        let label_ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if !label_ok {
+            return Err(UpError::Invalid(format!(
+                "service {name:?} (line {}:{}): the name must be a DNS label (letters, digits and '-', at most 63) so that other services reach it as http://{name}:PORT; rename it",
+                at.line, at.col
+            )));
+        }
+        let replicas = svc.replicas.as_ref().map_or(1, |r| r.value.max(1));
+        let mut names = vec![name.to_ascii_lowercase()];
+        names.extend((0..replicas).map(|i| format!("{}-{i}", name.to_ascii_lowercase())));
+        for n in names {
+            if let Some((other, pos)) = claimed.get(&n) {
+                if other != name {
+                    return Err(UpError::Invalid(format!(
+                        "services {other:?} (line {}:{}) and {name:?} (line {}:{}) both claim the name {n:?} inside the landscape (a service name, or SERVICE-N of a replica); rename one",
+                        pos.line, pos.col, at.line, at.col
+                    )));
+                }
+            }
+            claimed.insert(n, (name.clone(), at));
+        }
         match svc.kind() {
             ServiceKind::HeadlessRoute => continue,
             ServiceKind::ManagedService => {

@@ -104,6 +104,13 @@ set +e
 "$work/landscape" up "$bad" > "$work/bad.out" 2>&1; code=$?
 set -e
 [ $code -eq 1 ] && grep -q "nothing was started" "$work/bad.out" || { cat "$work/bad.out"; echo "up.sh: FAILED: broken ci.yml"; exit 1; }
+# Two services claiming one name inside the landscape (api's second replica is api-1).
+printf 'schemaVersion: v0.4\nrun:\n  api:\n    replicas: 2\n    steps:\n      - command: sleep 100\n  api-1:\n    steps:\n      - command: sleep 100\n' > "$bad/ci.yml"
+set +e
+"$work/landscape" up "$bad" --listen 127.0.0.1:0 > "$work/bad.out" 2>&1; code=$?
+set -e
+[ $code -eq 1 ] && grep -q 'services "api" (line 3:3) and "api-1" (line 7:3) both claim the name "api-1"' "$work/bad.out" \
+  && ! pgrep -f "sleep 100" >/dev/null || { cat "$work/bad.out"; echo "up.sh: FAILED: name collision"; exit 1; }
 echo "up.sh: bad input ok"
 
 run_case root 3710
