@@ -196,6 +196,36 @@ impl ServiceDef {
     }
 }
 
+impl ServiceDef {
+    /// Whether `other` runs differently from `self` in a way that needs new instances:
+    /// anything but the number of replicas and the cgroup limits (those change live).
+    pub fn needs_new_instances(&self, other: &ServiceDef) -> bool {
+        let shape = |d: &ServiceDef| {
+            let mut spec = d.spec.clone();
+            spec.limits = None;
+            serde_json::to_value((&d.name, &spec, &d.ports, &d.probe)).ok()
+        };
+        shape(self) != shape(other)
+    }
+}
+
+/// What [`Supervisor::apply`] did, by service name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Services started (new in the definition).
+    pub added: Vec<String>,
+    /// Services stopped (gone from the definition).
+    pub removed: Vec<String>,
+    /// Services whose replicas were replaced one by one (blue-green).
+    pub replaced: Vec<String>,
+    /// Services whose replica count changed (no other replica touched).
+    pub scaled: Vec<String>,
+    /// Services whose limits changed live (no restart).
+    pub resized: Vec<String>,
+    /// Services left as they were.
+    pub unchanged: Vec<String>,
+}
+
 /// Settings of one supervised landscape.
 #[derive(Clone)]
 pub struct SupervisorConfig {
@@ -211,6 +241,10 @@ pub struct SupervisorConfig {
     pub probes: ProbeConfig,
     /// Grace period of a stop (SIGTERM, then SIGKILL).
     pub stop_grace: Duration,
+    /// During a rollout, how long a replaced replica stays up after it has left the load
+    /// balancer and the DNS answers, so that requests already routed to it finish
+    /// (Kubernetes users write a `preStop` sleep for this). Default 500 ms.
+    pub drain: Duration,
     /// Called on every log line before it is written or sent (e.g. the vault's redactor).
     pub redact: Option<Redact>,
 }
@@ -224,6 +258,7 @@ impl std::fmt::Debug for SupervisorConfig {
             .field("backoff", &self.backoff)
             .field("probes", &self.probes)
             .field("stop_grace", &self.stop_grace)
+            .field("drain", &self.drain)
             .field("redact", &self.redact.as_ref().map(|_| "<hook>"))
             .finish()
     }
@@ -239,6 +274,7 @@ impl SupervisorConfig {
             backoff: Backoff::default(),
             probes: ProbeConfig::default(),
             stop_grace: Duration::from_secs(10),
+            drain: Duration::from_millis(500),
             redact: None,
         }
     }
@@ -388,6 +424,20 @@ pub enum EventKind {
         service: String,
         /// Index.
         replica: u32,
+    },
+    /// [`Supervisor::apply`] starts replacing a service's replicas (one at a time, each
+    /// new one ready before its predecessor leaves the load balancer).
+    RolloutStarted {
+        /// Service.
+        service: String,
+    },
+    /// A rollout ended: every replica runs the new definition, or (`error`) the old ones
+    /// were kept.
+    RolloutFinished {
+        /// Service.
+        service: String,
+        /// Why the rollout was abandoned, if it was.
+        error: Option<String>,
     },
     /// A line of a replica's output.
     Log {
@@ -742,6 +792,90 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Brings the running landscape to `services` (a new definition of the whole set),
+    /// touching only what changed: new services start, missing ones stop, a changed
+    /// replica count scales (no other replica touched), changed limits apply live, and a
+    /// service whose instances must change ([`ServiceDef::needs_new_instances`]) is
+    /// replaced **one replica at a time**: the new replica starts beside the old one, and
+    /// only once it is ready does the old one leave the load balancer and the DNS answers,
+    /// drain ([`SupervisorConfig::drain`]) and stop. A new replica that is not ready within
+    /// `ready_timeout` (or crash-loops) abandons that service's rollout: it is stopped, the
+    /// old replicas keep serving, the old definition stays, and the error names the
+    /// service with the replica's last exit and output; the other services are still
+    /// applied. Blocks until done.
+    pub fn apply(&self, services: Vec<ServiceDef>, ready_timeout: Duration) -> Result<Applied> {
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &services {
+            if !seen.insert(d.name.clone()) {
+                return Err(Error::InvalidSpec(format!(
+                    "service {:?} is defined twice; give each service its own name",
+                    d.name
+                )));
+            }
+        }
+        let mut applied = Applied::default();
+        let current = self.services();
+        let gone: Vec<String> = current
+            .iter()
+            .filter(|c| !services.iter().any(|d| d.name == c.name))
+            .map(|c| c.name.clone())
+            .collect();
+        for name in gone {
+            let removed = {
+                let mut all = lock(&self.inner.services);
+                let pos = all.iter().position(|s| s.def.name == name);
+                pos.map(|p| all.remove(p))
+            };
+            if let Some(svc) = removed {
+                self.inner.stop_replicas(&svc.replicas);
+                svc.ready_tx.send_replace(Vec::new());
+                self.inner.publish();
+            }
+            applied.removed.push(name);
+        }
+        let mut added = Vec::new();
+        let mut failures = Vec::new();
+        for def in services {
+            let Some(old) = current.iter().find(|c| c.name == def.name) else {
+                applied.added.push(def.name.clone());
+                added.push(def);
+                continue;
+            };
+            if old.needs_new_instances(&def) {
+                match self.inner.rollout(def, ready_timeout) {
+                    Ok(name) => applied.replaced.push(name),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                continue;
+            }
+            let mut touched = false;
+            if old.spec.limits != def.spec.limits {
+                if let Some(l) = def.spec.limits {
+                    self.set_limits(&def.name, l)?;
+                    applied.resized.push(def.name.clone());
+                    touched = true;
+                }
+            }
+            if old.replicas != def.replicas {
+                self.scale(&def.name, def.replicas)?;
+                applied.scaled.push(def.name.clone());
+                touched = true;
+            }
+            if !touched {
+                applied.unchanged.push(def.name.clone());
+            }
+        }
+        self.start(added)?;
+        if failures.is_empty() {
+            Ok(applied)
+        } else {
+            Err(Error::Start {
+                instance: "rollout".into(),
+                message: failures.join("; "),
+            })
+        }
+    }
+
     /// Stops every replica (in parallel; each leaves the DNS answers and the load balancer
     /// before it is signalled) and removes the network. Idempotent.
     pub fn shutdown(&self) {
@@ -844,6 +978,112 @@ impl Inner {
         r
     }
 
+    /// Replaces the replicas of `def.name` one at a time (see [`Supervisor::apply`]).
+    fn rollout(self: &Arc<Self>, def: ServiceDef, ready_timeout: Duration) -> Result<String> {
+        let name = def.name.clone();
+        let (old_def, old) = {
+            let mut all = lock(&self.services);
+            let svc = all
+                .iter_mut()
+                .find(|s| s.def.name == name)
+                .ok_or_else(|| unknown_service(&name))?;
+            // Restarts of the old replicas meanwhile already use the new definition.
+            let old_def = std::mem::replace(&mut svc.def, def.clone());
+            (old_def, svc.replicas.clone())
+        };
+        self.emit(EventKind::RolloutStarted {
+            service: name.clone(),
+        });
+        let n = def.replicas.max(old.len() as u32);
+        for i in 0..n {
+            let predecessor = old.get(i as usize).cloned();
+            if i < def.replicas {
+                let fresh = self.launch(&def, i);
+                {
+                    let mut all = lock(&self.services);
+                    if let Some(svc) = all.iter_mut().find(|s| s.def.name == name) {
+                        svc.replicas.push(fresh.clone());
+                    }
+                }
+                if let Err(why) = self.wait_ready(&fresh, ready_timeout) {
+                    // Abandon: the new replica goes, the old ones (and definition) stay.
+                    {
+                        let mut all = lock(&self.services);
+                        if let Some(svc) = all.iter_mut().find(|s| s.def.name == name) {
+                            svc.replicas.retain(|r| !Arc::ptr_eq(r, &fresh));
+                            svc.def = old_def.clone();
+                        }
+                    }
+                    self.stop_replicas(std::slice::from_ref(&fresh));
+                    let error = format!(
+                        "service {name:?}: the new replica {i} did not become ready ({why}); the old replicas keep serving"
+                    );
+                    self.emit(EventKind::RolloutFinished {
+                        service: name.clone(),
+                        error: Some(error.clone()),
+                    });
+                    return Err(Error::Start {
+                        instance: format!("{name}-{i}"),
+                        message: error,
+                    });
+                }
+            }
+            if let Some(p) = predecessor {
+                {
+                    let mut all = lock(&self.services);
+                    if let Some(svc) = all.iter_mut().find(|s| s.def.name == name) {
+                        svc.replicas.retain(|r| !Arc::ptr_eq(r, &p));
+                    }
+                }
+                // Out of rotation first, then a drain, then the stop.
+                p.stopping.store(true, Ordering::SeqCst);
+                lock(&p.inner).ready = false;
+                self.publish();
+                std::thread::sleep(self.cfg.drain);
+                self.stop_replicas(std::slice::from_ref(&p));
+            }
+        }
+        self.emit(EventKind::RolloutFinished {
+            service: name.clone(),
+            error: None,
+        });
+        Ok(name)
+    }
+
+    /// Waits until `r` is ready; the reason when it is not within `timeout` (or it
+    /// crash-loops first).
+    fn wait_ready(&self, r: &Replica, timeout: Duration) -> std::result::Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&r.inner);
+        loop {
+            if g.ready {
+                return Ok(());
+            }
+            if g.state == ReplicaState::CrashLoop {
+                return Err(format!(
+                    "crash loop: {}",
+                    g.last_exit.clone().unwrap_or_default()
+                ));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let mut why = format!("not ready after {} s", timeout.as_secs_f64());
+                if let Some(e) = &g.last_exit {
+                    why.push_str(&format!("; last exit: {e}"));
+                }
+                if let Some(l) = g.last_lines.last() {
+                    why.push_str(&format!("; last output: {l}"));
+                }
+                return Err(why);
+            }
+            g = r
+                .wake
+                .wait_timeout(g, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
     /// The current definition of `service` (scale and limits may change it).
     fn def(&self, service: &str) -> Option<ServiceDef> {
         lock(&self.services)
@@ -881,6 +1121,7 @@ impl Inner {
                 i.next_start = Some(Instant::now() + delay);
                 i.restarts
             };
+            r.wake.notify_all();
             self.emit(EventKind::ReplicaExited {
                 service: r.service.clone(),
                 replica: r.index,
@@ -1177,6 +1418,7 @@ impl Inner {
                 i.state = ReplicaState::Unhealthy;
             }
         }
+        r.wake.notify_all();
         self.publish();
         if ready {
             self.emit(EventKind::ReplicaReady {

@@ -40,6 +40,10 @@ fn main() {
             "plan_change_applies_without_restart",
             plan_change_applies_without_restart,
         ),
+        (
+            "apply_replaces_a_changed_service_one_replica_at_a_time",
+            apply_replaces_a_changed_service_one_replica_at_a_time,
+        ),
         ("shutdown_leaves_nothing", shutdown_leaves_nothing),
     ]);
 }
@@ -371,4 +375,152 @@ fn shutdown_leaves_nothing() {
         .filter(|p| Some(*p) != landscape_runtime::fork_server_pid())
         .collect();
     assert_eq!(kids, Vec::<i32>::new());
+}
+
+/// `web` serving `VERSION hostname`.
+fn web_version(name: &str, replicas: u32, version: &str) -> ServiceDef {
+    let mut d = web(name, replicas);
+    d.spec.process = Process::shell(format!(
+        "mkdir -p /tmp/www && echo {version} $(hostname) > /tmp/www/index.html && exec busybox httpd -f -p 3000 -h /tmp/www"
+    ));
+    d
+}
+
+/// GET / from the host at `addr` through the landscape network.
+fn get(sup: &Supervisor, addr: std::net::Ipv4Addr) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = sup.network().connect(
+        std::net::SocketAddrV4::new(addr, 3000),
+        Duration::from_secs(2),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) if head.split(' ').nth(1) == Some("200") => Ok(body.trim().to_string()),
+        _ => Err(std::io::Error::other(format!("bad answer: {out:?}"))),
+    }
+}
+
+fn apply_replaces_a_changed_service_one_replica_at_a_time() {
+    let l = land("apply");
+    let mut events = l.sup.subscribe();
+    l.sup
+        .start(vec![
+            web_version("api", 2, "v1"),
+            web("other", 1),
+            web("gone", 1),
+        ])
+        .unwrap();
+    wait_ready(&l.sup, "api", 2);
+    wait_ready(&l.sup, "gone", 1);
+    let other_pid = wait_ready(&l.sup, "other", 1)[0].pid;
+    let ready = l.sup.ready("api").unwrap();
+    // A client that, like the router, sends each request to a ready replica; bounded.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (applied, (ok, failed, bodies)) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let (mut ok, mut failed, mut bodies) = (0u32, Vec::new(), Vec::new());
+            let mut turn = 0usize;
+            while !stop.load(Ordering::SeqCst) && ok + (failed.len() as u32) < 20_000 {
+                let addrs = ready.borrow().clone();
+                if addrs.is_empty() {
+                    failed.push("no ready replica".to_string());
+                    continue;
+                }
+                turn += 1;
+                match get(&l.sup, addrs[turn % addrs.len()]) {
+                    Ok(b) => {
+                        ok += 1;
+                        if bodies.last() != Some(&b) {
+                            bodies.push(b);
+                        }
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed, bodies)
+        });
+        let applied = l.sup.apply(
+            vec![
+                web_version("api", 2, "v2"),
+                web("other", 1),
+                web("fresh", 1),
+            ],
+            Duration::from_secs(20),
+        );
+        stop.store(true, Ordering::SeqCst);
+        (applied, load.join().unwrap())
+    });
+    let applied = applied.expect("apply");
+    assert_eq!(applied.replaced, vec!["api".to_string()]);
+    assert_eq!(applied.removed, vec!["gone".to_string()]);
+    assert_eq!(applied.added, vec!["fresh".to_string()]);
+    assert_eq!(applied.unchanged, vec!["other".to_string()]);
+    assert!(
+        failed.is_empty(),
+        "{} requests failed during the rollout: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 0, "the load loop sent nothing");
+    assert!(
+        bodies.iter().any(|b| b.starts_with("v1")) && bodies.iter().any(|b| b.starts_with("v2")),
+        "{bodies:?}"
+    );
+    let after = wait_ready(&l.sup, "api", 2);
+    for r in &after {
+        let body = get(&l.sup, r.address.unwrap()).unwrap();
+        assert!(body.starts_with("v2 api-"), "{body}");
+    }
+    assert_eq!(
+        wait_ready(&l.sup, "other", 1)[0].pid,
+        other_pid,
+        "an unchanged service was touched"
+    );
+    assert!(replicas(&l.sup, "gone").is_empty());
+    wait_ready(&l.sup, "fresh", 1);
+    let mut saw = (false, false);
+    while let Ok(ev) = events.try_recv() {
+        match ev.kind {
+            EventKind::RolloutStarted { service } if service == "api" => saw.0 = true,
+            EventKind::RolloutFinished {
+                service,
+                error: None,
+            } if service == "api" => saw.1 = true,
+            _ => {}
+        }
+    }
+    assert_eq!(saw, (true, true), "rollout events");
+
+    // A definition whose replica never becomes ready: the rollout is abandoned and the
+    // running replicas keep serving, untouched.
+    let pids: Vec<_> = after.iter().map(|r| r.pid).collect();
+    let mut broken = web_version("api", 2, "v3");
+    broken.spec.process = Process::shell("echo cannot start; exit 3");
+    let e = l
+        .sup
+        .apply(
+            vec![broken, web("other", 1), web("fresh", 1)],
+            Duration::from_secs(3),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"api\"") && e.contains("old replicas keep serving"),
+        "{e}"
+    );
+    let kept = wait_ready(&l.sup, "api", 2);
+    assert_eq!(kept.iter().map(|r| r.pid).collect::<Vec<_>>(), pids);
+    for r in &kept {
+        assert!(get(&l.sup, r.address.unwrap()).unwrap().starts_with("v2"));
+    }
+    assert!(
+        l.sup
+            .services()
+            .iter()
+            .any(|d| d.name == "api" && !d.needs_new_instances(&web_version("api", 2, "v2"))),
+        "the old definition stays"
+    );
 }
