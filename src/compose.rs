@@ -107,9 +107,10 @@ pub struct Landscape {
     sup: Arc<Supervisor>,
     router: net::Router,
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
-    routes: Vec<(String, String)>,
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    server: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    routes: std::sync::Mutex<Vec<(String, String)>>,
+    opts: UpOptions,
 }
 
 impl std::fmt::Debug for Landscape {
@@ -137,9 +138,7 @@ fn plan_services(
         let at = svc.name.span.start;
         let label_ok = !name.is_empty()
             && name.len() <= 63
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !name.starts_with('-')
             && !name.ends_with('-');
         if !label_ok {
@@ -306,9 +305,10 @@ impl Landscape {
             sup,
             router,
             addr,
-            stop: Some(stop),
-            server: Some(server),
-            routes,
+            stop: std::sync::Mutex::new(Some(stop)),
+            server: tokio::sync::Mutex::new(Some(server)),
+            routes: std::sync::Mutex::new(routes),
+            opts,
         })
     }
 
@@ -318,8 +318,94 @@ impl Landscape {
     }
 
     /// The public paths (and hosts, empty for any host) the router serves.
-    pub fn routes(&self) -> &[(String, String)] {
-        &self.routes
+    pub fn routes(&self) -> Vec<(String, String)> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The landscape's name.
+    pub fn name(&self) -> &str {
+        &self.opts.name
+    }
+
+    /// A snapshot of every replica.
+    pub fn status(&self) -> rt::Status {
+        self.sup.status()
+    }
+
+    /// The supervisor's events (replicas, stages, logs, rollouts).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<rt::Event> {
+        self.sup.subscribe()
+    }
+
+    /// Sets the number of replicas of `service` (the others are not touched).
+    pub async fn scale(&self, service: &str, replicas: u32) -> Result<(), UpError> {
+        let (sup, name) = (self.sup.clone(), service.to_string());
+        tokio::task::spawn_blocking(move || sup.scale(&name, replicas))
+            .await
+            .map_err(|e| UpError::Invalid(format!("scale task failed: {e}")))??;
+        Ok(())
+    }
+
+    /// Restarts every replica of each of `services` (all services when empty).
+    pub async fn restart(&self, services: &[String]) -> Result<(), UpError> {
+        let names: Vec<String> = if services.is_empty() {
+            self.sup.services().into_iter().map(|d| d.name).collect()
+        } else {
+            services.to_vec()
+        };
+        for name in &names {
+            if !self.sup.services().iter().any(|d| &d.name == name) {
+                return Err(UpError::Invalid(format!(
+                    "no service {name:?} in landscape {}",
+                    self.opts.name
+                )));
+            }
+        }
+        let sup = self.sup.clone();
+        tokio::task::spawn_blocking(move || {
+            for n in &names {
+                sup.restart(n)?;
+            }
+            Ok::<_, rt::Error>(())
+        })
+        .await
+        .map_err(|e| UpError::Invalid(format!("restart task failed: {e}")))??;
+        Ok(())
+    }
+
+    /// Brings the running landscape to a new `model` (an edited ci.yml): checked first
+    /// like [`Landscape::up`] (nothing changes on bad input), then only what changed is
+    /// touched ([`Supervisor::apply`]: changed services replaced one replica at a time,
+    /// new ones ready before old ones leave the load balancer), and the router's table is
+    /// swapped to the new routes. `prepare` and `test` are not run again.
+    pub async fn apply(
+        &self,
+        model: &spec::Landscape,
+        env: BTreeMap<String, Vec<(String, String)>>,
+        ready_timeout: Duration,
+    ) -> Result<rt::Applied, UpError> {
+        let defs = plan_services(model, &env, &self.opts)?;
+        let table = net::spec::table_from_landscape(model, &net::spec::SpecOptions::default())
+            .map_err(|e| UpError::Invalid(e.to_string()))?;
+        let sup = self.sup.clone();
+        let applied = tokio::task::spawn_blocking(move || sup.apply(defs, ready_timeout))
+            .await
+            .map_err(|e| UpError::Invalid(format!("apply task failed: {e}")))?;
+        let routes = table
+            .iter()
+            .map(|(host, r)| {
+                (
+                    r.prefix.clone(),
+                    host.map(str::to_string).unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.router.swap(table);
+        *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = routes;
+        Ok(applied?)
     }
 
     /// The supervisor (status, events, scale, limits).
@@ -376,15 +462,18 @@ impl Landscape {
     }
 
     /// Stops the router (in-flight requests drain) and every replica, removes the network.
-    pub async fn down(mut self) {
+    pub async fn down(self) {
         self.shutdown().await;
     }
 
-    async fn shutdown(&mut self) {
-        if let Some(s) = self.stop.take() {
+    /// [`Landscape::down`] through a shared reference (e.g. from a control API); later
+    /// calls return at once.
+    pub async fn shutdown(&self) {
+        let stop = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(s) = stop {
             let _ = s.send(());
         }
-        if let Some(h) = self.server.take() {
+        if let Some(h) = self.server.lock().await.take() {
             let _ = h.await;
         }
         let sup = self.sup.clone();

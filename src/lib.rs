@@ -15,6 +15,7 @@
 //! | `net` | `landscape-net` | `net` |
 //! | `runtime` | `landscape-runtime` | `runtime` |
 //! | `compose` | the composition: [`compose::Landscape`] runs a ci.yml (supervisor + router) | `net` + `runtime` |
+//! | `control` | the control API of a running landscape (JSON over HTTP/1.1 on a unix socket) | `net` + `runtime` |
 #![warn(missing_docs)]
 
 pub use landscape_spec as spec;
@@ -28,3 +29,5 @@ pub use landscape_vault as vault;
 
 #[cfg(all(feature = "net", feature = "runtime"))]
 pub mod compose;
+#[cfg(all(feature = "net", feature = "runtime"))]
+pub mod control;

@@ -3,7 +3,10 @@
 //! Each subcommand lives in its own module; this file only dispatches.
 //! Exit codes: 0 success, 1 the input has errors (or the child failed), 2 usage or I/O errors.
 
+mod ctl;
 mod exec;
+#[cfg(feature = "k8s")]
+mod k8s;
 mod router;
 mod up;
 mod validate;
@@ -34,8 +37,22 @@ enum Command {
     Router(router::Args),
     /// Run one command in a rootless container, like `podman run --rm`.
     Exec(exec::Args),
-    /// Run a landscape: prepare, test, every service with its replicas, and the router.
+    /// Run a landscape: prepare, test, every service with its replicas, and the router
+    /// (again on a running landscape: apply the edited ci.yml).
     Up(up::Args),
+    /// List the replicas of a running landscape.
+    Ps(ctl::PsArgs),
+    /// Print (and follow) the log lines of a running landscape's replicas.
+    Logs(ctl::LogsArgs),
+    /// Set the number of replicas of services: `landscape scale [DIR] api=3`.
+    Scale(ctl::ScaleArgs),
+    /// Restart the replicas of services (all when none are given).
+    Restart(ctl::RestartArgs),
+    /// Stop a running landscape: every replica, the router, the network and its state.
+    Down(ctl::DownArgs),
+    /// Translate a ci.yml to Kubernetes objects (`landscape k8s render`).
+    #[cfg(feature = "k8s")]
+    K8s(k8s::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,5 +74,12 @@ fn main() -> ExitCode {
         Command::Router(a) => router::run(a),
         Command::Exec(a) => exec::run(a),
         Command::Up(a) => up::run(a),
+        Command::Ps(a) => ctl::ps(a),
+        Command::Logs(a) => ctl::logs(a),
+        Command::Scale(a) => ctl::scale(a),
+        Command::Restart(a) => ctl::restart(a),
+        Command::Down(a) => ctl::down(a),
+        #[cfg(feature = "k8s")]
+        Command::K8s(a) => k8s::run(a),
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Arguments of `landscape up`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct Args {
     /// The landscape directory (holds ci.yml; it is the app directory).
     #[arg(default_value = ".")]
@@ -22,7 +22,8 @@ pub struct Args {
     /// The router's listener [default: 127.0.0.1:3000, or the next free port].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Run in the background (not available yet).
+    /// Run in the background: a control process keeps the landscape running; `up`
+    /// returns once every replica is ready (exit 1 with the reason when one is not).
     #[arg(short = 'd', long)]
     detach: bool,
     /// Skip the `test` stage.
@@ -123,53 +124,305 @@ impl Printer {
     }
 }
 
-/// Runs `landscape up`.
-pub fn run(a: Args) -> ExitCode {
-    if a.detach {
-        return fail(
-            2,
-            "-d (a background control process) is not available yet; run `landscape up` in the foreground",
-        );
-    }
-    let dir = match std::fs::canonicalize(&a.dir) {
-        Ok(d) => d,
-        Err(e) => return fail(2, &format!("{}: {e}", a.dir.display())),
-    };
+/// The file of a landscape directory, read and checked; diagnostics are printed.
+pub(crate) struct Loaded {
+    pub(crate) dir: PathBuf,
+    pub(crate) shown: String,
+    pub(crate) src: String,
+    pub(crate) model: spec::Landscape,
+}
+
+/// Reads and validates `DIR/ci.yml`: `Err((exit code, message))` after printing the
+/// diagnostics of a file with errors to `out` (warnings go to `out` too).
+pub(crate) fn load(dir: &Path, out: &mut dyn Write) -> Result<Loaded, (u8, String)> {
     let file = dir.join("ci.yml");
     let shown = file.display().to_string();
     let src = match std::fs::read_to_string(&file) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return fail(
+            return Err((
                 2,
-                &format!(
+                format!(
                     "no ci.yml in {}; give the landscape directory (`landscape up DIR`)",
                     dir.display()
                 ),
-            )
+            ))
         }
-        Err(e) => return fail(2, &format!("cannot read {shown}: {e}")),
+        Err(e) => return Err((2, format!("cannot read {shown}: {e}"))),
     };
     let parsed = spec::parse_str(&shown, &src);
     if parsed.has_errors() {
-        print!("{}", diag::render_human(&shown, &src, &parsed.diagnostics));
-        return fail(1, &format!("{shown} has errors; nothing was started"));
+        let _ = write!(
+            out,
+            "{}",
+            diag::render_human(&shown, &src, &parsed.diagnostics)
+        );
+        return Err((1, format!("{shown} has errors")));
     }
     let warnings: Vec<_> = parsed.warnings().cloned().collect();
     if !warnings.is_empty() {
-        eprint!("{}", diag::render_human(&shown, &src, &warnings));
+        let _ = write!(out, "{}", diag::render_human(&shown, &src, &warnings));
     }
     let Some(model) = parsed.landscape else {
-        return fail(1, &format!("{shown} could not be read"));
+        return Err((1, format!("{shown} could not be read")));
     };
-    let tokio = match tokio::runtime::Builder::new_multi_thread()
+    Ok(Loaded {
+        dir: dir.to_path_buf(),
+        shown,
+        src,
+        model,
+    })
+}
+
+/// Where a landscape directory's state lives: name, state directory, control socket.
+pub(crate) fn locate(dir: &Path) -> (String, PathBuf, PathBuf) {
+    let name = landscape_name(dir);
+    let state = state_dir(&name);
+    let sock = state.join("control.sock");
+    (name, state, sock)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, ExitCode> {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(t) => t,
+        Ok(t) => Ok(t.block_on(f)),
+        Err(e) => Err(fail(2, &format!("cannot start the async runtime: {e}"))),
+    }
+}
+
+/// Runs `landscape up`.
+pub fn run(a: Args) -> ExitCode {
+    let dir = match std::fs::canonicalize(&a.dir) {
+        Ok(d) => d,
+        Err(e) => return fail(2, &format!("{}: {e}", a.dir.display())),
+    };
+    let (name, state, sock) = locate(&dir);
+    // Running already (in the background or another terminal): apply the edited file.
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        return match block_on(apply_running(&name, &sock)) {
+            Ok(code) => code,
+            Err(code) => code,
+        };
+    }
+    let loaded = match load(&dir, &mut std::io::stderr()) {
+        Ok(l) => l,
+        Err((code, msg)) => {
+            let msg = if code == 1 {
+                format!("{msg}; nothing was started")
+            } else {
+                msg
+            };
+            return fail(code, &msg);
+        }
+    };
+    if a.detach {
+        return detach(&a, &dir, &name, &state, &sock);
+    }
+    match block_on(up(a, loaded)) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+/// `up` on a running landscape: ask its control process to re-read and apply ci.yml.
+async fn apply_running(name: &str, sock: &Path) -> ExitCode {
+    eprintln!("landscape up: {name} is running; applying the changes of its ci.yml");
+    match landscape::control::call(sock, "POST", "/v1/apply", None).await {
+        Ok((200, v)) => {
+            let list = |k: &str| -> String {
+                v[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            for (k, what) in [
+                ("replaced", "replaced (blue-green)"),
+                ("added", "started"),
+                ("removed", "stopped"),
+                ("scaled", "scaled"),
+                ("resized", "resized live"),
+                ("unchanged", "unchanged"),
+            ] {
+                let l = list(k);
+                if !l.is_empty() {
+                    println!("landscape up: {what}: {l}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((_, v)) => fail(
+            1,
+            v["error"]
+                .as_str()
+                .unwrap_or("the control process refused the change"),
+        ),
+        Err(e) => fail(
+            2,
+            &format!(
+                "cannot reach the control process at {}: {e}",
+                sock.display()
+            ),
+        ),
+    }
+}
+
+/// `up -d`: starts this command again as a background control process (its own session,
+/// output in the state directory) and returns once every replica is ready, or with the
+/// reason when the landscape does not come up.
+fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCode {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::process::CommandExt;
+    if let Err(e) = private_dir(state) {
+        return fail(2, &e);
+    }
+    let log_path = state.join("up.log");
+    let log = match std::fs::File::options()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&log_path)
+    {
+        Ok(f) => f,
+        Err(e) => return fail(2, &format!("cannot create {}: {e}", log_path.display())),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail(2, &format!("cannot find this program: {e}")),
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("up").arg(dir);
+    if let Some(l) = a.listen {
+        cmd.arg("--listen").arg(l.to_string());
+    }
+    if a.skip_tests {
+        cmd.arg("--skip-tests");
+    }
+    if a.no_egress {
+        cmd.arg("--no-egress");
+    }
+    cmd.arg("--ready-timeout").arg(a.ready_timeout.to_string());
+    if let Some(s) = &a.store {
+        cmd.arg("--store").arg(s);
+    }
+    cmd.arg("--scope").arg(&a.scope);
+    if let Some(k) = &a.key_file {
+        cmd.arg("--key-file").arg(k);
+    }
+    let Ok(log2) = log.try_clone() else {
+        return fail(2, "cannot duplicate the log file");
+    };
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .env("NO_COLOR", "1")
+        .env(DETACHED_ENV, "1");
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(2, &format!("cannot start the control process: {e}")),
+    };
+    eprintln!(
+        "landscape up: {name} starting in the background (control pid {}, output in {})",
+        child.id(),
+        log_path.display()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(a.ready_timeout + 600);
+    let tail = |n: usize| {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
         Err(e) => return fail(2, &format!("cannot start the async runtime: {e}")),
     };
-    tokio.block_on(up(a, dir, shown, src, model))
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            eprintln!("{}", tail(30));
+            let _ = std::fs::remove_dir_all(state);
+            return fail(
+                1,
+                &format!("{name} did not come up (the control process exited with {st}); nothing is left running"),
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("{}", tail(30));
+            return fail(1, &format!("{name} did not come up in time; stopped it"));
+        }
+        if let Ok((200, v)) = rt.block_on(landscape::control::call(sock, "GET", "/v1/status", None))
+        {
+            let ready = v["replicas"]
+                .as_array()
+                .is_some_and(|r| r.iter().all(|x| x["state"] == "ready"));
+            if ready {
+                let listen = v["listen"].as_str().unwrap_or_default();
+                for r in v["routes"].as_array().into_iter().flatten() {
+                    let (path, host) = (r[0].as_str().unwrap_or("/"), r[1].as_str().unwrap_or(""));
+                    let h = if host.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (Host: {host})")
+                    };
+                    println!("landscape up: ready: http://{listen}{path}{h}");
+                }
+                println!(
+                    "landscape up: {name} runs in the background; `landscape ps {}`, `landscape logs -f {0}`, `landscape down {0}`",
+                    dir.display()
+                );
+                return ExitCode::SUCCESS;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes the state directory of a landscape that has stopped; a background control
+/// process keeps its output (`up.log`) for the `up -d` that waits for it, which removes
+/// the rest.
+fn remove_state(state: &Path) {
+    if std::env::var_os(DETACHED_ENV).is_some() {
+        for e in std::fs::read_dir(state).into_iter().flatten().flatten() {
+            if e.file_name() != "up.log" {
+                let _ =
+                    std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+            }
+        }
+    } else {
+        let _ = std::fs::remove_dir_all(state);
+    }
+}
+
+/// Set in the environment of a background control process (`up -d`).
+const DETACHED_ENV: &str = "LANDSCAPE_UP_DETACHED";
+
+/// Creates `dir` (and parents) with mode 0700.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
 async fn resolve_env(
@@ -182,7 +435,7 @@ async fn resolve_env(
         BTreeMap<String, Vec<(String, String)>>,
         Vec<landscape::vault::SecretValue>,
     ),
-    ExitCode,
+    (u8, String),
 > {
     use landscape::vault::resolve::{self, Context, ResolveError};
     let needs_vault = model.services().any(|s| {
@@ -230,9 +483,9 @@ async fn resolve_env(
         actor: None,
     };
     let (vault, scope) = landscape::vault::cli::open_vault(&opts).map_err(|e| {
-        fail(
+        (
             2,
-            &format!("{file} uses vault secrets, but the vault cannot be opened: {e}"),
+            format!("{file} uses vault secrets, but the vault cannot be opened: {e}"),
         )
     })?;
     let mut ctx = Context::new(scope.clone());
@@ -269,18 +522,14 @@ async fn resolve_env(
         }
         Err(ResolveError::Problems(mut p)) => {
             resolve::refine_positions(&mut p, src);
-            for problem in &p {
-                eprintln!("{problem}");
-            }
-            Err(fail(
-                1,
-                &format!(
-                    "{} secret reference(s) do not resolve in vault scope {scope:?}; store them with `landscape vault set NAME`; nothing was started",
-                    p.len()
-                ),
-            ))
+            let mut msg: String = p.iter().map(|problem| format!("{problem}\n")).collect();
+            msg.push_str(&format!(
+                "{} secret reference(s) do not resolve in vault scope {scope:?}; store them with `landscape vault set NAME`",
+                p.len()
+            ));
+            Err((1, msg))
         }
-        Err(ResolveError::Vault(e)) => Err(fail(2, &format!("vault: {e}"))),
+        Err(ResolveError::Vault(e)) => Err((2, format!("vault: {e}"))),
     }
 }
 
@@ -297,10 +546,19 @@ async fn free_listener(explicit: Option<SocketAddr>) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-async fn up(a: Args, dir: PathBuf, file: String, src: String, model: spec::Landscape) -> ExitCode {
+/// The redaction hook over the vault values resolved so far (a reload adds new ones).
+type Secrets = Arc<std::sync::RwLock<Arc<landscape::vault::redact::Redactor>>>;
+
+async fn up(a: Args, loaded: Loaded) -> ExitCode {
+    let Loaded {
+        dir,
+        shown: file,
+        src,
+        model,
+    } = loaded;
     let (env, secrets) = match resolve_env(&a, &file, &src, &model).await {
         Ok(v) => v,
-        Err(code) => return code,
+        Err((code, msg)) => return fail(code, &format!("{msg}; nothing was started")),
     };
     let runtime = match Runtime::with_defaults() {
         Ok(r) => Arc::new(r),
@@ -309,15 +567,23 @@ async fn up(a: Args, dir: PathBuf, file: String, src: String, model: spec::Lands
     if let Err(e) = runtime.adopt_dir(&dir, Default::default()) {
         return fail(2, &e.to_string());
     }
-    let name = landscape_name(&dir);
-    let mut opts = UpOptions::new(name.clone(), dir.clone(), state_dir(&name));
+    let (name, state, sock) = locate(&dir);
+    if let Err(e) = private_dir(&state) {
+        return fail(2, &e);
+    }
+    let mut opts = UpOptions::new(name.clone(), dir.clone(), state.clone());
     opts.listen = free_listener(a.listen).await;
     opts.run_tests = !a.skip_tests;
     opts.egress = !a.no_egress;
-    if !secrets.is_empty() {
-        let redactor = Arc::new(landscape::vault::redact::Redactor::new(secrets.iter()));
+    let known: Secrets = Arc::new(std::sync::RwLock::new(Arc::new(
+        landscape::vault::redact::Redactor::new(secrets.iter()),
+    )));
+    let mut all_secrets = secrets;
+    {
+        let known = known.clone();
         opts.redact = Some(Arc::new(move |line: &str| {
-            String::from_utf8_lossy(&redactor.redact(line.as_bytes())).into_owned()
+            let r = known.read().unwrap_or_else(|e| e.into_inner()).clone();
+            String::from_utf8_lossy(&r.redact(line.as_bytes())).into_owned()
         }));
     }
     let printer = Arc::new(Printer {
@@ -335,7 +601,7 @@ async fn up(a: Args, dir: PathBuf, file: String, src: String, model: spec::Lands
     });
     let started = Landscape::up_with_events(runtime, &model, env, opts, ev_tx).await;
     let land = match started {
-        Ok(l) => l,
+        Ok(l) => Arc::new(l),
         Err(e) => {
             let _ = tokio::time::timeout(Duration::from_secs(2), printer_task).await;
             if let landscape::compose::UpError::Stage(f) = &e {
@@ -343,13 +609,68 @@ async fn up(a: Args, dir: PathBuf, file: String, src: String, model: spec::Lands
                     eprintln!("    {l}");
                 }
             }
+            remove_state(&state);
             return fail(1, &format!("{e}; nothing is left running"));
         }
     };
+    // The control API: ps, logs -f, scale, restart, down, and `up` again (apply).
+    let listener = match landscape::control::bind(&sock).await {
+        Ok(l) => l,
+        Err(e) => {
+            land.shutdown().await;
+            remove_state(&state);
+            return fail(2, &format!("control socket {}: {e}", sock.display()));
+        }
+    };
+    let reload: landscape::control::Reload = {
+        let (land, a, dir, known) = (land.clone(), a.clone(), dir.clone(), known.clone());
+        let ready_timeout = Duration::from_secs(a.ready_timeout);
+        let all = Arc::new(tokio::sync::Mutex::new(std::mem::take(&mut all_secrets)));
+        Arc::new(move || {
+            let (land, a, dir, known, all) = (
+                land.clone(),
+                a.clone(),
+                dir.clone(),
+                known.clone(),
+                all.clone(),
+            );
+            Box::pin(async move {
+                let mut diags = Vec::new();
+                let l = load(&dir, &mut diags).map_err(|(_, m)| {
+                    format!(
+                        "{}{m}; nothing was changed",
+                        String::from_utf8_lossy(&diags)
+                    )
+                })?;
+                let (env, secrets) = resolve_env(&a, &l.shown, &l.src, &l.model)
+                    .await
+                    .map_err(|(_, m)| format!("{m}; nothing was changed"))?;
+                {
+                    let mut all = all.lock().await;
+                    all.extend(secrets);
+                    *known.write().unwrap_or_else(|e| e.into_inner()) =
+                        Arc::new(landscape::vault::redact::Redactor::new(all.iter()));
+                }
+                eprintln!("landscape up: applying the changes of {}", l.shown);
+                land.apply(&l.model, env, ready_timeout)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+    };
+    let (down_tx, down_rx) = tokio::sync::oneshot::channel::<()>();
+    {
+        let land = land.clone();
+        tokio::spawn(async move {
+            landscape::control::serve(listener, land, reload).await;
+            let _ = down_tx.send(());
+        });
+    }
     let ready = land.wait_ready(Duration::from_secs(a.ready_timeout)).await;
     if let Err(e) = ready {
         eprintln!("landscape up: {e}");
-        land.down().await;
+        land.shutdown().await;
+        remove_state(&state);
         return ExitCode::from(1);
     }
     for (path, host) in land.routes() {
@@ -368,9 +689,11 @@ async fn up(a: Args, dir: PathBuf, file: String, src: String, model: spec::Lands
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = down_rx => {}
     }
     eprintln!("landscape up: stopping");
-    land.down().await;
+    land.shutdown().await;
+    remove_state(&state);
     let _ = tokio::time::timeout(Duration::from_secs(2), printer_task).await;
     eprintln!("landscape up: stopped");
     ExitCode::SUCCESS

@@ -65,8 +65,8 @@ pub use spec::{
     DEFAULT_PATH,
 };
 pub use supervisor::{
-    Backoff, Event, EventKind, Probe, ProbeConfig, ReplicaState, ReplicaStatus, ServiceDef,
-    StageFailure, Status, StepDef, Supervisor, SupervisorConfig,
+    Applied, Backoff, Event, EventKind, Probe, ProbeConfig, ReplicaState, ReplicaStatus,
+    ServiceDef, StageFailure, Status, StepDef, Supervisor, SupervisorConfig,
 };
 
 /// The helper entry hook. Call it first in `main`, before any thread starts: in a process

@@ -16,6 +16,10 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Background control processes of a failed detached case: SIGTERM is a graceful down.
+  pkill -TERM -f "^$work/landscape up" 2>/dev/null || true
+  local t=0
+  while pgrep -f "^$work/landscape up" >/dev/null && [ $t -lt 100 ]; do sleep 0.1; t=$((t + 1)); done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -113,9 +117,102 @@ set -e
   && ! pgrep -f "sleep 100" >/dev/null || { cat "$work/bad.out"; echo "up.sh: FAILED: name collision"; exit 1; }
 echo "up.sh: bad input ok"
 
+# gen_ten DIR [VERSION_OF_S3]: a generated 10-service landscape, s0..s9, each busybox
+# httpd answering its name at /sN/ (stripPath).
+gen_ten() {
+  local dir=$1 v3=${2:-v1} i body
+  mkdir -p "$dir"
+  { echo "schemaVersion: v0.4"; echo "run:"
+    for i in $(seq 0 9); do
+      body="s$i"; [ "$i" -eq 3 ] && body="s3-$v3"
+      cat <<YAML
+  s$i:
+    steps:
+      - command: mkdir -p /tmp/w && echo $body > /tmp/w/index.html && exec busybox httpd -f -p 3000 -h /tmp/w
+    network:
+      ports:
+        - port: 3000
+      paths:
+        - port: 3000
+          path: /s$i
+          stripPath: true
+YAML
+    done; } > "$dir/ci.yml"
+}
+
+# detached_case NAME PORT [setpriv args...]: `up -d` of the 10-service landscape; every
+# route answers; `ps --format json`; an edit of s3 + `up` replaces only s3 while a bounded
+# load loop on /s3/ sees no failure; scale; logs; `down` leaves nothing.
+detached_case() {
+  local name=$1 port=$2; shift 2
+  local as=("$@")
+  local app="$work/$name-ten/ten" home="$work/$name-ten-home"
+  mkdir -p "$home"
+  gen_ten "$app"
+  if [ ${#as[@]} -gt 0 ]; then chown -R "$user:$user" "$home" "$work/$name-ten"; fi
+  local L=("${as[@]}" env -i PATH=/usr/bin:/bin HOME="$home" TMPDIR=/tmp "$work/landscape")
+  out="$work/$name-ten.out"
+  "${L[@]}" up -d "$app" --listen "127.0.0.1:$port" > "$out" 2>&1 || fail "$name: up -d failed"
+  grep -q "landscape up: ready: http://127.0.0.1:$port/s9" "$out" || fail "$name: no route printed"
+  local i
+  for i in $(seq 0 9); do
+    [ "$(curl -s --max-time 5 "http://127.0.0.1:$port/s$i/")" = "$( [ $i -eq 3 ] && echo s3-v1 || echo s$i)" ] \
+      || fail "$name: /s$i/ did not answer"
+  done
+  "${L[@]}" ps "$app" --format json > "$work/ps.json" || fail "$name: ps"
+  python3 - "$work/ps.json" <<'PY' || fail "$name: ps --format json"
+import json, sys
+rows = json.load(open(sys.argv[1]))
+keys = {"service", "replica", "state", "pid", "address", "restarts", "uptime_s", "last_exit"}
+assert len(rows) == 10, rows
+assert all(set(r) == keys for r in rows), rows
+assert all(r["state"] == "ready" and r["pid"] > 0 for r in rows), rows
+PY
+  local before after
+  before=$(python3 -c 'import json,sys; print(" ".join(str(r["service"]) + ":" + str(r["pid"]) for r in json.load(open(sys.argv[1])) if r["service"] != "s3"))' "$work/ps.json")
+  # Edit s3, `up` again under load on /s3/.
+  gen_ten "$app" v2
+  if [ ${#as[@]} -gt 0 ]; then chown -R "$user:$user" "$work/$name-ten"; fi
+  local failed=0 n=0
+  ( while [ ! -f "$work/stop-load" ] && [ $n -lt 2000 ]; do
+      curl -s -f --max-time 5 -o /dev/null "http://127.0.0.1:$port/s3/" || echo fail
+      n=$((n + 1))
+    done > "$work/load.out" ) &
+  local load=$!
+  "${L[@]}" up "$app" > "$work/apply.out" 2>&1 || { cat "$work/apply.out"; fail "$name: up (apply) failed"; }
+  touch "$work/stop-load"; wait "$load"; rm -f "$work/stop-load"
+  failed=$(grep -c fail "$work/load.out" || true)
+  [ "$failed" -eq 0 ] || fail "$name: $failed requests failed while s3 was replaced"
+  grep -q "replaced (blue-green): s3$" "$work/apply.out" || { cat "$work/apply.out"; fail "$name: s3 not replaced"; }
+  [ "$(curl -s --max-time 5 "http://127.0.0.1:$port/s3/")" = "s3-v2" ] || fail "$name: s3 does not serve v2"
+  "${L[@]}" ps "$app" --format json > "$work/ps.json"
+  after=$(python3 -c 'import json,sys; print(" ".join(str(r["service"]) + ":" + str(r["pid"]) for r in json.load(open(sys.argv[1])) if r["service"] != "s3"))' "$work/ps.json")
+  [ "$before" = "$after" ] || fail "$name: unchanged services were restarted: $before -> $after"
+  "${L[@]}" scale "$app" s1=2 >/dev/null || fail "$name: scale"
+  local deadline=$((SECONDS + 30))
+  until [ "$("${L[@]}" ps "$app" --format json | python3 -c 'import json,sys; print(sum(1 for r in json.load(sys.stdin) if r["service"] == "s1" and r["state"] == "ready"))')" = 2 ]; do
+    [ $SECONDS -lt $deadline ] || fail "$name: s1 not scaled to 2"
+    sleep 0.2
+  done
+  "${L[@]}" logs "$app" s3 --timestamps > "$work/logs.out" || fail "$name: logs"
+  # busybox httpd logs nothing; the files exist and the command answers for a known service.
+  "${L[@]}" logs "$app" nope > /dev/null 2>&1 && fail "$name: logs of an unknown service succeeded"
+  local state
+  state=$(sed -n 's/.*output in \(.*\)\/up.log).*/\1/p' "$out")
+  [ -d "$state" ] || fail "$name: no state directory ($state)"
+  "${L[@]}" down "$app" > "$work/down.out" 2>&1 || fail "$name: down"
+  ! pgrep -f "busybox httpd -f -p 3000 -h /tmp/w" >/dev/null || fail "$name: processes left after down"
+  [ ! -e "$state" ] || fail "$name: state left after down: $state"
+  "${L[@]}" ps "$app" >/dev/null 2>&1 && fail "$name: ps on a stopped landscape succeeded"
+  "${L[@]}" down "$app" | grep -q "is not running" || fail "$name: down of a stopped landscape"
+  echo "up.sh: $name detached 10 services ok"
+}
+
 run_case root 3710
+detached_case root 3712
 if [ "$(id -u)" -eq 0 ] && id -u "$user" >/dev/null 2>&1; then
   run_case unprivileged 3711 setpriv --reuid="$user" --regid="$user" --init-groups
+  detached_case unprivileged 3713 setpriv --reuid="$user" --regid="$user" --init-groups
 else
   echo "up.sh: not root; the unprivileged run needs root to switch users; skipped"
 fi

@@ -1,0 +1,415 @@
+//! `landscape ps`, `logs`, `scale`, `restart`, `down`: talk to the control process of a
+//! running landscape (`landscape::control`, a unix socket in the landscape's state
+//! directory). Exit codes: 0 done; 1 the landscape is not running or refused the request
+//! (`down` of a stopped landscape is 0); 2 usage or I/O errors.
+
+use crate::up::locate;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `landscape ps`.
+#[derive(clap::Args)]
+pub struct PsArgs {
+    /// The landscape directory.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// `table` or `json` (one array of objects with the keys service, replica, state, pid,
+    /// address, restarts, uptime_s, last_exit).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+/// Arguments of `landscape logs`.
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// The landscape directory (when it holds a ci.yml; otherwise the first word is a
+    /// service) and the services to show (default: all).
+    args: Vec<String>,
+    /// Keep printing new lines.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only lines newer than this (e.g. 30s, 5m, 2h).
+    #[arg(long, value_name = "DURATION")]
+    since: Option<String>,
+    /// Print each line's timestamp.
+    #[arg(short, long)]
+    timestamps: bool,
+}
+
+/// Arguments of `landscape scale`.
+#[derive(clap::Args)]
+pub struct ScaleArgs {
+    /// `[DIR] SERVICE=N...`
+    #[arg(required = true)]
+    args: Vec<String>,
+}
+
+/// Arguments of `landscape restart`.
+#[derive(clap::Args)]
+pub struct RestartArgs {
+    /// `[DIR] [SERVICE...]` (no service: all).
+    args: Vec<String>,
+}
+
+/// Arguments of `landscape down`.
+#[derive(clap::Args)]
+pub struct DownArgs {
+    /// The landscape directory.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+}
+
+fn fail(cmd: &str, code: u8, msg: &str) -> ExitCode {
+    eprintln!("landscape {cmd}: {msg}");
+    ExitCode::from(code)
+}
+
+/// Splits `[DIR] WORDS...`: the first word is the directory when it holds a ci.yml.
+fn dir_and_rest(args: &[String]) -> (PathBuf, Vec<String>) {
+    match args.first() {
+        Some(first) if Path::new(first).join("ci.yml").is_file() => {
+            (PathBuf::from(first), args[1..].to_vec())
+        }
+        _ => (PathBuf::from("."), args.to_vec()),
+    }
+}
+
+/// The running landscape of `dir`: its name, state directory and control socket, or the
+/// "not running" message.
+fn running(cmd: &str, dir: &Path) -> Result<(String, PathBuf, PathBuf), ExitCode> {
+    let dir =
+        std::fs::canonicalize(dir).map_err(|e| fail(cmd, 2, &format!("{}: {e}", dir.display())))?;
+    let (name, state, sock) = locate(&dir);
+    if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        return Err(fail(
+            cmd,
+            1,
+            &format!(
+                "no landscape is running for {} (no control process at {}); start it with `landscape up -d {0}`",
+                dir.display(),
+                sock.display()
+            ),
+        ));
+    }
+    Ok((name, state, sock))
+}
+
+fn rt() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail("", 2, &format!("cannot start the async runtime: {e}")))
+}
+
+fn call(
+    cmd: &str,
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, ExitCode> {
+    let rt = rt()?;
+    match rt.block_on(landscape::control::call(sock, method, path, body.as_ref())) {
+        Ok((200, v)) => Ok(v),
+        Ok((_, v)) => Err(fail(cmd, 1, v["error"].as_str().unwrap_or("refused"))),
+        Err(e) => Err(fail(
+            cmd,
+            2,
+            &format!("control process at {}: {e}", sock.display()),
+        )),
+    }
+}
+
+/// `landscape ps`.
+pub fn ps(a: PsArgs) -> ExitCode {
+    let (_, _, sock) = match running("ps", &a.dir) {
+        Ok(v) => v,
+        Err(c) => return c,
+    };
+    let v = match call("ps", &sock, "GET", "/v1/status", None) {
+        Ok(v) => v,
+        Err(c) => return c,
+    };
+    let replicas = v["replicas"].as_array().cloned().unwrap_or_default();
+    let keys = [
+        "service",
+        "replica",
+        "state",
+        "pid",
+        "address",
+        "restarts",
+        "uptime_s",
+        "last_exit",
+    ];
+    if a.format == "json" {
+        let rows: Vec<serde_json::Value> = replicas
+            .iter()
+            .map(|r| {
+                let mut o = serde_json::Map::new();
+                for k in keys {
+                    o.insert(k.to_string(), r[k].clone());
+                }
+                serde_json::Value::Object(o)
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return ExitCode::SUCCESS;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:<16} {:>3} {:<10} {:>8} {:<15} {:>8} {:>9}  LAST EXIT",
+        "SERVICE", "#", "STATE", "PID", "ADDRESS", "RESTARTS", "UPTIME"
+    );
+    for r in &replicas {
+        let text = |k: &str| match &r[k] {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let uptime = r["uptime_s"]
+            .as_f64()
+            .map(|s| format!("{s:.0}s"))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<16} {:>3} {:<10} {:>8} {:<15} {:>8} {:>9}  {}",
+            text("service"),
+            text("replica"),
+            text("state"),
+            text("pid"),
+            text("address"),
+            text("restarts"),
+            uptime,
+            text("last_exit")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Parses `30s`, `5m`, `2h`, `1d` (or plain seconds).
+fn parse_duration(s: &str) -> Option<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n * mult))
+}
+
+/// `landscape logs`.
+pub fn logs(a: LogsArgs) -> ExitCode {
+    let (dir, services) = dir_and_rest(&a.args);
+    let (_, state, sock) = match running("logs", &dir) {
+        Ok(v) => v,
+        Err(c) => return c,
+    };
+    let since = match a.since.as_deref().map(|s| (s, parse_duration(s))) {
+        None => None,
+        Some((_, Some(d))) => Some(landscape::runtime::logs::rfc3339(
+            std::time::SystemTime::now() - d,
+        )),
+        Some((s, None)) => {
+            return fail(
+                "logs",
+                2,
+                &format!("--since {s:?}: use a number with s, m, h or d (e.g. 30s, 5m)"),
+            )
+        }
+    };
+    let wanted = |replica: &str| {
+        services.is_empty()
+            || services.iter().any(|s| {
+                replica == s
+                    || replica
+                        .rsplit_once('-')
+                        .is_some_and(|(svc, n)| svc == s && n.parse::<u32>().is_ok())
+            })
+    };
+    if let Ok(status) = call("logs", &sock, "GET", "/v1/status", None) {
+        let known: Vec<&str> = status["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["service"].as_str())
+            .collect();
+        for s in &services {
+            if !known.iter().any(|k| k == s) && !s.contains('-') {
+                return fail("logs", 1, &format!("no service {s:?} in this landscape"));
+            }
+        }
+    }
+    // Every file of every replica (the current and the rotated ones), merged by time.
+    let mut lines: Vec<(String, String, String)> = Vec::new();
+    let logs_dir = state.join("logs");
+    for entry in std::fs::read_dir(&logs_dir).into_iter().flatten().flatten() {
+        let replica = entry.file_name().to_string_lossy().into_owned();
+        if !wanted(&replica) {
+            continue;
+        }
+        for f in std::fs::read_dir(entry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(text) = std::fs::read_to_string(f.path()) else {
+                continue;
+            };
+            for l in text
+                .lines()
+                .filter_map(landscape::runtime::logs::parse_line)
+            {
+                if since.as_ref().is_some_and(|s| l.timestamp < *s) {
+                    continue;
+                }
+                lines.push((l.timestamp, replica.clone(), l.text));
+            }
+        }
+    }
+    lines.sort();
+    let mut out = std::io::stdout().lock();
+    let show = |out: &mut std::io::StdoutLock, ts: &str, who: &str, text: &str| {
+        if a.timestamps {
+            let _ = writeln!(out, "{who:>10} | {ts} {text}");
+        } else {
+            let _ = writeln!(out, "{who:>10} | {text}");
+        }
+    };
+    let mut last = String::new();
+    for (ts, who, text) in &lines {
+        show(&mut out, ts, who, text);
+        last.clone_from(ts);
+    }
+    let _ = out.flush();
+    drop(out);
+    if !a.follow {
+        return ExitCode::SUCCESS;
+    }
+    let rt = match rt() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    rt.block_on(async {
+        let mut stream = match landscape::control::lines(&sock, "/v1/events").await {
+            Ok(s) => s,
+            Err(e) => return fail("logs", 2, &format!("follow: {e}")),
+        };
+        while let Ok(Some(line)) = stream.next_line().await {
+            let Ok(ev) = serde_json::from_str::<landscape::runtime::Event>(&line) else {
+                continue;
+            };
+            if let landscape::runtime::EventKind::Log {
+                service,
+                replica,
+                line,
+            } = ev.kind
+            {
+                let who = format!("{service}-{replica}");
+                if wanted(&who) && line.timestamp >= last {
+                    let mut out = std::io::stdout().lock();
+                    show(&mut out, &line.timestamp, &who, &line.text);
+                    let _ = out.flush();
+                }
+            }
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// `landscape scale`.
+pub fn scale(a: ScaleArgs) -> ExitCode {
+    let (dir, specs) = dir_and_rest(&a.args);
+    let mut wanted = Vec::new();
+    for s in &specs {
+        match s.split_once('=').map(|(k, v)| (k, v.parse::<u32>())) {
+            Some((k, Ok(n))) if !k.is_empty() => wanted.push((k.to_string(), n)),
+            _ => {
+                return fail(
+                    "scale",
+                    2,
+                    &format!("{s:?}: expected SERVICE=N (e.g. api=3)"),
+                )
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return fail("scale", 2, "give SERVICE=N (e.g. `landscape scale api=3`)");
+    }
+    let (_, _, sock) = match running("scale", &dir) {
+        Ok(v) => v,
+        Err(c) => return c,
+    };
+    for (service, n) in wanted {
+        let body = serde_json::json!({ "service": service, "replicas": n });
+        if let Err(c) = call("scale", &sock, "POST", "/v1/scale", Some(body)) {
+            return c;
+        }
+        println!("landscape scale: {service} = {n}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// `landscape restart`.
+pub fn restart(a: RestartArgs) -> ExitCode {
+    let (dir, services) = dir_and_rest(&a.args);
+    let (_, _, sock) = match running("restart", &dir) {
+        Ok(v) => v,
+        Err(c) => return c,
+    };
+    let body = serde_json::json!({ "services": services });
+    match call("restart", &sock, "POST", "/v1/restart", Some(body)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(c) => c,
+    }
+}
+
+/// `landscape down`.
+pub fn down(a: DownArgs) -> ExitCode {
+    let dir = match std::fs::canonicalize(&a.dir) {
+        Ok(d) => d,
+        Err(e) => return fail("down", 2, &format!("{}: {e}", a.dir.display())),
+    };
+    let (name, state, sock) = locate(&dir);
+    if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        println!("landscape down: {name} is not running");
+        return ExitCode::SUCCESS;
+    }
+    let pid = match call("down", &sock, "GET", "/v1/status", None) {
+        Ok(v) => v["control_pid"].as_u64().unwrap_or(0) as i32,
+        Err(c) => return c,
+    };
+    if let Err(c) = call("down", &sock, "POST", "/v1/down", None) {
+        return c;
+    }
+    // The control process stops every replica (in parallel), removes the network and
+    // its state directory, then exits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while pid > 0 && Path::new(&format!("/proc/{pid}")).exists() {
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if zombie {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return fail(
+                "down",
+                1,
+                &format!("{name}: the control process {pid} has not exited after 120 s"),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    println!("landscape down: {name} stopped");
+    ExitCode::SUCCESS
+}
