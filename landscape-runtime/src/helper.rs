@@ -424,16 +424,18 @@ fn run_child_blocked(
                     words.next().and_then(|w| w.parse::<u64>().ok()),
                 ) {
                     (Some("stop"), grace) => {
-                        thaw(req);
+                        freeze(req, pid, false);
                         let _ = kill(pid, Signal::SIGTERM);
                         let deadline =
                             Instant::now() + Duration::from_millis(grace.unwrap_or(10_000));
                         kill_at = Some(kill_at.map_or(deadline, |k| k.min(deadline)));
                     }
                     (Some("kill"), _) => {
-                        thaw(req);
+                        freeze(req, pid, false);
                         let _ = kill(pid, Signal::SIGKILL);
                     }
+                    (Some("freeze"), _) => freeze(req, pid, true),
+                    (Some("thaw"), _) => freeze(req, pid, false),
                     (Some("signal"), Some(n)) => {
                         if let Ok(sig) = Signal::try_from(n as i32) {
                             let _ = kill(pid, sig);
@@ -445,7 +447,7 @@ fn run_child_blocked(
         }
         if eof {
             // The host is gone: nobody can stop the instance any more.
-            thaw(req);
+            freeze(req, pid, false);
             let _ = kill(pid, Signal::SIGKILL);
             control = None;
         }
@@ -525,6 +527,55 @@ fn enter_network(
 }
 
 /// A frozen (cgroup v1) process does not act on signals, not even SIGKILL: thaw first.
+/// Freezes (or thaws) every process of the instance whose init is `init`: with the
+/// cgroup freezer where the instance has cgroups (memory kept, nothing runs), otherwise
+/// (unprivileged, no delegated cgroups) by SIGSTOP/SIGCONT to every process in the
+/// instance's pid namespace but its init (which keeps reaping), repeated until no new
+/// process turns up (a fork racing the walk is caught by the next round).
+fn freeze(req: &Request, init: Pid, frozen: bool) {
+    // Whether this helper's instance is frozen (a thaw before a stop is then needed).
+    static FROZEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let was = FROZEN.swap(frozen, std::sync::atomic::Ordering::SeqCst);
+    if let Some(cg) = &req.cgroups {
+        // Always: the host may also have used the freezer directly (Instance::freeze).
+        if let Err(e) = cg.freeze(frozen) {
+            tracing::warn!(instance = %req.id, "freezer: {e}");
+        }
+        return;
+    }
+    if was == frozen {
+        return;
+    }
+    let Ok(ns) = std::fs::read_link(format!("/proc/{init}/ns/pid")) else {
+        return;
+    };
+    let sig = if frozen {
+        Signal::SIGSTOP
+    } else {
+        Signal::SIGCONT
+    };
+    let mut done = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let mut new = 0;
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if p == init.as_raw() || done.contains(&p) {
+                continue;
+            }
+            if std::fs::read_link(format!("/proc/{p}/ns/pid")).ok().as_ref() == Some(&ns) {
+                let _ = kill(Pid::from_raw(p), sig);
+                done.insert(p);
+                new += 1;
+            }
+        }
+        if new == 0 {
+            break;
+        }
+    }
+}
+
 fn thaw(req: &Request) {
     if let Some(cg) = &req.cgroups {
         let _ = std::fs::write(cg.path("freezer").join("freezer.state"), "THAWED");

@@ -737,6 +737,18 @@ impl InstanceControl {
     pub fn signal(&self, signal: i32) -> Result<()> {
         self.command(&format!("signal {signal}"))
     }
+
+    /// Freezes every process of the instance (memory kept, no CPU): the cgroup freezer
+    /// where the instance has cgroups, SIGSTOP to its processes otherwise. Asynchronous:
+    /// the helper acts on it at once.
+    pub fn freeze(&self) -> Result<()> {
+        self.command("freeze")
+    }
+
+    /// Undoes [`InstanceControl::freeze`].
+    pub fn thaw(&self) -> Result<()> {
+        self.command("thaw")
+    }
 }
 
 impl Drop for Instance {

@@ -65,7 +65,7 @@ pub use spec::{
     DEFAULT_PATH,
 };
 pub use supervisor::{
-    Applied, Backoff, Event, EventKind, Probe, ProbeConfig, ReplicaState, ReplicaStatus,
+    Applied, Backoff, Event, EventKind, Power, Probe, ProbeConfig, ReplicaState, ReplicaStatus,
     ServiceDef, StageFailure, Status, StepDef, Supervisor, SupervisorConfig,
 };
 

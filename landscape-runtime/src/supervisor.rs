@@ -294,8 +294,23 @@ pub enum ReplicaState {
     Restarting,
     /// Failed several times in a row; restarting with a growing delay.
     CrashLoop,
-    /// Stopped by the host.
+    /// Frozen while unused ([`Supervisor::freeze`]): memory kept, no CPU, out of
+    /// rotation; [`Supervisor::wake`] puts it back at once.
+    Frozen,
+    /// Stopped by the host (also while unused, [`Supervisor::sleep`]).
     Stopped,
+}
+
+/// Whether a service runs, is frozen or is asleep (its replicas stopped while unused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Power {
+    /// Its replicas run (whatever their health).
+    Running,
+    /// Its replicas are frozen.
+    Frozen,
+    /// Its replicas are stopped; [`Supervisor::wake`] starts them.
+    Asleep,
 }
 
 /// One replica in a [`Status`].
@@ -439,6 +454,21 @@ pub enum EventKind {
         /// Why the rollout was abandoned, if it was.
         error: Option<String>,
     },
+    /// A replica was frozen while unused.
+    ReplicaFrozen {
+        /// Service.
+        service: String,
+        /// Index.
+        replica: u32,
+    },
+    /// A service was woken (a request came for it): frozen replicas thawed or stopped
+    /// ones started.
+    ServiceWoken {
+        /// Service.
+        service: String,
+        /// From `frozen` or `asleep`.
+        from: Power,
+    },
     /// A line of a replica's output.
     Log {
         /// Service.
@@ -526,6 +556,7 @@ struct Replica {
 }
 
 struct Svc {
+    power: Power,
     def: ServiceDef,
     replicas: Vec<Arc<Replica>>,
     ready_tx: watch::Sender<Vec<Ipv4Addr>>,
@@ -668,6 +699,7 @@ impl Supervisor {
             let (ready_tx, _) = watch::channel(Vec::new());
             let n = def.replicas;
             let mut svc = Svc {
+                power: Power::Running,
                 def,
                 replicas: Vec::new(),
                 ready_tx,
@@ -789,6 +821,127 @@ impl Supervisor {
                 c.stop(self.inner.cfg.stop_grace)?;
             }
         }
+        Ok(())
+    }
+
+    /// Whether `service` runs, is frozen or asleep; `None` for an unknown service.
+    pub fn power(&self, service: &str) -> Option<Power> {
+        lock(&self.inner.services)
+            .iter()
+            .find(|s| s.def.name == service)
+            .map(|s| s.power)
+    }
+
+    /// Freezes every replica of `service` (off-when-unused, first step): each leaves the
+    /// load balancer and the DNS answers, then its processes are frozen (the cgroup
+    /// freezer; SIGSTOP where the runtime has no cgroups). Its probes pause. No-op unless
+    /// the service is running.
+    pub fn freeze(&self, service: &str) -> Result<()> {
+        let replicas = {
+            let mut all = lock(&self.inner.services);
+            let svc = all
+                .iter_mut()
+                .find(|s| s.def.name == service)
+                .ok_or_else(|| unknown_service(service))?;
+            if svc.power != Power::Running {
+                return Ok(());
+            }
+            svc.power = Power::Frozen;
+            svc.replicas.clone()
+        };
+        // Only ready replicas are frozen (and come back ready); one that is starting or
+        // failing its probe goes on as it is.
+        let mut frozen = Vec::new();
+        for r in &replicas {
+            let mut i = lock(&r.inner);
+            if i.state == ReplicaState::Ready && i.pid.is_some() {
+                i.ready = false;
+                i.state = ReplicaState::Frozen;
+                frozen.push(r.clone());
+            }
+        }
+        self.inner.publish();
+        for r in &frozen {
+            let control = lock(&r.inner).control.clone();
+            if let Some(c) = control {
+                c.freeze()?;
+                self.inner.emit(EventKind::ReplicaFrozen {
+                    service: r.service.clone(),
+                    replica: r.index,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every replica of `service` but keeps the service (off-when-unused, second
+    /// step: memory released, the app directory stays); [`Supervisor::wake`] starts them
+    /// again. No-op when it is already asleep.
+    pub fn sleep(&self, service: &str) -> Result<()> {
+        let replicas = {
+            let mut all = lock(&self.inner.services);
+            let svc = all
+                .iter_mut()
+                .find(|s| s.def.name == service)
+                .ok_or_else(|| unknown_service(service))?;
+            if svc.power == Power::Asleep {
+                return Ok(());
+            }
+            svc.power = Power::Asleep;
+            svc.replicas.clone()
+        };
+        // Frozen processes are thawed by the helper before they are stopped.
+        self.inner.stop_replicas(&replicas);
+        Ok(())
+    }
+
+    /// Brings `service` back: frozen replicas are thawed and back in rotation at once (they
+    /// were ready when frozen); an asleep service's replicas start and join the rotation
+    /// as their probes pass. Returns without waiting (watch [`Supervisor::ready`]). No-op
+    /// for a running service.
+    pub fn wake(&self, service: &str) -> Result<()> {
+        let (from, replicas, def) = {
+            let mut all = lock(&self.inner.services);
+            let svc = all
+                .iter_mut()
+                .find(|s| s.def.name == service)
+                .ok_or_else(|| unknown_service(service))?;
+            let from = svc.power;
+            svc.power = Power::Running;
+            (from, svc.replicas.clone(), svc.def.clone())
+        };
+        match from {
+            Power::Running => return Ok(()),
+            Power::Frozen => {
+                for r in &replicas {
+                    let control = lock(&r.inner).control.clone();
+                    if let Some(c) = control {
+                        c.thaw()?;
+                    }
+                }
+                for r in &replicas {
+                    let mut i = lock(&r.inner);
+                    if i.state == ReplicaState::Frozen {
+                        i.state = ReplicaState::Ready;
+                        i.ready = true;
+                    }
+                }
+                self.inner.publish();
+            }
+            Power::Asleep => {
+                let fresh: Vec<Arc<Replica>> = (0..def.replicas)
+                    .map(|i| self.inner.launch(&def, i))
+                    .collect();
+                let mut all = lock(&self.inner.services);
+                if let Some(svc) = all.iter_mut().find(|s| s.def.name == service) {
+                    svc.replicas = fresh;
+                }
+            }
+        }
+        self.inner.emit(EventKind::ServiceWoken {
+            service: service.to_string(),
+            from,
+        });
         Ok(())
     }
 
@@ -1273,10 +1426,17 @@ impl Inner {
             return;
         };
         let started = Instant::now();
+        let frozen = || lock(&r.inner).state == ReplicaState::Frozen;
         // Startup: until the first success.
         loop {
             if *lock(&done.0) {
                 return;
+            }
+            if frozen() {
+                if sleep(pc.startup_period) {
+                    return;
+                }
+                continue;
             }
             if self.check(&probe, addr, pc.timeout).is_ok() {
                 self.set_ready(r, true);
@@ -1303,6 +1463,10 @@ impl Inner {
         loop {
             if sleep(pc.period) {
                 return;
+            }
+            if frozen() {
+                failed = 0;
+                continue;
             }
             match self.check(&probe, addr, pc.timeout) {
                 Ok(()) => {

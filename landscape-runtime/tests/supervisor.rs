@@ -6,8 +6,8 @@ mod common;
 
 use common::{poll, TempDir};
 use landscape_runtime::{
-    Backoff, EventKind, InstanceSpec, LogConfig, Output, Probe, ProbeConfig, Process, ReplicaState,
-    ReplicaStatus, ServiceDef, StepDef, Supervisor, SupervisorConfig,
+    Backoff, EventKind, InstanceSpec, LogConfig, Output, Power, Probe, ProbeConfig, Process,
+    ReplicaState, ReplicaStatus, ServiceDef, StepDef, Supervisor, SupervisorConfig,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -43,6 +43,10 @@ fn main() {
         (
             "apply_replaces_a_changed_service_one_replica_at_a_time",
             apply_replaces_a_changed_service_one_replica_at_a_time,
+        ),
+        (
+            "freeze_sleep_and_wake_keep_or_restart_the_replicas",
+            freeze_sleep_and_wake_keep_or_restart_the_replicas,
         ),
         ("shutdown_leaves_nothing", shutdown_leaves_nothing),
     ]);
@@ -523,4 +527,95 @@ fn apply_replaces_a_changed_service_one_replica_at_a_time() {
             .any(|d| d.name == "api" && !d.needs_new_instances(&web_version("api", 2, "v2"))),
         "the old definition stays"
     );
+}
+
+fn freeze_sleep_and_wake_keep_or_restart_the_replicas() {
+    let l = land("idle");
+    l.sup.start(vec![web("api", 2)]).unwrap();
+    let before = wait_ready(&l.sup, "api", 2);
+    let pids: Vec<_> = before.iter().map(|r| r.pid).collect();
+    let ready = l.sup.ready("api").unwrap();
+    l.sup.freeze("api").unwrap();
+    assert_eq!(l.sup.power("api"), Some(Power::Frozen));
+    assert!(
+        ready.borrow().is_empty(),
+        "frozen replicas left the rotation"
+    );
+    assert!(replicas(&l.sup, "api")
+        .iter()
+        .all(|r| r.state == ReplicaState::Frozen));
+    // Frozen means frozen: the kernel takes the connection, nobody answers.
+    let addr = before[0].address.unwrap();
+    let answered = poll(Duration::from_secs(5), || {
+        use std::io::{Read, Write};
+        let mut s = l
+            .sup
+            .network()
+            .connect(
+                std::net::SocketAddrV4::new(addr, 3000),
+                Duration::from_secs(1),
+            )
+            .ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut b = [0u8; 16];
+        // An answer (or EOF) means not frozen yet; a timeout means frozen.
+        match s.read(&mut b) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                Some(())
+            }
+            _ => None,
+        }
+    });
+    assert!(answered.is_some(), "a frozen replica still answered");
+    // The probes pause: nothing is restarted however long it stays frozen.
+    std::thread::park_timeout(Duration::from_millis(700));
+    assert!(replicas(&l.sup, "api")
+        .iter()
+        .all(|r| r.state == ReplicaState::Frozen && r.restarts == 0));
+    l.sup.wake("api").unwrap();
+    assert_eq!(
+        ready.borrow().len(),
+        2,
+        "thawed replicas are back in rotation at once"
+    );
+    let after = wait_ready(&l.sup, "api", 2);
+    assert_eq!(
+        after.iter().map(|r| r.pid).collect::<Vec<_>>(),
+        pids,
+        "thaw keeps the processes"
+    );
+    for r in &after {
+        assert!(get(&l.sup, r.address.unwrap()).unwrap().starts_with("api-"));
+    }
+    l.sup.sleep("api").unwrap();
+    assert_eq!(l.sup.power("api"), Some(Power::Asleep));
+    let asleep = replicas(&l.sup, "api");
+    assert!(
+        asleep
+            .iter()
+            .all(|r| r.state == ReplicaState::Stopped && r.pid.is_none()),
+        "{asleep:?}"
+    );
+    for p in pids.iter().flatten() {
+        assert!(
+            poll(Duration::from_secs(5), || (!std::path::Path::new(
+                &format!("/proc/{p}")
+            )
+            .exists())
+            .then_some(()))
+            .is_some(),
+            "pid {p} still runs asleep"
+        );
+    }
+    l.sup.wake("api").unwrap();
+    let woke = wait_ready(&l.sup, "api", 2);
+    assert!(
+        woke.iter().all(|r| !pids.contains(&r.pid)),
+        "asleep -> new processes"
+    );
+    assert_eq!(l.sup.power("api"), Some(Power::Running));
 }
