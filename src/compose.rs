@@ -77,6 +77,43 @@ pub struct UpOptions {
     /// Instances reach the outside (package installs in `prepare`) through slirp4netns
     /// (default true; see `landscape_runtime::NetworkConfig::egress`).
     pub egress: bool,
+    /// Off-when-unused for the services the router serves (default: off).
+    pub idle: IdleConfig,
+}
+
+/// When an unused service is frozen and then stopped. "Unused": no request through the
+/// router, none in flight, no open WebSocket, none held. The next request wakes it (the
+/// router holds it until a replica is ready again), so the first request after a wake
+/// does not fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdlePolicy {
+    /// Freeze after this long unused (memory kept; wake in about a millisecond).
+    pub freeze_after: Option<Duration>,
+    /// Stop after this long unused (memory released; wake = a start).
+    pub stop_after: Option<Duration>,
+}
+
+/// Off-when-unused settings of a landscape: a default for every routed service and
+/// per-service overrides (not ci.yml keys: ci.yml stays valid for Codesphere). Services
+/// without a public route are never frozen: other services reach them by name, past the
+/// router, so nothing would wake them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdleConfig {
+    /// The policy of every routed service.
+    pub default: IdlePolicy,
+    /// Per-service policies (replacing the default).
+    pub services: BTreeMap<String, IdlePolicy>,
+}
+
+impl IdleConfig {
+    fn policy(&self, service: &str) -> IdlePolicy {
+        self.services.get(service).copied().unwrap_or(self.default)
+    }
+
+    fn any(&self) -> bool {
+        let on = |p: &IdlePolicy| p.freeze_after.is_some() || p.stop_after.is_some();
+        on(&self.default) || self.services.values().any(on)
+    }
 }
 
 impl UpOptions {
@@ -98,6 +135,7 @@ impl UpOptions {
             plans: None,
             redact: None,
             egress: true,
+            idle: IdleConfig::default(),
         }
     }
 }
@@ -111,6 +149,7 @@ pub struct Landscape {
     server: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     routes: std::sync::Mutex<Vec<(String, String)>>,
     opts: UpOptions,
+    came_up: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Landscape {
@@ -285,10 +324,28 @@ impl Landscape {
                 )
             })
             .collect();
-        let router = net::Router::builder()
+        let routed: Vec<String> = table
+            .iter()
+            .flat_map(|(_, r)| match &r.action {
+                net::Action::Backends(b) => b.iter().map(|b| b.service.clone()).collect(),
+                net::Action::Target(_) => Vec::new(),
+            })
+            .collect();
+        let mut builder = net::Router::builder()
             .endpoints(Arc::new(SupervisorEndpoints { sup: sup.clone() }))
-            .connector(Arc::new(NetworkConnector { sup: sup.clone() }))
-            .build(table);
+            .connector(Arc::new(NetworkConnector { sup: sup.clone() }));
+        if opts.idle.any() {
+            builder = builder.waker(Arc::new(SupervisorWaker { sup: sup.clone() }));
+        }
+        let router = builder.build(table);
+        if opts.idle.any() {
+            tokio::spawn(idle_loop(
+                Arc::downgrade(&sup),
+                router.clone(),
+                opts.idle.clone(),
+                routed,
+            ));
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let r2 = router.clone();
         let server = tokio::spawn(async move {
@@ -309,6 +366,7 @@ impl Landscape {
             server: tokio::sync::Mutex::new(Some(server)),
             routes: std::sync::Mutex::new(routes),
             opts,
+            came_up: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -323,6 +381,12 @@ impl Landscape {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Whether [`Landscape::wait_ready`] has seen every replica ready once (replicas
+    /// frozen or stopped while unused later do not change it).
+    pub fn came_up(&self) -> bool {
+        self.came_up.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The landscape's name.
@@ -443,6 +507,8 @@ impl Landscape {
                 })
                 .collect();
             if pending.is_empty() {
+                self.came_up
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 return Ok(());
             }
             match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -478,6 +544,109 @@ impl Landscape {
         }
         let sup = self.sup.clone();
         let _ = tokio::task::spawn_blocking(move || sup.shutdown()).await;
+    }
+}
+
+/// Freezes, then stops, the routed services that have been unused for their policy's
+/// periods; ends with the supervisor.
+async fn idle_loop(
+    sup: std::sync::Weak<Supervisor>,
+    router: net::Router,
+    idle: IdleConfig,
+    routed: Vec<String>,
+) {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    };
+    // Since when each service counts as unused: its last request, or the moment it was
+    // last seen in use (busy, just started or just woken).
+    let mut used_at: BTreeMap<String, u64> = BTreeMap::new();
+    let tick = [idle.default]
+        .iter()
+        .chain(idle.services.values())
+        .flat_map(|p| [p.freeze_after, p.stop_after])
+        .flatten()
+        .min()
+        .map_or(Duration::from_secs(1), |d| {
+            (d / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+        });
+    let mut services = routed;
+    services.sort();
+    services.dedup();
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(sup) = sup.upgrade() else { return };
+        let now = now_ms();
+        for svc in &services {
+            let policy = idle.policy(svc);
+            if policy.freeze_after.is_none() && policy.stop_after.is_none() {
+                continue;
+            }
+            let Some(power) = sup.power(svc) else {
+                continue;
+            };
+            let act = router.activity(svc).unwrap_or_default();
+            let seen = used_at.entry(svc.clone()).or_insert(now);
+            if act.is_active() || power == rt::Power::Running && !all_ready(&sup, svc) {
+                *seen = now;
+                continue;
+            }
+            let since = (*seen).max(act.last_request_unix_ms);
+            let unused = Duration::from_millis(now.saturating_sub(since));
+            let s = sup.clone();
+            let name = svc.clone();
+            if policy.stop_after.is_some_and(|d| unused >= d) && power != rt::Power::Asleep {
+                let _ = tokio::task::spawn_blocking(move || s.sleep(&name)).await;
+            } else if policy.freeze_after.is_some_and(|d| unused >= d)
+                && power == rt::Power::Running
+            {
+                let _ = tokio::task::spawn_blocking(move || s.freeze(&name)).await;
+            }
+        }
+    }
+}
+
+fn all_ready(sup: &Supervisor, service: &str) -> bool {
+    sup.status()
+        .replicas
+        .iter()
+        .filter(|r| r.service == service)
+        .all(|r| r.state == rt::ReplicaState::Ready)
+}
+
+/// landscape-net's [`net::ServiceWaker`] over the supervisor: a request for a frozen or
+/// asleep service thaws or starts it; the router releases the held request the moment a
+/// replica is ready again.
+pub struct SupervisorWaker {
+    sup: Arc<Supervisor>,
+}
+
+impl SupervisorWaker {
+    /// Wakes `sup`'s services.
+    pub fn new(sup: Arc<Supervisor>) -> Self {
+        SupervisorWaker { sup }
+    }
+}
+
+#[async_trait::async_trait]
+impl net::ServiceWaker for SupervisorWaker {
+    fn can_wake(&self, service: &str) -> bool {
+        matches!(
+            self.sup.power(service),
+            Some(rt::Power::Frozen | rt::Power::Asleep)
+        )
+    }
+
+    async fn wake(&self, service: &str) -> Result<(), net::WakeError> {
+        let (sup, name) = (self.sup.clone(), service.to_string());
+        tokio::task::spawn_blocking(move || sup.wake(&name))
+            .await
+            .map_err(|e| net::WakeError(format!("wake task failed: {e}")))?
+            .map_err(|e| net::WakeError(e.to_string()))
     }
 }
 

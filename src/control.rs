@@ -37,6 +37,8 @@ pub struct StatusReply {
     pub routes: Vec<(String, String)>,
     /// Pid of the process serving this API.
     pub control_pid: u32,
+    /// Every replica has been ready once (see [`Landscape::came_up`]).
+    pub ready: bool,
     /// Every replica.
     pub replicas: Vec<rt::ReplicaStatus>,
 }
@@ -165,6 +167,7 @@ async fn handle(
                 listen: land.local_addr().to_string(),
                 routes: land.routes(),
                 control_pid: std::process::id(),
+                ready: land.came_up(),
                 replicas: land.status().replicas,
             };
             let v = serde_json::to_value(reply).map_err(std::io::Error::other)?;

@@ -189,18 +189,19 @@ pub fn ps(a: PsArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Parses `30s`, `5m`, `2h`, `1d` (or plain seconds).
-fn parse_duration(s: &str) -> Option<Duration> {
+/// Parses `30s`, `5m`, `2h`, `1d`, `500ms` (or plain seconds).
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
+    let ms = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return None,
     };
-    Some(Duration::from_secs(n * mult))
+    Some(Duration::from_millis(n * ms))
 }
 
 /// `landscape logs`.

@@ -33,6 +33,14 @@ pub struct Args {
     /// the host's 127.0.0.1, at the subnet's .2, through slirp4netns).
     #[arg(long)]
     no_egress: bool,
+    /// Off-when-unused: freeze a routed service after this long without requests
+    /// (e.g. 5m; memory kept, the next request wakes it in about a millisecond).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    freeze_after: Option<Duration>,
+    /// Off-when-unused: stop a routed service after this long without requests
+    /// (e.g. 30m; the next request starts it and is held until it is ready).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    stop_after: Option<Duration>,
     /// Seconds to wait for every replica to be ready.
     #[arg(long, default_value_t = 120)]
     ready_timeout: u64,
@@ -46,6 +54,11 @@ pub struct Args {
     /// ~/.local/share/landscape/vault.key when it exists].
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::ctl::parse_duration(s)
+        .ok_or_else(|| format!("{s:?}: use a number with s, m, h or d (e.g. 30s, 5m)"))
 }
 
 fn fail(code: u8, msg: &str) -> ExitCode {
@@ -306,6 +319,13 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
     if a.no_egress {
         cmd.arg("--no-egress");
     }
+    if let Some(d) = a.freeze_after {
+        cmd.arg("--freeze-after")
+            .arg(format!("{}ms", d.as_millis()));
+    }
+    if let Some(d) = a.stop_after {
+        cmd.arg("--stop-after").arg(format!("{}ms", d.as_millis()));
+    }
     cmd.arg("--ready-timeout").arg(a.ready_timeout.to_string());
     if let Some(s) = &a.store {
         cmd.arg("--store").arg(s);
@@ -370,10 +390,7 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
         }
         if let Ok((200, v)) = rt.block_on(landscape::control::call(sock, "GET", "/v1/status", None))
         {
-            let ready = v["replicas"]
-                .as_array()
-                .is_some_and(|r| r.iter().all(|x| x["state"] == "ready"));
-            if ready {
+            if v["ready"].as_bool() == Some(true) {
                 let listen = v["listen"].as_str().unwrap_or_default();
                 for r in v["routes"].as_array().into_iter().flatten() {
                     let (path, host) = (r[0].as_str().unwrap_or("/"), r[1].as_str().unwrap_or(""));
@@ -575,6 +592,10 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
     opts.listen = free_listener(a.listen).await;
     opts.run_tests = !a.skip_tests;
     opts.egress = !a.no_egress;
+    opts.idle.default = landscape::compose::IdlePolicy {
+        freeze_after: a.freeze_after,
+        stop_after: a.stop_after,
+    };
     let known: Secrets = Arc::new(std::sync::RwLock::new(Arc::new(
         landscape::vault::redact::Redactor::new(secrets.iter()),
     )));

@@ -564,7 +564,11 @@ fn freeze(req: &Request, init: Pid, frozen: bool) {
             if p == init.as_raw() || done.contains(&p) {
                 continue;
             }
-            if std::fs::read_link(format!("/proc/{p}/ns/pid")).ok().as_ref() == Some(&ns) {
+            if std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                .ok()
+                .as_ref()
+                == Some(&ns)
+            {
                 let _ = kill(Pid::from_raw(p), sig);
                 done.insert(p);
                 new += 1;

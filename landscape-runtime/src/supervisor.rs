@@ -14,7 +14,7 @@
 //!
 //! | | default |
 //! |---|---|
-//! | startup probe | every 1 s until the first success, given up (and the replica restarted) after 120 s |
+//! | startup probe | after 5 ms, then doubling up to every 1 s, until the first success; given up (and the replica restarted) after 120 s |
 //! | liveness probe | every 10 s, 1 s timeout, 3 failures in a row → restart |
 //! | readiness | out of rotation on the first failed probe, back on the next success |
 //! | restart backoff | 100 ms, doubling, capped at 30 s (the kubelet's 5 min is too slow for development), reset after 10 min of running |
@@ -80,7 +80,8 @@ impl Backoff {
 /// Health probe timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeConfig {
-    /// Period of the startup probe (until the first success).
+    /// Longest pause between startup probes (until the first success); the first
+    /// probe comes after 5 ms and the pause doubles up to this.
     pub startup_period: Duration,
     /// A replica not ready after this long is restarted.
     pub startup_timeout: Duration,
@@ -1427,7 +1428,10 @@ impl Inner {
         };
         let started = Instant::now();
         let frozen = || lock(&r.inner).state == ReplicaState::Frozen;
-        // Startup: until the first success.
+        // Startup: until the first success; the first probes come quickly (5 ms, doubling
+        // up to the startup period), so a replica that is up in milliseconds (a wake from
+        // asleep, a scale-up) joins the rotation in milliseconds.
+        let mut wait = Duration::from_millis(5).min(pc.startup_period);
         loop {
             if *lock(&done.0) {
                 return;
@@ -1454,9 +1458,10 @@ impl Inner {
                 self.kill(r);
                 return;
             }
-            if sleep(pc.startup_period) {
+            if sleep(wait) {
                 return;
             }
+            wait = (wait * 2).min(pc.startup_period);
         }
         // Liveness and readiness.
         let mut failed = 0;

@@ -208,11 +208,50 @@ PY
   echo "up.sh: $name detached 10 services ok"
 }
 
+# idle_case NAME PORT [setpriv args...]: off-when-unused through the real router: a routed
+# service freezes after 300 ms unused and the next request wakes it (same pid, and that
+# first request succeeds); after 1.5 s it is stopped and the next request starts it.
+idle_case() {
+  local name=$1 port=$2; shift 2
+  local as=("$@")
+  local app="$work/$name-idle/idle" home="$work/$name-idle-home"
+  mkdir -p "$home"
+  gen_ten "$app"
+  if [ ${#as[@]} -gt 0 ]; then chown -R "$user:$user" "$home" "$work/$name-idle"; fi
+  local L=("${as[@]}" env -i PATH=/usr/bin:/bin HOME="$home" TMPDIR=/tmp "$work/landscape")
+  out="$work/$name-idle.out"
+  "${L[@]}" up -d "$app" --listen "127.0.0.1:$port" --freeze-after 300ms --stop-after 1500ms > "$out" 2>&1 \
+    || fail "$name: up -d with idle periods failed"
+  state_of() { "${L[@]}" ps "$app" --format json | python3 -c 'import json,sys; r=[x for x in json.load(sys.stdin) if x["service"] == sys.argv[1]][0]; print(r["state"], r["pid"])' "$1"; }
+  local deadline=$((SECONDS + 20)) st
+  until st=$(state_of s1) && [ "${st%% *}" = frozen ]; do
+    [ $SECONDS -lt $deadline ] || fail "$name: s1 never froze ($st)"
+    sleep 0.05
+  done
+  local frozen_pid=${st#* }
+  [ "$(curl -s -f --max-time 5 "http://127.0.0.1:$port/s1/")" = s1 ] || fail "$name: the first request after freezing failed"
+  st=$(state_of s1)
+  [ "$st" = "ready $frozen_pid" ] || fail "$name: thaw changed the replica: $st (was pid $frozen_pid)"
+  deadline=$((SECONDS + 20))
+  until st=$(state_of s2) && [ "${st%% *}" = stopped ]; do
+    [ $SECONDS -lt $deadline ] || fail "$name: s2 never stopped while unused ($st)"
+    sleep 0.05
+  done
+  [ "$(curl -s -f --max-time 10 "http://127.0.0.1:$port/s2/")" = s2 ] || fail "$name: the first request after stopping failed"
+  st=$(state_of s2)
+  [ "${st%% *}" = ready ] || fail "$name: s2 not ready after its wake: $st"
+  "${L[@]}" down "$app" > /dev/null || fail "$name: down"
+  ! pgrep -f "busybox httpd -f -p 3000 -h /tmp/w" >/dev/null || fail "$name: processes left after down"
+  echo "up.sh: $name off-when-unused ok"
+}
+
 run_case root 3710
 detached_case root 3712
+idle_case root 3714
 if [ "$(id -u)" -eq 0 ] && id -u "$user" >/dev/null 2>&1; then
   run_case unprivileged 3711 setpriv --reuid="$user" --regid="$user" --init-groups
   detached_case unprivileged 3713 setpriv --reuid="$user" --regid="$user" --init-groups
+  idle_case unprivileged 3715 setpriv --reuid="$user" --regid="$user" --init-groups
 else
   echo "up.sh: not root; the unprivileged run needs root to switch users; skipped"
 fi
