@@ -389,6 +389,115 @@ impl Landscape {
         self.came_up.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// CPU and memory per running replica ([`Supervisor::usage`]).
+    pub fn usage(&self) -> Vec<rt::ReplicaUsage> {
+        self.sup.usage()
+    }
+
+    /// Prometheus text: the router's metrics (requests by route and status, latency
+    /// histograms overall and per route, upstream errors, held requests, wakes) and per
+    /// replica CPU seconds, memory and processes, and replicas by state.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = self.router.metrics_text();
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let usage = self.sup.usage();
+        for (name, help, kind, value) in [
+            (
+                "landscape_replica_cpu_seconds_total",
+                "CPU time used by a replica's processes.",
+                "counter",
+                (|u: &rt::Usage| u.cpu_time_ns as f64 / 1e9) as fn(&rt::Usage) -> f64,
+            ),
+            (
+                "landscape_replica_memory_bytes",
+                "Memory in use by a replica.",
+                "gauge",
+                |u: &rt::Usage| u.memory_current as f64,
+            ),
+            (
+                "landscape_replica_processes",
+                "Processes (and threads, with cgroups) of a replica.",
+                "gauge",
+                |u: &rt::Usage| u.pids_current as f64,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for r in &usage {
+                let _ = writeln!(
+                    out,
+                    "{name}{{service=\"{}\",replica=\"{}\"}} {}",
+                    esc(&r.service),
+                    r.replica,
+                    value(&r.usage)
+                );
+            }
+        }
+        let mut states: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for r in self.sup.status().replicas {
+            let state = serde_json::to_value(r.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            *states.entry((r.service, state)).or_default() += 1;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP landscape_replicas Replicas by service and state.\n# TYPE landscape_replicas gauge"
+        );
+        for ((service, state), n) in states {
+            let _ = writeln!(
+                out,
+                "landscape_replicas{{service=\"{}\",state=\"{state}\"}} {n}",
+                esc(&service)
+            );
+        }
+        out
+    }
+
+    /// Serves `GET /metrics` ([`Landscape::metrics_text`]) and `GET /healthz` on
+    /// `listener` (an admin address, e.g. 127.0.0.1:9100) until the landscape is dropped.
+    pub async fn serve_admin(self: &Arc<Self>, listener: tokio::net::TcpListener) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let me = Arc::downgrade(self);
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let Some(land) = me.upgrade() else { return };
+            tokio::spawn(async move {
+                let mut r = tokio::io::BufReader::new(stream);
+                let mut line = String::new();
+                if r.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                loop {
+                    let mut h = String::new();
+                    match r.read_line(&mut h).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if h.trim_end().is_empty() => break,
+                        Ok(_) => {}
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("");
+                let (code, ctype, body) = match path {
+                    "/metrics" => ("200 OK", "text/plain; version=0.0.4", land.metrics_text()),
+                    "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+                    _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+                };
+                drop(land);
+                let mut s = r.into_inner();
+                let head = format!(
+                    "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    }
+
     /// The landscape's name.
     pub fn name(&self) -> &str {
         &self.opts.name

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `GET /v1/status` | [`StatusReply`] |
 //! | `GET /v1/events` | one JSON [`rt::Event`] per line, until the client closes |
+//! | `GET /v1/stats` | one [`rt::ReplicaUsage`] per running replica (CPU, memory, processes) |
 //! | `POST /v1/scale` `{"service": "api", "replicas": 3}` | `{}` |
 //! | `POST /v1/restart` `{"services": ["api"]}` (empty: all) | `{}` |
 //! | `POST /v1/apply` | [`rt::Applied`] (the server re-reads its ci.yml) |
@@ -171,6 +172,11 @@ async fn handle(
                 replicas: land.status().replicas,
             };
             let v = serde_json::to_value(reply).map_err(std::io::Error::other)?;
+            respond(&mut s, 200, &v).await
+        }
+        ("GET", "/v1/stats") => {
+            let land2 = land.usage();
+            let v = serde_json::to_value(land2).map_err(std::io::Error::other)?;
             respond(&mut s, 200, &v).await
         }
         ("GET", "/v1/events") => {

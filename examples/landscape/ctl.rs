@@ -19,6 +19,11 @@ pub struct PsArgs {
     /// address, restarts, uptime_s, last_exit).
     #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     format: String,
+    /// Add CPU (% over half a second) and memory per replica (from its cgroups, or its
+    /// processes in /proc when it has none); JSON rows then also have `cpu_percent`,
+    /// `memory_bytes` and `processes`.
+    #[arg(long)]
+    stats: bool,
 }
 
 /// Arguments of `landscape logs`.
@@ -132,8 +137,40 @@ pub fn ps(a: PsArgs) -> ExitCode {
         Ok(v) => v,
         Err(c) => return c,
     };
-    let replicas = v["replicas"].as_array().cloned().unwrap_or_default();
-    let keys = [
+    let mut replicas = v["replicas"].as_array().cloned().unwrap_or_default();
+    if a.stats {
+        let sample = || -> Result<Vec<serde_json::Value>, ExitCode> {
+            Ok(call("ps", &sock, "GET", "/v1/stats", None)?
+                .as_array()
+                .cloned()
+                .unwrap_or_default())
+        };
+        let first = match sample() {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        let t0 = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(500));
+        let second = match sample() {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        let dt = t0.elapsed().as_secs_f64();
+        let key = |u: &serde_json::Value| (u["service"].clone(), u["replica"].clone());
+        for r in replicas.iter_mut() {
+            let k = (r["service"].clone(), r["replica"].clone());
+            let now = second.iter().find(|u| key(u) == k);
+            let before = first.iter().find(|u| key(u) == k);
+            if let (Some(n), Some(b)) = (now, before) {
+                let cpu = |u: &serde_json::Value| u["usage"]["cpu_time_ns"].as_f64().unwrap_or(0.0);
+                let pct = ((cpu(n) - cpu(b)) / 1e9 / dt * 100.0).max(0.0);
+                r["cpu_percent"] = serde_json::json!((pct * 10.0).round() / 10.0);
+                r["memory_bytes"] = n["usage"]["memory_current"].clone();
+                r["processes"] = n["usage"]["pids_current"].clone();
+            }
+        }
+    }
+    let mut keys = vec![
         "service",
         "replica",
         "state",
@@ -143,13 +180,16 @@ pub fn ps(a: PsArgs) -> ExitCode {
         "uptime_s",
         "last_exit",
     ];
+    if a.stats {
+        keys.extend(["cpu_percent", "memory_bytes", "processes"]);
+    }
     if a.format == "json" {
         let rows: Vec<serde_json::Value> = replicas
             .iter()
             .map(|r| {
                 let mut o = serde_json::Map::new();
-                for k in keys {
-                    o.insert(k.to_string(), r[k].clone());
+                for k in &keys {
+                    o.insert(k.to_string(), r[*k].clone());
                 }
                 serde_json::Value::Object(o)
             })
@@ -158,9 +198,14 @@ pub fn ps(a: PsArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut out = std::io::stdout().lock();
+    let stats_head = if a.stats {
+        "   CPU%     MEM  PROCS"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "{:<16} {:>3} {:<10} {:>8} {:<15} {:>8} {:>9}  LAST EXIT",
+        "{:<16} {:>3} {:<10} {:>8} {:<15} {:>8} {:>9}{stats_head}  LAST EXIT",
         "SERVICE", "#", "STATE", "PID", "ADDRESS", "RESTARTS", "UPTIME"
     );
     for r in &replicas {
@@ -173,9 +218,19 @@ pub fn ps(a: PsArgs) -> ExitCode {
             .as_f64()
             .map(|s| format!("{s:.0}s"))
             .unwrap_or_else(|| "-".into());
+        let stats = if a.stats {
+            match (r["cpu_percent"].as_f64(), r["memory_bytes"].as_f64()) {
+                (Some(c), Some(m)) => {
+                    format!(" {c:>6.1} {:>6.1}M {:>6}", m / 1048576.0, text("processes"))
+                }
+                _ => format!(" {:>6} {:>7} {:>6}", "-", "-", "-"),
+            }
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "{:<16} {:>3} {:<10} {:>8} {:<15} {:>8} {:>9}  {}",
+            "{:<16} {:>3} {:<10} {:>8} {:<15} {:>8} {:>9}{stats}  {}",
             text("service"),
             text("replica"),
             text("state"),

@@ -22,6 +22,10 @@ pub struct Args {
     /// The router's listener [default: 127.0.0.1:3000, or the next free port].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Serve Prometheus `/metrics` (router requests and latency by route, CPU and memory
+    /// per replica) and `/healthz` on this address (e.g. 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     /// Run in the background: a control process keeps the landscape running; `up`
     /// returns once every replica is ready (exit 1 with the reason when one is not).
     #[arg(short = 'd', long)]
@@ -318,6 +322,9 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
     }
     if a.no_egress {
         cmd.arg("--no-egress");
+    }
+    if let Some(ad) = a.admin {
+        cmd.arg("--admin").arg(ad.to_string());
     }
     if let Some(d) = a.freeze_after {
         cmd.arg("--freeze-after")
@@ -634,6 +641,23 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
             return fail(1, &format!("{e}; nothing is left running"));
         }
     };
+    if let Some(admin) = a.admin {
+        match tokio::net::TcpListener::bind(admin).await {
+            Ok(l) => {
+                let land = land.clone();
+                tokio::spawn(async move { land.serve_admin(l).await });
+                eprintln!("landscape up: metrics at http://{admin}/metrics");
+            }
+            Err(e) => {
+                land.shutdown().await;
+                remove_state(&state);
+                return fail(
+                    2,
+                    &format!("cannot listen on {admin} (--admin): {e}; nothing is left running"),
+                );
+            }
+        }
+    }
     // The control API: ps, logs -f, scale, restart, down, and `up` again (apply).
     let listener = match landscape::control::bind(&sock).await {
         Ok(l) => l,

@@ -808,6 +808,7 @@ where
                     }
                     finish.status = h.status;
                     ctx.plan.stats.count(h.status);
+                    ctx.plan.stats.observe(ctx.started.elapsed());
                     ctx.inner.metrics.observe(ctx.started.elapsed());
                     break (h.framing, h.reusable, h.close_client);
                 }
@@ -1014,6 +1015,7 @@ where
                 let status = resp.status().as_u16();
                 finish.status = status;
                 plan.stats.count(status);
+                plan.stats.observe(started.elapsed());
                 inner.metrics.observe(started.elapsed());
                 let msg = resp
                     .body()
@@ -1192,6 +1194,7 @@ where
     let keep = keep_after_local;
     finish.status = status;
     plan.stats.count(status);
+    plan.stats.observe(started.elapsed());
     inner.metrics.observe(started.elapsed());
     local(&mut b.wout, status, msg, retry, !keep);
     let ok = io.write_all(&b.wout).await.is_ok();

@@ -12,15 +12,18 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// Counters of one route by status code (lock-free); shared across route-table swaps by name.
+/// Counters of one route by status code and its latency histogram (lock-free); shared
+/// across route-table swaps by name.
 pub(crate) struct RouteStats {
     by_status: Box<[AtomicU64]>,
+    latency: Histogram,
 }
 
 impl Default for RouteStats {
     fn default() -> Self {
         RouteStats {
             by_status: (0..600).map(|_| AtomicU64::new(0)).collect(),
+            latency: Histogram::default(),
         }
     }
 }
@@ -30,6 +33,11 @@ impl RouteStats {
         if let Some(c) = self.by_status.get(status as usize) {
             c.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Records one response's time to headers.
+    pub(crate) fn observe(&self, d: Duration) {
+        self.latency.observe(d);
     }
 
     fn counts(&self) -> Vec<(u16, u64)> {
@@ -49,6 +57,40 @@ struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    /// Appends the histogram `name` with `labels` (`k="v",` pairs, may be empty).
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cum = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cum += self.buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {cum}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+        let labels = labels.trim_end_matches(',');
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            self.sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
 }
 
 /// All metrics of a router.
@@ -72,12 +114,7 @@ impl Metrics {
     }
 
     pub(crate) fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
-            self.latency.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.latency.count.fetch_add(1, Relaxed);
-        self.latency.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+        self.latency.observe(d);
     }
 
     pub(crate) fn upstream_error(&self, service: &str) {
@@ -142,6 +179,21 @@ impl Metrics {
             out,
             "landscape_router_request_duration_seconds_count {count}"
         );
+        out.push_str(
+            "# HELP landscape_router_route_duration_seconds Time to response headers by route.\n",
+        );
+        out.push_str("# TYPE landscape_router_route_duration_seconds histogram\n");
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<&String> = routes.keys().collect();
+        names.sort();
+        for name in names {
+            routes[name].latency.render(
+                &mut out,
+                "landscape_router_route_duration_seconds",
+                &format!("route=\"{}\",", escape(name)),
+            );
+        }
+        drop(routes);
         out.push_str("# HELP landscape_router_upstream_errors_total Failed upstream connects and exchanges.\n");
         out.push_str("# TYPE landscape_router_upstream_errors_total counter\n");
         let errs = self

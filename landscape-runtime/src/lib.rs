@@ -66,7 +66,7 @@ pub use spec::{
 };
 pub use supervisor::{
     Applied, Backoff, Event, EventKind, Power, Probe, ProbeConfig, ReplicaState, ReplicaStatus,
-    ServiceDef, StageFailure, Status, StepDef, Supervisor, SupervisorConfig,
+    ReplicaUsage, ServiceDef, StageFailure, Status, StepDef, Supervisor, SupervisorConfig,
 };
 
 /// The helper entry hook. Call it first in `main`, before any thread starts: in a process

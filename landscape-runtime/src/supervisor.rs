@@ -210,6 +210,60 @@ impl ServiceDef {
     }
 }
 
+/// One replica's resource use ([`Supervisor::usage`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaUsage {
+    /// Service.
+    pub service: String,
+    /// Index.
+    pub replica: u32,
+    /// CPU time, memory, processes.
+    pub usage: crate::cgroup::Usage,
+}
+
+/// Usage summed over the processes in the pid namespace of `init` (a host pid).
+fn proc_usage(init: i32) -> Option<crate::cgroup::Usage> {
+    let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let (tick, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as u64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+        )
+    };
+    let mut u = crate::cgroup::Usage::default();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{p}/ns/pid"))
+            .ok()
+            .as_ref()
+            != Some(&ns)
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // Fields after the command (which may hold spaces): state is field 3, utime 14,
+        // stime 15, rss 24.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        u.cpu_time_ns += (num(14) + num(15)) * 1_000_000_000 / tick;
+        u.memory_current += num(24) * page;
+        u.pids_current += 1;
+    }
+    Some(u)
+}
+
 /// What [`Supervisor::apply`] did, by service name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
@@ -823,6 +877,34 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// CPU and memory of every running replica: from its cgroups where it has them,
+    /// otherwise summed over the processes in its pid namespace from `/proc` (CPU time,
+    /// resident memory, process count; no peak).
+    pub fn usage(&self) -> Vec<ReplicaUsage> {
+        let replicas: Vec<Arc<Replica>> = lock(&self.inner.services)
+            .iter()
+            .flat_map(|s| s.replicas.iter().cloned())
+            .collect();
+        replicas
+            .iter()
+            .filter_map(|r| {
+                let (pid, cgroups) = {
+                    let i = lock(&r.inner);
+                    (i.pid?, i.cgroups.clone())
+                };
+                let usage = match cgroups {
+                    Some(cg) => cg.usage(),
+                    None => proc_usage(pid)?,
+                };
+                Some(ReplicaUsage {
+                    service: r.service.clone(),
+                    replica: r.index,
+                    usage,
+                })
+            })
+            .collect()
     }
 
     /// Whether `service` runs, is frozen or asleep; `None` for an unknown service.

@@ -152,13 +152,22 @@ detached_case() {
   if [ ${#as[@]} -gt 0 ]; then chown -R "$user:$user" "$home" "$work/$name-ten"; fi
   local L=("${as[@]}" env -i PATH=/usr/bin:/bin HOME="$home" TMPDIR=/tmp "$work/landscape")
   out="$work/$name-ten.out"
-  "${L[@]}" up -d "$app" --listen "127.0.0.1:$port" > "$out" 2>&1 || fail "$name: up -d failed"
+  local admin=$((port + 10))
+  "${L[@]}" up -d "$app" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" > "$out" 2>&1 || fail "$name: up -d failed"
   grep -q "landscape up: ready: http://127.0.0.1:$port/s9" "$out" || fail "$name: no route printed"
   local i
   for i in $(seq 0 9); do
     [ "$(curl -s --max-time 5 "http://127.0.0.1:$port/s$i/")" = "$( [ $i -eq 3 ] && echo s3-v1 || echo s$i)" ] \
       || fail "$name: /s$i/ did not answer"
   done
+  # Prometheus metrics: per-route counts and latency, CPU and memory per replica.
+  curl -s --max-time 5 "http://127.0.0.1:$admin/metrics" > "$work/metrics.txt" || fail "$name: /metrics"
+  grep -q 'landscape_router_route_duration_seconds_count{route="s4:3000/s4"} 1' "$work/metrics.txt" \
+    && grep -Eq 'landscape_replica_memory_bytes\{service="s4",replica="0"\} [1-9]' "$work/metrics.txt" \
+    && grep -q 'landscape_replicas{service="s9",state="ready"} 1' "$work/metrics.txt" \
+    || { grep -E "route_duration_seconds_count|replica_memory|landscape_replicas" "$work/metrics.txt" | head -20; fail "$name: metrics"; }
+  "${L[@]}" ps "$app" --stats --format json | python3 -c 'import json,sys; rows=json.load(sys.stdin); assert len(rows) == 10 and all(r["memory_bytes"] > 0 and r["processes"] >= 1 and r["cpu_percent"] >= 0 for r in rows), rows' \
+    || fail "$name: ps --stats"
   "${L[@]}" ps "$app" --format json > "$work/ps.json" || fail "$name: ps"
   python3 - "$work/ps.json" <<'PY' || fail "$name: ps --format json"
 import json, sys
