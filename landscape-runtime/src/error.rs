@@ -31,6 +31,14 @@ pub enum Error {
     /// The helper process (the single-threaded fork path) misbehaved or died.
     #[error("runtime helper: {0}")]
     Helper(String),
+    /// A durable instance to adopt has ended (or its pid now names another process).
+    #[error("instance {instance} ended while no host supervised it")]
+    Gone {
+        /// Instance id.
+        instance: String,
+        /// How it ended, as far as known.
+        exit: Box<crate::Exit>,
+    },
     /// Starting the container failed inside the new namespaces.
     #[error("instance {instance}: {message}")]
     Start {

@@ -36,6 +36,45 @@ pub(crate) struct Request {
     pub staging: PathBuf,
     pub cgroups: Option<Cgroups>,
     pub keep_stdin: bool,
+    /// The instance outlives its host (see [`crate::InstanceSpec::durable`]).
+    #[serde(default)]
+    pub durable: Option<Durable>,
+}
+
+/// Where a durable instance's helper waits for a new host, and the named pipes of its
+/// output (the helper keeps a read end of each open, so that the command's writes do not
+/// fail while no host reads them; the pipes buffer up to 64 KiB each meanwhile).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Durable {
+    pub socket: PathBuf,
+    pub fifos: Vec<PathBuf>,
+}
+
+/// Where events go: the host's connection (replaced when a new host adopts the
+/// instance); `None` while no host is connected.
+static EMIT: std::sync::Mutex<Option<UnixStream>> = std::sync::Mutex::new(None);
+
+/// A durable helper's listening socket (see [`Durable`]).
+static LISTENER: std::sync::Mutex<Option<std::os::unix::net::UnixListener>> =
+    std::sync::Mutex::new(None);
+
+fn send_event(ev: &Event) -> bool {
+    let mut g = EMIT.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = g.as_mut() else {
+        return false;
+    };
+    match serde_json::to_string(ev) {
+        Ok(mut line) => {
+            line.push('\n');
+            s.write_all(line.as_bytes()).is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// The file a durable helper leaves its instance's exit in when no host is connected.
+pub(crate) fn exit_file(socket: &std::path::Path) -> PathBuf {
+    socket.with_extension("exit")
 }
 
 /// What the helper reports.
@@ -88,12 +127,9 @@ pub(crate) fn serve(sock: UnixStream) -> i32 {
     if reader.read_line(&mut line).is_err() {
         return 2;
     }
-    let mut out = write_half;
+    *EMIT.lock().unwrap_or_else(|e| e.into_inner()) = Some(write_half);
     let mut emit = |ev: &Event| {
-        if let Ok(mut s) = serde_json::to_string(ev) {
-            s.push('\n');
-            let _ = out.write_all(s.as_bytes());
-        }
+        let _ = send_event(ev);
     };
     let req: Request = match serde_json::from_str(&line) {
         Ok(r) => r,
@@ -109,8 +145,50 @@ pub(crate) fn serve(sock: UnixStream) -> i32 {
         fd: reader.into_inner().into(),
         buf: leftover,
     };
+    // Durable: listen for a new host and hold the output pipes open.
+    let mut held = Vec::new();
+    if let Some(d) = &req.durable {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let _ = std::fs::remove_file(&d.socket);
+        let _ = std::fs::remove_file(exit_file(&d.socket));
+        match std::os::unix::net::UnixListener::bind(&d.socket) {
+            Ok(l) => {
+                let _ = std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o600));
+                let _ = l.set_nonblocking(true);
+                *LISTENER.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
+            }
+            Err(e) => {
+                emit(&Event::Exited(Exit::failed(format!(
+                    "listen on {}: {e}",
+                    d.socket.display()
+                ))));
+                return 2;
+            }
+        }
+        for f in &d.fifos {
+            if let Ok(r) = std::fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(f)
+            {
+                held.push(r);
+            }
+        }
+    }
     let exit = supervise(&req, Some(control), &mut emit);
-    emit(&Event::Exited(exit));
+    let ev = Event::Exited(exit);
+    if !send_event(&ev) {
+        if let Some(d) = &req.durable {
+            // Nobody to tell: the next host finds the exit here.
+            if let Ok(text) = serde_json::to_string(&ev) {
+                let _ = std::fs::write(exit_file(&d.socket), text);
+            }
+        }
+    }
+    if let Some(d) = &req.durable {
+        let _ = std::fs::remove_file(&d.socket);
+    }
+    drop(held);
     remove_veth();
     0
 }
@@ -359,6 +437,13 @@ fn run_child_blocked(
     // a wake-up per instance (the command's status arrives just before init exits).
     let mut report = Vec::new();
     let mut kill_at: Option<Instant> = None;
+    // The connection of a host that adopted the instance after the first one went away.
+    let mut adopted: Option<Control> = None;
+    let listener = LISTENER
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|l| l.try_clone().ok());
     let status = loop {
         let timeout = match kill_at {
             Some(t) => {
@@ -370,10 +455,17 @@ fn run_child_blocked(
         };
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         let ctl_index = fds.len();
-        if let Some(c) = &control {
+        let mut listen_index = None;
+        if let Some(c) = adopted.as_ref().or(control.as_deref()) {
             fds.push(PollFd::new(c.fd.as_fd(), PollFlags::POLLIN));
+        } else if let Some(l) = &listener {
+            listen_index = Some(fds.len());
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         }
-        let pending_cmds = control.as_ref().is_some_and(|c| c.buf.contains(&b'\n'));
+        let pending_cmds = adopted
+            .as_ref()
+            .or(control.as_deref())
+            .is_some_and(|c| c.buf.contains(&b'\n'));
         let ready = if pending_cmds {
             0
         } else {
@@ -406,8 +498,18 @@ fn run_child_blocked(
                 Ok(st) => break st,
             }
         }
+        if let (Some(i), Some(l)) = (listen_index, &listener) {
+            if revents.get(i).copied().unwrap_or(false) {
+                if let Ok((s, _)) = l.accept() {
+                    if let Some(c) = adopt_host(s, pid) {
+                        adopted = Some(c);
+                    }
+                }
+                continue;
+            }
+        }
         let mut eof = false;
-        if let Some(c) = control.as_deref_mut() {
+        if let Some(c) = adopted.as_mut().or(control.as_deref_mut()) {
             if revents.get(ctl_index).copied().unwrap_or(false) {
                 let mut buf = [0u8; 512];
                 match nix::unistd::read(&c.fd, &mut buf) {
@@ -446,10 +548,18 @@ fn run_child_blocked(
             }
         }
         if eof {
-            // The host is gone: nobody can stop the instance any more.
-            freeze(req, pid, false);
-            let _ = kill(pid, Signal::SIGKILL);
-            control = None;
+            *EMIT.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            if listener.is_some() {
+                // Durable: the instance goes on; a new host may adopt it.
+                if adopted.take().is_none() {
+                    control = None;
+                }
+            } else {
+                // The host is gone: nobody can stop the instance any more.
+                freeze(req, pid, false);
+                let _ = kill(pid, Signal::SIGKILL);
+                control = None;
+            }
         }
     };
     let _ = File::from(rep_r).read_to_end(&mut report);
@@ -527,6 +637,27 @@ fn enter_network(
 }
 
 /// A frozen (cgroup v1) process does not act on signals, not even SIGKILL: thaw first.
+/// A new host connected to a durable helper: it sends `adopt`; the helper answers with
+/// `Started` (the instance's pid) and reports to it from now on.
+fn adopt_host(s: UnixStream, pid: Pid) -> Option<Control> {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    if r.read_line(&mut line).is_err() || line.trim() != "adopt" {
+        return None;
+    }
+    let buf = r.buffer().to_vec();
+    let s = r.into_inner();
+    let _ = s.set_read_timeout(None);
+    let w = s.try_clone().ok()?;
+    *EMIT.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+    if !send_event(&Event::Started { pid: pid.as_raw() }) {
+        return None;
+    }
+    Some(Control { fd: s.into(), buf })
+}
+
 /// Freezes (or thaws) every process of the instance whose init is `init`: with the
 /// cgroup freezer where the instance has cgroups (memory kept, nothing runs), otherwise
 /// (unprivileged, no delegated cgroups) by SIGSTOP/SIGCONT to every process in the

@@ -295,6 +295,16 @@ impl Runtime {
         // `Limits::default()` for usage and freezing without limits.
         let cgroups = (spec.limits.is_some() && self.cgroup_support().is_ok())
             .then(|| Cgroups::new(&self.cfg.cgroup_root, &id));
+        let durable = if spec.durable {
+            let dir = self.cfg.state_dir.join("durable");
+            crate::network::private_dir(&dir)?;
+            Some(crate::helper::Durable {
+                socket: dir.join(format!("{id}.sock")),
+                fifos: vec![dir.join(format!("{id}.out")), dir.join(format!("{id}.err"))],
+            })
+        } else {
+            None
+        };
         Ok(Request {
             staging: self.cfg.state_dir.clone(),
             id,
@@ -302,6 +312,7 @@ impl Runtime {
             idmap: self.idmap,
             cgroups,
             keep_stdin,
+            durable,
         })
     }
 
@@ -350,7 +361,12 @@ impl Runtime {
     /// (`/proc/<pid>/root`, its network namespace) can reach the host's own files.
     pub fn spawn(&self, spec: &InstanceSpec, output: Output) -> Result<Instance> {
         use std::os::fd::{AsFd, AsRawFd};
-        let req = self.request(spec, false)?;
+        let mut req = self.request(spec, false)?;
+        if !matches!(output, Output::Logs(_)) {
+            if let Some(d) = &mut req.durable {
+                d.fifos.clear();
+            }
+        }
         // The instance's stdout/stderr, handed to the helper over its socket.
         let (out, err, readers): (OwnedFd, OwnedFd, Vec<(Stream, OwnedFd)>) = match &output {
             Output::Inherit => (
@@ -374,15 +390,26 @@ impl Runtime {
                 };
                 (null(1)?, null(2)?, Vec::new())
             }
-            Output::Logs(_) => {
-                let pipe = || {
-                    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                        .map_err(|e| Error::nix("create the log pipes", e))
-                };
-                let (or, ow) = pipe()?;
-                let (er, ew) = pipe()?;
-                (ow, ew, vec![(Stream::Stdout, or), (Stream::Stderr, er)])
-            }
+            Output::Logs(_) => match req.durable.as_ref().map(|d| d.fifos.clone()) {
+                Some(fifos) => {
+                    let mut ends = Vec::new();
+                    for f in &fifos {
+                        ends.push(open_fifo(f, true)?);
+                    }
+                    let (er, ew) = ends.pop().ok_or_else(|| Error::Helper("no fifo".into()))?;
+                    let (or, ow) = ends.pop().ok_or_else(|| Error::Helper("no fifo".into()))?;
+                    (ow, ew, vec![(Stream::Stdout, or), (Stream::Stderr, er)])
+                }
+                None => {
+                    let pipe = || {
+                        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                            .map_err(|e| Error::nix("create the log pipes", e))
+                    };
+                    let (or, ow) = pipe()?;
+                    let (er, ew) = pipe()?;
+                    (ow, ew, vec![(Stream::Stdout, or), (Stream::Stderr, er)])
+                }
+            },
         };
         let fds = [out.as_raw_fd(), err.as_raw_fd()];
         // From the fork server when there is one (and no pre-started pool is asked for).
@@ -440,6 +467,11 @@ impl Runtime {
             exit: None,
             first_rx: std::sync::Mutex::new(logs.as_ref().map(|l| l.tx.subscribe())),
             logs,
+            durable: req.durable.clone(),
+            log_cfg: match &output {
+                Output::Logs(cfg) => Some(cfg.clone()),
+                _ => None,
+            },
         };
         let mut line = serde_json::to_string(&req)
             .map_err(|e| Error::Helper(format!("encode request: {e}")))?;
@@ -465,6 +497,105 @@ impl Runtime {
                         .unwrap_or_else(|| "exited before starting".into()),
                 })
             }
+        }
+    }
+
+    /// Takes over a durable instance that an earlier host started ([`Instance::record`]):
+    /// connects to its helper, which reports to this host from now on; its logs continue
+    /// in the same file (through the same redaction `redact`), from the first line the
+    /// earlier host did not read. `Err(Error::Gone)` with the exit when the instance ended
+    /// meanwhile; an error when the record names a process that is no longer the
+    /// instance (a reused pid).
+    pub fn adopt(
+        &self,
+        rec: &InstanceRecord,
+        redact: Option<crate::logs::Redact>,
+    ) -> Result<Instance> {
+        let gone = || -> Error {
+            let exit = std::fs::read_to_string(crate::helper::exit_file(&rec.socket))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Event>(&t).ok())
+                .and_then(|e| match e {
+                    Event::Exited(x) => Some(x),
+                    Event::Started { .. } => None,
+                })
+                .unwrap_or_else(|| Exit::failed("ended while no host supervised it".into()));
+            for f in rec
+                .fifos
+                .iter()
+                .chain([&rec.socket, &crate::helper::exit_file(&rec.socket)])
+            {
+                let _ = std::fs::remove_file(f);
+            }
+            Error::Gone {
+                instance: rec.id.clone(),
+                exit: Box::new(exit),
+            }
+        };
+        if start_time(rec.pid) != Some(rec.start_time) {
+            return Err(gone());
+        }
+        let Ok(mut host) = UnixStream::connect(&rec.socket) else {
+            return Err(gone());
+        };
+        host.write_all(b"adopt\n")
+            .map_err(|e| Error::io(format!("adopt {}", rec.id), e))?;
+        let logs = match &rec.logs {
+            Some((dir, max_bytes, keep)) if rec.fifos.len() == 2 => {
+                let mut cfg = LogConfig::new(dir);
+                cfg.max_bytes = *max_bytes;
+                cfg.keep = *keep;
+                cfg.redact = redact;
+                let mut streams: Vec<(Stream, Box<dyn std::io::Read + Send>)> = Vec::new();
+                for (stream, f) in [Stream::Stdout, Stream::Stderr].into_iter().zip(&rec.fifos) {
+                    let (r, w) = open_fifo(f, false)?;
+                    drop(w);
+                    streams.push((stream, Box::new(std::fs::File::from(r))));
+                }
+                Some((
+                    Logs::start(&cfg, &rec.id, streams)
+                        .map_err(|e| Error::io(format!("open log file in {}", dir.display()), e))?,
+                    cfg,
+                ))
+            }
+            _ => None,
+        };
+        let (logs, log_cfg) = match logs {
+            Some((l, c)) => (Some(l), Some(c)),
+            None => (None, None),
+        };
+        let mut inst = Instance {
+            id: rec.id.clone(),
+            pid: rec.pid,
+            writer: host
+                .try_clone()
+                .map_err(|e| Error::io("clone the helper socket", e))?,
+            reader: BufReader::new(host),
+            helper: HelperProc::Forked,
+            cgroups: rec.cgroups.clone(),
+            exit: None,
+            first_rx: std::sync::Mutex::new(logs.as_ref().map(|l| l.tx.subscribe())),
+            logs,
+            durable: Some(crate::helper::Durable {
+                socket: rec.socket.clone(),
+                fifos: rec.fifos.clone(),
+            }),
+            log_cfg,
+        };
+        match inst.next_event() {
+            Ok(Event::Started { pid }) if pid == rec.pid => Ok(inst),
+            Ok(Event::Exited(exit)) => {
+                inst.finish(exit.clone());
+                Err(Error::Gone {
+                    instance: rec.id.clone(),
+                    exit: Box::new(exit),
+                })
+            }
+            Ok(Event::Started { pid }) => Err(Error::Helper(format!(
+                "adopt {}: its helper reports pid {pid}, the record {}",
+                rec.id, rec.pid
+            ))),
+            Err(e) => Err(e),
         }
     }
 
@@ -502,6 +633,59 @@ pub struct Instance {
     /// Subscribed before the instance could print: handed to the first
     /// [`Instance::subscribe_logs`] so that it misses no line.
     first_rx: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<LogLine>>>,
+    /// A durable instance's socket and pipes.
+    durable: Option<crate::helper::Durable>,
+    /// Where its logs go (kept for its record).
+    log_cfg: Option<LogConfig>,
+}
+
+/// What a new host needs to adopt a durable instance ([`Instance::record`],
+/// [`Runtime::adopt`]): no part of its spec (no env value) is in it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Instance id.
+    pub id: String,
+    /// Host pid of its init.
+    pub pid: i32,
+    /// Its start time (clock ticks since boot, `/proc/<pid>/stat` field 22): a reused pid
+    /// is never taken for the instance.
+    pub start_time: u64,
+    /// The helper's socket.
+    pub socket: PathBuf,
+    /// Its output pipes (stdout, stderr), when it logs.
+    pub fifos: Vec<PathBuf>,
+    /// Its cgroups.
+    pub cgroups: Option<Cgroups>,
+    /// Its log directory, file size limit and rotated files kept.
+    pub logs: Option<(PathBuf, u64, u32)>,
+}
+
+/// Start time of process `pid` (field 22 of `/proc/<pid>/stat`).
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Creates (when `create`) and opens the named pipe `path`: (read end, write end), both
+/// close-on-exec; the read end blocking.
+fn open_fifo(path: &Path, create: bool) -> Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::stat::Mode;
+    if create {
+        let _ = std::fs::remove_file(path);
+        nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600))
+            .map_err(|e| Error::nix(&format!("create the pipe {}", path.display()), e))?;
+    }
+    let open = |flags: OFlag| {
+        nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| Error::nix(&format!("open the pipe {}", path.display()), e))
+    };
+    let r = open(OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
+    let w = open(OFlag::O_WRONLY)?;
+    fcntl(&r, FcntlArg::F_SETFL(OFlag::empty()))
+        .map_err(|e| Error::nix("make the pipe blocking", e))?;
+    Ok((r, w))
 }
 
 impl std::fmt::Debug for Logs {
@@ -561,7 +745,35 @@ impl Instance {
         if let Some(l) = &mut self.logs {
             l.finish();
         }
+        if let Some(d) = &self.durable {
+            for f in &d.fifos {
+                let _ = std::fs::remove_file(f);
+            }
+            let _ = std::fs::remove_file(&d.socket);
+            let _ = std::fs::remove_file(crate::helper::exit_file(&d.socket));
+        }
         self.exit = Some(exit);
+    }
+
+    /// What a new host needs to adopt this instance after this one is gone (only for a
+    /// [`InstanceSpec::durable`] instance that runs).
+    pub fn record(&self) -> Option<InstanceRecord> {
+        let d = self.durable.as_ref()?;
+        if self.exit.is_some() {
+            return None;
+        }
+        Some(InstanceRecord {
+            id: self.id.clone(),
+            pid: self.pid,
+            start_time: start_time(self.pid)?,
+            socket: d.socket.clone(),
+            fifos: d.fifos.clone(),
+            cgroups: self.cgroups.clone(),
+            logs: self
+                .log_cfg
+                .as_ref()
+                .map(|c| (c.dir.clone(), c.max_bytes, c.keep)),
+        })
     }
 
     /// Waits until the instance ends.

@@ -56,7 +56,9 @@ pub use cgroup::Usage;
 pub use error::{Error, Result};
 pub use helper::HELPER_ENV;
 pub use idmap::IdMap;
-pub use instance::{Exit, HelperBinary, Instance, InstanceControl, Output, Runtime, RuntimeConfig};
+pub use instance::{
+    Exit, HelperBinary, Instance, InstanceControl, InstanceRecord, Output, Runtime, RuntimeConfig,
+};
 pub use logs::{LogConfig, LogLine, Stream};
 pub use network::{Attachment, Network, NetworkConfig};
 pub use plan::{MIN_PIDS, PIDS_PER_GIB};

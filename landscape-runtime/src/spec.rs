@@ -170,6 +170,13 @@ pub struct InstanceSpec {
     /// The landscape network the instance joins (its own address, `eth0`, the landscape's
     /// DNS); `None`: loopback only. See [`crate::Network::attachment`].
     pub network: Option<crate::network::Attachment>,
+    /// The instance outlives its host process: when the host's connection to its helper
+    /// closes (the host was killed), the instance goes on running and its helper waits on
+    /// a socket in the runtime's state directory for a new host
+    /// ([`crate::Runtime::adopt`] with [`crate::Instance::record`]). Its output goes
+    /// through named pipes that buffer while no host reads them.
+    #[serde(default)]
+    pub durable: bool,
 }
 
 impl InstanceSpec {

@@ -4,7 +4,9 @@
 
 mod common;
 use common::*;
-use landscape_runtime::{InstanceSpec, Output, PortPolicy, Process, User};
+use landscape_runtime::{
+    InstanceRecord, InstanceSpec, LogConfig, Output, PortPolicy, Process, User,
+};
 use std::time::Duration;
 
 fn main() {
@@ -19,7 +21,34 @@ fn main() {
             .unwrap();
         std::process::exit(exit.status_code());
     }
+    if let Some(logs) = std::env::var_os("LANDSCAPE_RT_TEST_DURABLE") {
+        // Child-process mode: a host that starts a durable instance, prints its record
+        // and waits to be killed.
+        let rt = runtime();
+        let mut spec = InstanceSpec::new(
+            "durable",
+            Process::shell("i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.05; done"),
+        );
+        spec.durable = true;
+        let inst = rt
+            .spawn(
+                &spec,
+                Output::Logs(LogConfig::new(std::path::PathBuf::from(logs))),
+            )
+            .unwrap();
+        println!(
+            "{}",
+            serde_json::to_string(&inst.record().unwrap()).unwrap()
+        );
+        loop {
+            std::thread::park();
+        }
+    }
     run(&[
+        (
+            "a_durable_instance_outlives_a_killed_host_and_is_adopted",
+            a_durable_instance_outlives_a_killed_host_and_is_adopted,
+        ),
         (
             "run_foreground_in_a_single_threaded_host",
             run_foreground_in_a_single_threaded_host,
@@ -671,4 +700,71 @@ fn command_starts_with_default_signals_and_own_network() {
     // Two instances never share one.
     let (_, other) = sh(&rt, None, "readlink /proc/self/ns/net");
     assert_ne!(other.trim(), lines[4]);
+}
+
+fn a_durable_instance_outlives_a_killed_host_and_is_adopted() {
+    use std::io::BufRead;
+    let logs = TempDir::new("durable-logs");
+    let mut host = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("LANDSCAPE_RT_TEST_DURABLE", logs.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(host.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let rec: InstanceRecord = serde_json::from_str(&line).expect("record");
+    let log_file = logs.path().join(format!("{}.log", rec.id));
+    let ticks = |f: &std::path::Path| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" tick "))
+            .count()
+    };
+    assert!(poll(Duration::from_secs(10), || (ticks(&log_file) > 2)
+        .then_some(()))
+    .is_some());
+    // kill -9 of the host: no drop, no goodbye.
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let pid_alive = |p: i32| std::path::Path::new(&format!("/proc/{p}")).exists();
+    assert!(pid_alive(rec.pid), "the instance died with its host");
+    let before = ticks(&log_file);
+    let rt = runtime();
+    let mut inst = rt.adopt(&rec, None).expect("adopt");
+    assert_eq!(inst.pid(), rec.pid, "adopted the same process");
+    // Its log goes on in the same file, lines written while no host read it included.
+    let mut sub = inst.subscribe_logs().expect("logs");
+    let next = sub.blocking_recv().expect("a line after adoption");
+    assert!(next.text.starts_with("tick "), "{next:?}");
+    assert!(
+        poll(Duration::from_secs(10), || (ticks(&log_file) > before + 2)
+            .then_some(()))
+        .is_some()
+    );
+    let numbers: Vec<u64> = std::fs::read_to_string(&log_file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.rsplit_once(" tick ")
+                .and_then(|(_, n)| n.trim().parse().ok())
+        })
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "a line was lost or repeated across the handover: {numbers:?}"
+    );
+    // Supervision resumes: stop works and the exit is reported; nothing is left.
+    let exit = inst.stop(Duration::from_secs(2)).unwrap();
+    assert!(exit.signal.is_some() || exit.code.is_some(), "{exit:?}");
+    assert!(poll(Duration::from_secs(5), || (!pid_alive(rec.pid))
+        .then_some(()))
+    .is_some());
+    assert!(!rec.socket.exists(), "helper socket left behind");
+    assert!(rec.fifos.iter().all(|f| !f.exists()), "pipes left behind");
+    // A second adoption of an ended instance is a clear "gone".
+    let e = rt.adopt(&rec, None).unwrap_err().to_string();
+    assert!(e.contains("ended while no host supervised it"), "{e}");
 }
