@@ -675,11 +675,11 @@ fn open_fifo(path: &Path, create: bool) -> Result<(OwnedFd, OwnedFd)> {
     if create {
         let _ = std::fs::remove_file(path);
         nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600))
-            .map_err(|e| Error::nix(&format!("create the pipe {}", path.display()), e))?;
+            .map_err(|e| Error::nix(format!("create the pipe {}", path.display()), e))?;
     }
     let open = |flags: OFlag| {
         nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| Error::nix(&format!("open the pipe {}", path.display()), e))
+            .map_err(|e| Error::nix(format!("open the pipe {}", path.display()), e))
     };
     let r = open(OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
     let w = open(OFlag::O_WRONLY)?;
