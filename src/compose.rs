@@ -79,7 +79,13 @@ pub struct UpOptions {
     pub egress: bool,
     /// Off-when-unused for the services the router serves (default: off).
     pub idle: IdleConfig,
+    /// Replicas outlive a killed host process and a record in `state_dir` lets
+    /// [`Landscape::adopt`] take them over (default true).
+    pub durable: bool,
 }
+
+/// The record's file name in the state directory.
+const RECORDS: &str = "records.json";
 
 /// When an unused service is frozen and then stopped. "Unused": no request through the
 /// router, none in flight, no open WebSocket, none held. The next request wakes it (the
@@ -136,6 +142,7 @@ impl UpOptions {
             redact: None,
             egress: true,
             idle: IdleConfig::default(),
+            durable: true,
         }
     }
 }
@@ -254,6 +261,41 @@ impl Landscape {
         opts: UpOptions,
         events: tokio::sync::mpsc::UnboundedSender<rt::Event>,
     ) -> Result<Landscape, UpError> {
+        Self::bring_up(runtime, model, env, opts, events, false)
+            .await
+            .map(|(l, _)| l)
+    }
+
+    /// Takes over a landscape whose control process was killed (`kill -9`), from the
+    /// record in `opts.state_dir` (written when [`UpOptions::durable`]): the same replica
+    /// processes, not restarted; their logs continue; a new router on `opts.listen`.
+    /// `model` and `env` are the current ci.yml and secrets: a service changed meanwhile is
+    /// replaced one replica at a time, as [`Landscape::apply`] would. `prepare` and `test`
+    /// do not run again. [`Landscape::has_record`] tells whether there is one to adopt.
+    pub async fn adopt(
+        runtime: Arc<Runtime>,
+        model: &spec::Landscape,
+        env: BTreeMap<String, Vec<(String, String)>>,
+        opts: UpOptions,
+        events: tokio::sync::mpsc::UnboundedSender<rt::Event>,
+    ) -> Result<(Landscape, rt::supervisor::Adopted), UpError> {
+        let (l, a) = Self::bring_up(runtime, model, env, opts, events, true).await?;
+        Ok((l, a.unwrap_or_default()))
+    }
+
+    /// Whether `state_dir` holds the record of a landscape to [`Landscape::adopt`].
+    pub fn has_record(state_dir: &std::path::Path) -> bool {
+        state_dir.join(RECORDS).is_file()
+    }
+
+    async fn bring_up(
+        runtime: Arc<Runtime>,
+        model: &spec::Landscape,
+        env: BTreeMap<String, Vec<(String, String)>>,
+        opts: UpOptions,
+        events: tokio::sync::mpsc::UnboundedSender<rt::Event>,
+        adopt: bool,
+    ) -> Result<(Landscape, Option<rt::supervisor::Adopted>), UpError> {
         let defs = plan_services(model, &env, &opts)?;
         let table = net::spec::table_from_landscape(model, &net::spec::SpecOptions::default())
             .map_err(|e| UpError::Invalid(e.to_string()))?;
@@ -277,11 +319,26 @@ impl Landscape {
         cfg.stop_grace = opts.stop_grace;
         cfg.redact = opts.redact.clone();
         cfg.network.egress = opts.egress;
+        if opts.durable {
+            cfg.records = Some(opts.state_dir.join(RECORDS));
+        }
+        let mut adopted = None;
         let sup = {
             let rt = runtime.clone();
-            tokio::task::spawn_blocking(move || Supervisor::new(rt, cfg))
-                .await
-                .map_err(|e| UpError::Invalid(format!("supervisor task failed: {e}")))??
+            let defs = defs.clone();
+            tokio::task::spawn_blocking(move || {
+                if adopt {
+                    Supervisor::adopt(rt, cfg, defs).map(|(s, a)| (s, Some(a)))
+                } else {
+                    Supervisor::new(rt, cfg).map(|s| (s, None))
+                }
+            })
+            .await
+            .map_err(|e| UpError::Invalid(format!("supervisor task failed: {e}")))?
+            .map(|(s, a)| {
+                adopted = a;
+                s
+            })?
         };
         let sup = Arc::new(sup);
         let mut rx = sup.subscribe();
@@ -298,9 +355,12 @@ impl Landscape {
                 }
             }
         });
-        // Stages, in order, off the async threads.
+        // Stages, in order, off the async threads (not again when adopting).
         let mut stages = vec![("prepare", StepDef::from_stage(&model.prepare))];
-        if opts.run_tests {
+        if adopt {
+            stages.clear();
+        }
+        if opts.run_tests && !adopt {
             stages.push(("test", StepDef::from_stage(&model.test)));
         }
         for (stage, steps) in stages {
@@ -314,7 +374,9 @@ impl Landscape {
                 return Err(f.into());
             }
         }
-        sup.start(defs)?;
+        if !adopt {
+            sup.start(defs)?;
+        }
         let routes = table
             .iter()
             .map(|(host, r)| {
@@ -358,16 +420,19 @@ impl Landscape {
                 tracing::error!("router: {e}");
             }
         });
-        Ok(Landscape {
-            sup,
-            router,
-            addr,
-            stop: std::sync::Mutex::new(Some(stop)),
-            server: tokio::sync::Mutex::new(Some(server)),
-            routes: std::sync::Mutex::new(routes),
-            opts,
-            came_up: std::sync::atomic::AtomicBool::new(false),
-        })
+        Ok((
+            Landscape {
+                sup,
+                router,
+                addr,
+                stop: std::sync::Mutex::new(Some(stop)),
+                server: tokio::sync::Mutex::new(Some(server)),
+                routes: std::sync::Mutex::new(routes),
+                opts,
+                came_up: std::sync::atomic::AtomicBool::new(false),
+            },
+            adopted,
+        ))
     }
 
     /// The router's address.

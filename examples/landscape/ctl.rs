@@ -432,6 +432,35 @@ pub fn down(a: DownArgs) -> ExitCode {
         Err(e) => return fail("down", 2, &format!("{}: {e}", a.dir.display())),
     };
     let (name, state, sock) = locate(&dir);
+    if std::os::unix::net::UnixStream::connect(&sock).is_err()
+        && landscape::compose::Landscape::has_record(&state)
+    {
+        // Its control process was killed: take the replicas over first, then stop them.
+        eprintln!(
+            "landscape down: {name} has no control process; taking its replicas over to stop them"
+        );
+        let adopted = std::env::current_exe()
+            .and_then(|exe| {
+                std::process::Command::new(exe)
+                    .arg("up")
+                    .arg("-d")
+                    .arg(&dir)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+            })
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !adopted {
+            return fail(
+                "down",
+                1,
+                &format!(
+                    "{name}: could not take over its replicas (see {})",
+                    state.join("up.log").display()
+                ),
+            );
+        }
+    }
     if std::os::unix::net::UnixStream::connect(&sock).is_err() {
         println!("landscape down: {name} is not running");
         return ExitCode::SUCCESS;

@@ -398,6 +398,16 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
         if let Ok((200, v)) = rt.block_on(landscape::control::call(sock, "GET", "/v1/status", None))
         {
             if v["ready"].as_bool() == Some(true) {
+                // What a take-over found (the control process printed it).
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                for l in log.lines().filter(|l| {
+                    l.contains("taking over the replicas")
+                        || ["adopted (", "restarted (", "replaced (", "stopped ("]
+                            .iter()
+                            .any(|k| l.starts_with(&format!("landscape up: {k}")))
+                }) {
+                    eprintln!("{l}");
+                }
                 let listen = v["listen"].as_str().unwrap_or_default();
                 for r in v["routes"].as_array().into_iter().flatten() {
                     let (path, host) = (r[0].as_str().unwrap_or("/"), r[1].as_str().unwrap_or(""));
@@ -596,7 +606,17 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
         return fail(2, &e);
     }
     let mut opts = UpOptions::new(name.clone(), dir.clone(), state.clone());
-    opts.listen = free_listener(a.listen).await;
+    // A record left by a control process that was killed: take its replicas over, on the
+    // router address it had (unless another is given).
+    let adopting = Landscape::has_record(&state);
+    let recorded_listen = std::fs::read_to_string(state.join("listen"))
+        .ok()
+        .and_then(|t| t.trim().parse::<SocketAddr>().ok());
+    opts.listen = match (a.listen, adopting, recorded_listen) {
+        (Some(l), _, _) => l,
+        (None, true, Some(l)) => l,
+        _ => free_listener(None).await,
+    };
     opts.run_tests = !a.skip_tests;
     opts.egress = !a.no_egress;
     opts.idle.default = landscape::compose::IdlePolicy {
@@ -627,9 +647,33 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
             print_event(&p2, ev);
         }
     });
-    let started = Landscape::up_with_events(runtime, &model, env, opts, ev_tx).await;
+    let started = if adopting {
+        eprintln!(
+            "landscape up: {name}: taking over the replicas left by a control process that ended"
+        );
+        Landscape::adopt(runtime, &model, env, opts, ev_tx)
+            .await
+            .map(|(l, report)| {
+                for (what, list) in [
+                    ("adopted (same processes)", &report.adopted),
+                    ("restarted (they had ended)", &report.restarted),
+                    ("replaced (changed meanwhile)", &report.replaced),
+                    ("stopped (no longer defined)", &report.removed),
+                ] {
+                    if !list.is_empty() {
+                        eprintln!("landscape up: {what}: {}", list.join(", "));
+                    }
+                }
+                l
+            })
+    } else {
+        Landscape::up_with_events(runtime, &model, env, opts, ev_tx).await
+    };
     let land = match started {
-        Ok(l) => Arc::new(l),
+        Ok(l) => {
+            let _ = std::fs::write(state.join("listen"), l.local_addr().to_string());
+            Arc::new(l)
+        }
         Err(e) => {
             let _ = tokio::time::timeout(Duration::from_secs(2), printer_task).await;
             if let landscape::compose::UpError::Stage(f) = &e {

@@ -60,7 +60,7 @@ pub use instance::{
     Exit, HelperBinary, Instance, InstanceControl, InstanceRecord, Output, Runtime, RuntimeConfig,
 };
 pub use logs::{LogConfig, LogLine, Stream};
-pub use network::{Attachment, Network, NetworkConfig};
+pub use network::{Attachment, Network, NetworkConfig, NetworkRecord};
 pub use plan::{MIN_PIDS, PIDS_PER_GIB};
 pub use spec::{
     BindMount, InstanceSpec, Limits, PortPolicy, Process, Rlimits, Rootfs, User, APP_MOUNT_PATH,

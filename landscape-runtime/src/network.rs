@@ -172,6 +172,22 @@ struct HolderConfig {
     gid: u32,
 }
 
+/// What a new host needs to take over a running network ([`Network::record`],
+/// [`Network::adopt`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// Its configuration.
+    pub cfg: NetworkConfig,
+    /// The holder's pid.
+    pub holder_pid: i32,
+    /// Inode of the holder's network namespace (a reused pid is never taken for it).
+    pub netns_inode: u64,
+    /// Unprivileged (nested user namespaces).
+    pub nested: bool,
+    /// The control socket.
+    pub control: PathBuf,
+}
+
 /// A running landscape network. Dropping it ends the holder (instances still attached keep
 /// their own namespaces until they stop, but lose the network).
 #[derive(Debug)]
@@ -487,6 +503,51 @@ impl Network {
         result
     }
 
+    /// Its record, for [`Network::adopt`] by a later host.
+    pub fn record(&self) -> NetworkRecord {
+        NetworkRecord {
+            cfg: self.cfg.clone(),
+            holder_pid: self.holder_pid,
+            netns_inode: self.netns_inode,
+            nested: self.nested,
+            control: self.control.clone(),
+        }
+    }
+
+    /// Takes over a network an earlier (killed) host created: its holder still runs and
+    /// answers on its control socket. Addresses in use must be [`Network::reserve`]d
+    /// again by the caller.
+    pub fn adopt(rec: &NetworkRecord) -> Result<Network> {
+        let name = &rec.cfg.name;
+        if netns_inode(rec.holder_pid).ok() != Some(rec.netns_inode) {
+            return Err(Error::Start {
+                instance: format!("network {name}"),
+                message: format!(
+                    "its holder (pid {}) is gone; the landscape must be started afresh",
+                    rec.holder_pid
+                ),
+            });
+        }
+        let ctl = UnixStream::connect(&rec.control)
+            .map_err(|e| Error::io(format!("connect to {}", rec.control.display()), e))?;
+        Ok(Network {
+            cfg: rec.cfg.clone(),
+            holder_pid: rec.holder_pid,
+            netns_inode: rec.netns_inode,
+            nested: rec.nested,
+            control: rec.control.clone(),
+            child: Mutex::new(None),
+            ctl: Mutex::new(Some(BufReader::new(ctl))),
+            used: Mutex::new(BTreeSet::new()),
+            sockets: Mutex::new(Vec::new()),
+            seq: std::sync::atomic::AtomicU32::new(
+                // Bridge-end names stay unique next to the earlier host's.
+                (std::process::id() & 0xff) << 12,
+            ),
+            egress: Mutex::new(None),
+        })
+    }
+
     /// The configuration.
     pub fn config(&self) -> &NetworkConfig {
         &self.cfg
@@ -713,6 +774,26 @@ impl Network {
                         break;
                     }
                 }
+            }
+        }
+        let adopted = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none();
+        if adopted && netns_inode(self.holder_pid).ok() == Some(self.netns_inode) {
+            // An adopted holder is not our child: wait for it to go, then make sure.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while netns_inode(self.holder_pid).ok() == Some(self.netns_inode)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            if netns_inode(self.holder_pid).ok() == Some(self.netns_inode) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.holder_pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
         if let Some(mut slirp) = self.egress.lock().unwrap_or_else(|e| e.into_inner()).take() {

@@ -198,6 +198,24 @@ impl ServiceDef {
 }
 
 impl ServiceDef {
+    /// A digest of what the replicas run (command, image, mounts, ports, probe, env
+    /// *names*; not the env values, which may be secrets, nor replicas and limits), for
+    /// the record: FNV-1a 64 of its JSON, hex.
+    pub fn digest(&self) -> String {
+        let mut spec = self.spec.clone();
+        spec.limits = None;
+        for (_, v) in spec.process.env.iter_mut() {
+            v.clear();
+        }
+        let text = serde_json::to_string(&(&self.name, &spec, &self.ports, &self.probe))
+            .unwrap_or_default();
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in text.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+        format!("{h:016x}")
+    }
+
     /// Whether `other` runs differently from `self` in a way that needs new instances:
     /// anything but the number of replicas and the cgroup limits (those change live).
     pub fn needs_new_instances(&self, other: &ServiceDef) -> bool {
@@ -208,6 +226,54 @@ impl ServiceDef {
         };
         shape(self) != shape(other)
     }
+}
+
+/// The record of a supervised landscape ([`SupervisorConfig::records`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Records {
+    /// The network (its holder outlives the host).
+    pub network: crate::network::NetworkRecord,
+    /// Every service.
+    pub services: Vec<ServiceRecord>,
+}
+
+/// One service in [`Records`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// Name.
+    pub name: String,
+    /// [`ServiceDef::digest`] of the definition its replicas run.
+    pub digest: String,
+    /// Running, frozen or asleep.
+    pub power: Power,
+    /// Its replicas.
+    pub replicas: Vec<ReplicaRecord>,
+}
+
+/// One replica in [`Records`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    /// Index.
+    pub index: u32,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Address on the landscape network.
+    pub address: Option<Ipv4Addr>,
+    /// Its instance, while one runs.
+    pub instance: Option<crate::InstanceRecord>,
+}
+
+/// What [`Supervisor::adopt`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adopted {
+    /// Replicas taken over as they ran (`service-N`), same processes.
+    pub adopted: Vec<String>,
+    /// Replicas that had ended meanwhile and were started again.
+    pub restarted: Vec<String>,
+    /// Services whose definition had changed meanwhile (replaced one replica at a time).
+    pub replaced: Vec<String>,
+    /// Services not in the new definition (stopped).
+    pub removed: Vec<String>,
 }
 
 /// One replica's resource use ([`Supervisor::usage`]).
@@ -302,6 +368,12 @@ pub struct SupervisorConfig {
     pub drain: Duration,
     /// Called on every log line before it is written or sent (e.g. the vault's redactor).
     pub redact: Option<Redact>,
+    /// Where the landscape's record lives (a file outside the app directory). With it,
+    /// replicas are durable ([`InstanceSpec::durable`]) and the record (network, services
+    /// by digest, replicas with their instance records — never an env value) is rewritten
+    /// atomically on every change, so that [`Supervisor::adopt`] in a new host process
+    /// takes the landscape over after this one was killed.
+    pub records: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SupervisorConfig {
@@ -331,6 +403,7 @@ impl SupervisorConfig {
             stop_grace: Duration::from_secs(10),
             drain: Duration::from_millis(500),
             redact: None,
+            records: None,
         }
     }
 }
@@ -598,6 +671,8 @@ struct ReplicaInner {
     ready: bool,
     control: Option<InstanceControl>,
     cgroups: Option<crate::cgroup::Cgroups>,
+    /// The running instance's record (durable replicas).
+    record: Option<crate::InstanceRecord>,
 }
 
 struct Replica {
@@ -608,6 +683,8 @@ struct Replica {
     stopping: AtomicBool,
     wake: Condvar,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// An instance adopted from an earlier host, run first instead of a new one.
+    adopted: Mutex<Option<(Instance, Ipv4Addr)>>,
 }
 
 struct Svc {
@@ -907,6 +984,140 @@ impl Supervisor {
             .collect()
     }
 
+    /// Takes over a landscape whose host was killed, from its record
+    /// ([`SupervisorConfig::records`]): the network's holder, and every replica whose
+    /// instance still runs — the same processes, no restart; their logs continue, probes
+    /// and restarts resume. Replicas that ended meanwhile start again (a restart), a
+    /// service whose definition (`services`, made afresh by the host from its ci.yml and
+    /// secrets) has changed meanwhile is replaced one replica at a time, services no
+    /// longer defined are stopped, new ones start. Fails when there is no record or the
+    /// network is gone (then start afresh with [`Supervisor::new`]).
+    pub fn adopt(
+        runtime: Arc<Runtime>,
+        cfg: SupervisorConfig,
+        services: Vec<ServiceDef>,
+    ) -> Result<(Supervisor, Adopted)> {
+        let path = cfg
+            .records
+            .clone()
+            .ok_or_else(|| Error::InvalidSpec("adopt needs SupervisorConfig::records".into()))?;
+        let text = std::fs::read(&path)
+            .map_err(|e| Error::io(format!("read the record {}", path.display()), e))?;
+        let rec: Records = serde_json::from_slice(&text).map_err(|e| {
+            Error::InvalidSpec(format!("the record {} is damaged: {e}", path.display()))
+        })?;
+        crate::network::private_dir(&cfg.log_dir)?;
+        let network = Network::adopt(&rec.network)?;
+        let (events, _) = broadcast::channel(4096);
+        let sup = Supervisor {
+            inner: Arc::new(Inner {
+                cfg,
+                runtime: runtime.clone(),
+                network,
+                services: Mutex::new(Vec::new()),
+                events,
+                shut: AtomicBool::new(false),
+            }),
+        };
+        let mut report = Adopted::default();
+        let mut changed = Vec::new();
+        let mut fresh = Vec::new();
+        let mut orphans = Vec::new();
+        for srec in &rec.services {
+            let def = services.iter().find(|d| d.name == srec.name);
+            let mut replicas = Vec::new();
+            for rr in &srec.replicas {
+                let Some(irec) = &rr.instance else { continue };
+                match runtime.adopt(irec, sup.inner.cfg.redact.clone()) {
+                    Ok(inst) => {
+                        let addr = rr.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                        sup.inner.network.reserve(addr);
+                        report.adopted.push(format!("{}-{}", srec.name, rr.index));
+                        replicas.push((rr.index, rr.restarts, inst, addr));
+                    }
+                    Err(_) => report.restarted.push(format!("{}-{}", srec.name, rr.index)),
+                }
+            }
+            let Some(def) = def else {
+                orphans.push((srec.name.clone(), replicas));
+                continue;
+            };
+            // The live replica count wins (a `scale` since the start); a later apply of
+            // the file changes it.
+            let mut def = def.clone();
+            if !srec.replicas.is_empty() {
+                def.replicas = srec.replicas.len() as u32;
+            }
+            let def = &def;
+            let (ready_tx, _) = watch::channel(Vec::new());
+            let svc = Svc {
+                power: if srec.power == Power::Frozen && !replicas.is_empty() {
+                    Power::Frozen
+                } else {
+                    Power::Running
+                },
+                def: def.clone(),
+                replicas: Vec::new(),
+                ready_tx,
+            };
+            let mut adopted: BTreeMap<u32, (u32, Instance, Ipv4Addr)> = replicas
+                .into_iter()
+                .map(|(i, n, inst, a)| (i, (n, inst, a)))
+                .collect();
+            // Listed before its replicas run (a runner looks its service up).
+            let svc_def = svc.def.clone();
+            lock(&sup.inner.services).push(svc);
+            for i in 0..def.replicas {
+                let (restarts, initial) = match adopted.remove(&i) {
+                    Some((n, inst, a)) => (n, Some((inst, a))),
+                    None => (
+                        srec.replicas
+                            .iter()
+                            .find(|r| r.index == i)
+                            .map_or(0, |r| r.restarts + 1),
+                        None,
+                    ),
+                };
+                let r = sup.inner.launch_with(&svc_def, i, initial, restarts);
+                if let Some(s) = lock(&sup.inner.services)
+                    .iter_mut()
+                    .find(|s| s.def.name == svc_def.name)
+                {
+                    s.replicas.push(r);
+                }
+            }
+            // Replicas beyond the (new) count: adopted to be stopped.
+            for (i, (n, inst, a)) in adopted {
+                orphans.push((srec.name.clone(), vec![(i, n, inst, a)]));
+            }
+            if srec.digest != def.digest() {
+                changed.push(def.clone());
+            }
+        }
+        for def in &services {
+            if !rec.services.iter().any(|s| s.name == def.name) {
+                fresh.push(def.clone());
+            }
+        }
+        for (name, replicas) in orphans {
+            for (_, _, mut inst, a) in replicas {
+                let _ = inst.stop(sup.inner.cfg.stop_grace);
+                sup.inner.network.release(a);
+            }
+            if !services.iter().any(|d| d.name == name) {
+                report.removed.push(name);
+            }
+        }
+        sup.start(fresh)?;
+        for def in changed {
+            let name = def.name.clone();
+            sup.inner.rollout(def, Duration::from_secs(120))?;
+            report.replaced.push(name);
+        }
+        sup.inner.save_records();
+        Ok((sup, report))
+    }
+
     /// Whether `service` runs, is frozen or asleep; `None` for an unknown service.
     pub fn power(&self, service: &str) -> Option<Power> {
         lock(&self.inner.services)
@@ -975,6 +1186,7 @@ impl Supervisor {
         };
         // Frozen processes are thawed by the helper before they are stopped.
         self.inner.stop_replicas(&replicas);
+        self.inner.save_records();
         Ok(())
     }
 
@@ -1025,6 +1237,7 @@ impl Supervisor {
             service: service.to_string(),
             from,
         });
+        self.inner.save_records();
         Ok(())
     }
 
@@ -1102,6 +1315,7 @@ impl Supervisor {
             }
         }
         self.start(added)?;
+        self.inner.save_records();
         if failures.is_empty() {
             Ok(applied)
         } else {
@@ -1127,6 +1341,9 @@ impl Supervisor {
             s.ready_tx.send_replace(Vec::new());
         }
         self.inner.network.shutdown();
+        if let Some(p) = &self.inner.cfg.records {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -1179,6 +1396,17 @@ impl Inner {
     }
 
     fn launch(self: &Arc<Self>, def: &ServiceDef, index: u32) -> Arc<Replica> {
+        self.launch_with(def, index, None, 0)
+    }
+
+    /// [`Inner::launch`], starting from an adopted instance and a restart count.
+    fn launch_with(
+        self: &Arc<Self>,
+        def: &ServiceDef,
+        index: u32,
+        adopted: Option<(Instance, Ipv4Addr)>,
+        restarts: u32,
+    ) -> Arc<Replica> {
         let r = Arc::new(Replica {
             service: def.name.clone(),
             index,
@@ -1186,7 +1414,7 @@ impl Inner {
                 state: ReplicaState::Starting,
                 pid: None,
                 address: None,
-                restarts: 0,
+                restarts,
                 started: None,
                 last_exit: None,
                 last_lines: Vec::new(),
@@ -1194,10 +1422,12 @@ impl Inner {
                 ready: false,
                 control: None,
                 cgroups: None,
+                record: None,
             }),
             stopping: AtomicBool::new(false),
             wake: Condvar::new(),
             thread: Mutex::new(None),
+            adopted: Mutex::new(adopted),
         });
         let (me, rr, d) = (self.clone(), r.clone(), def.clone());
         let t = std::thread::Builder::new()
@@ -1212,6 +1442,63 @@ impl Inner {
             }
         }
         r
+    }
+
+    /// Rewrites the record (atomically: a temporary file renamed over it, 0600).
+    fn save_records(&self) {
+        let Some(path) = &self.cfg.records else {
+            return;
+        };
+        if self.shut.load(Ordering::SeqCst) {
+            return;
+        }
+        let services = lock(&self.services);
+        let rec = Records {
+            network: self.network.record(),
+            services: services
+                .iter()
+                .map(|s| ServiceRecord {
+                    name: s.def.name.clone(),
+                    digest: s.def.digest(),
+                    power: s.power,
+                    replicas: s
+                        .replicas
+                        .iter()
+                        .map(|r| {
+                            let i = lock(&r.inner);
+                            ReplicaRecord {
+                                index: r.index,
+                                restarts: i.restarts,
+                                address: i.address,
+                                instance: i.record.clone(),
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        drop(services);
+        let Ok(text) = serde_json::to_vec_pretty(&rec) else {
+            return;
+        };
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = (|| {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::File::options()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(landscape = %self.cfg.network.name, "write the record {}: {e}", path.display());
+        }
     }
 
     /// Replaces the replicas of `def.name` one at a time (see [`Supervisor::apply`]).
@@ -1399,17 +1686,29 @@ impl Inner {
     /// Starts the replica's instance once and waits for its end; returns the exit and how
     /// long it ran.
     fn run_once(self: &Arc<Self>, r: &Arc<Replica>, def: &ServiceDef) -> (Exit, Duration) {
-        let addr = match self.network.allocate() {
-            Ok(a) => a,
-            Err(e) => return (Exit::failed(e.to_string()), Duration::ZERO),
+        let adopted = lock(&r.adopted).take();
+        let addr = match &adopted {
+            Some((_, a)) => *a,
+            None => match self.network.allocate() {
+                Ok(a) => a,
+                Err(e) => return (Exit::failed(e.to_string()), Duration::ZERO),
+            },
         };
         let mut spec = def.spec.clone();
         spec.name = def.name.clone();
         spec.hostname = Some(format!("{}-{}", def.name, r.index));
         spec.network = Some(self.network.attachment(addr));
+        spec.durable = self.cfg.records.is_some();
+        // An adopted replica of a frozen service stays frozen (its probes pause).
+        let stays_frozen = adopted.is_some()
+            && lock(&self.services)
+                .iter()
+                .any(|s| s.def.name == r.service && s.power == Power::Frozen);
         {
             let mut i = lock(&r.inner);
-            if i.state != ReplicaState::CrashLoop {
+            if stays_frozen {
+                i.state = ReplicaState::Frozen;
+            } else if i.state != ReplicaState::CrashLoop {
                 i.state = ReplicaState::Starting;
             }
             i.address = Some(addr);
@@ -1421,7 +1720,12 @@ impl Inner {
         });
         let logs = self.log_config(&format!("{}-{}", def.name, r.index));
         let started = Instant::now();
-        let mut inst = match self.runtime.spawn(&spec, Output::Logs(logs)) {
+        let was_adopted = adopted.is_some();
+        let spawned = match adopted {
+            Some((inst, _)) => Ok(inst),
+            None => self.runtime.spawn(&spec, Output::Logs(logs)),
+        };
+        let mut inst = match spawned {
             Ok(i) => i,
             Err(e) => {
                 self.network.release(addr);
@@ -1435,7 +1739,10 @@ impl Inner {
             i.started = Some(started);
             i.control = inst.control().ok();
             i.cgroups = inst.cgroups().cloned();
+            i.record = inst.record();
         }
+        let _ = was_adopted;
+        self.save_records();
         // A stop that came while starting.
         if r.stopping.load(Ordering::SeqCst) {
             let _ = inst.kill();
@@ -1475,8 +1782,10 @@ impl Inner {
         i.started = None;
         i.control = None;
         i.cgroups = None;
+        i.record = None;
         i.last_lines = lock(&tail).iter().cloned().collect();
         drop(i);
+        self.save_records();
         (exit, ran)
     }
 

@@ -203,6 +203,22 @@ PY
     [ $SECONDS -lt $deadline ] || fail "$name: s1 not scaled to 2"
     sleep 0.2
   done
+  # kill -9 of the control process: the replicas go on; the next `up -d` takes them over
+  # with the same pids (nothing restarted) and serves the routes again.
+  local cpid pids_before pids_after
+  cpid=$(sed -n 's/.*control pid \([0-9]*\).*/\1/p' "$out" | head -1)
+  [ -n "$cpid" ] || fail "$name: no control pid in the output"
+  pids_before=$("${L[@]}" ps "$app" --format json | python3 -c 'import json,sys; print(sorted((r["service"], r["replica"], r["pid"]) for r in json.load(sys.stdin)))')
+  kill -9 "$cpid"
+  deadline=$((SECONDS + 10))
+  while kill -0 "$cpid" 2>/dev/null; do [ $SECONDS -lt $deadline ] || fail "$name: control process not killed"; sleep 0.05; done
+  pgrep -f "busybox httpd -f -p 3000 -h /tmp/w" >/dev/null || fail "$name: the replicas died with the control process"
+  "${L[@]}" up -d "$app" > "$work/adopt.out" 2>&1 || { cat "$work/adopt.out"; fail "$name: up -d after kill -9"; }
+  grep -q "adopted (same processes): " "$work/adopt.out" || { cat "$work/adopt.out"; fail "$name: nothing adopted"; }
+  pids_after=$("${L[@]}" ps "$app" --format json | python3 -c 'import json,sys; print(sorted((r["service"], r["replica"], r["pid"]) for r in json.load(sys.stdin)))')
+  [ "$pids_before" = "$pids_after" ] || fail "$name: re-adoption changed replicas: $pids_before -> $pids_after"
+  [ "$(curl -s --max-time 5 "http://127.0.0.1:$port/s5/")" = s5 ] || fail "$name: /s5/ after re-adoption"
+  out="$work/adopt.out"
   "${L[@]}" logs "$app" s3 --timestamps > "$work/logs.out" || fail "$name: logs"
   # busybox httpd logs nothing; the files exist and the command answers for a known service.
   "${L[@]}" logs "$app" nope > /dev/null 2>&1 && fail "$name: logs of an unknown service succeeded"
