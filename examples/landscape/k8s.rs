@@ -1,8 +1,10 @@
-//! `landscape k8s render`: print the Kubernetes objects of a ci.yml. Argument parsing and
-//! output only; the translation is `landscape_k8s` (tested there).
+//! `landscape k8s render`: print the Kubernetes objects of a ci.yml; `landscape k8s apply`
+//! and `diff` (with the `k8s-apply` feature): server-side apply them to a cluster, or show
+//! what that would change. Argument parsing and output only; the translation and the apply
+//! flow are `landscape_k8s` (tested there).
 
 use landscape::spec::{self, diag, ParseOptions, PlanCatalogue};
-use landscape_k8s::{GatewayRef, Options, Routes};
+use landscape_k8s::{GatewayRef, Options, Rendered, Routes};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -17,6 +19,53 @@ pub struct Args {
 enum Sub {
     /// Print the landscape as multi-document Kubernetes YAML (warnings go to stderr).
     Render(RenderArgs),
+    /// Server-side apply the landscape to the cluster of KUBECONFIG, phase by phase, waiting
+    /// for the prepare/test Jobs and the rollouts (needs a build with `--features k8s-apply`).
+    Apply(ApplyArgs),
+    /// Show what `landscape k8s apply` would change (server-side dry run); exit code 0: no
+    /// change, 1: changes, 2: error (needs a build with `--features k8s-apply`).
+    Diff(DiffArgs),
+}
+
+/// Arguments of `landscape k8s apply`.
+#[derive(clap::Args)]
+#[cfg_attr(not(feature = "k8s-apply"), allow(dead_code))]
+struct ApplyArgs {
+    #[command(flatten)]
+    render: RenderArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Apply without waiting for the Jobs and rollouts.
+    #[arg(long)]
+    no_wait: bool,
+    /// How long each prepare/test Job may run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    job_timeout: u64,
+    /// How long each Deployment's rollout may take, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    rollout_timeout: u64,
+}
+
+/// Arguments of `landscape k8s diff`.
+#[derive(clap::Args)]
+#[cfg_attr(not(feature = "k8s-apply"), allow(dead_code))]
+struct DiffArgs {
+    #[command(flatten)]
+    render: RenderArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// How `apply` and `diff` reach the cluster.
+#[derive(clap::Args)]
+#[cfg_attr(not(feature = "k8s-apply"), allow(dead_code))]
+struct ClusterArgs {
+    /// The server-side apply field manager.
+    #[arg(long, value_name = "NAME", default_value = "landscape")]
+    field_manager: String,
+    /// The kubeconfig context (default: the current context of KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "CONTEXT")]
+    context: Option<String>,
 }
 
 /// Arguments of `landscape k8s render`.
@@ -82,10 +131,38 @@ fn fail(msg: &str) -> ExitCode {
 pub fn run(args: Args) -> ExitCode {
     match args.command {
         Sub::Render(a) => render(a),
+        #[cfg(feature = "k8s-apply")]
+        Sub::Apply(a) => cluster::apply(a),
+        #[cfg(feature = "k8s-apply")]
+        Sub::Diff(a) => cluster::diff(a),
+        #[cfg(not(feature = "k8s-apply"))]
+        Sub::Apply(_) | Sub::Diff(_) => fail(
+            "landscape: `landscape k8s apply` and `diff` are not in this build; build it with \
+             `cargo build --example landscape --features k8s-apply` (kube-rs, off by default)",
+        ),
     }
 }
 
 fn render(a: RenderArgs) -> ExitCode {
+    match build(a) {
+        Ok(out) => {
+            let yaml = out.to_yaml();
+            if std::io::stdout().write_all(yaml.as_bytes()).is_err() {
+                return ExitCode::from(2);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(code) => ExitCode::from(code),
+    }
+}
+
+/// Renders the ci.yml of `a`, printing warnings and notes (or the errors) to stderr.
+/// `Err`: the exit code (1 the ci.yml has errors, 2 usage or I/O).
+fn build(a: RenderArgs) -> Result<Rendered, u8> {
+    let fail = |msg: &str| {
+        eprintln!("{msg}");
+        2
+    };
     let mut opts = Options {
         namespace: a.namespace,
         create_namespace: !a.no_namespace,
@@ -118,26 +195,26 @@ fn render(a: RenderArgs) -> ExitCode {
     if let Some(p) = &a.plans {
         let text = match read(p) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) => return fail(&e),
+            Err(e) => return Err(fail(&e)),
         };
         match PlanCatalogue::from_json(&text) {
             Ok(c) => opts.plans = Some(c),
-            Err(e) => return fail(&format!("landscape: {p}: {e}")),
+            Err(e) => return Err(fail(&format!("landscape: {p}: {e}"))),
         }
     }
     if let Some(p) = &a.image_map {
         let text = match read(p) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) => return fail(&e),
+            Err(e) => return Err(fail(&e)),
         };
         match landscape_k8s::image_map_from_yaml(&text) {
             Ok(m) => opts.image_map = m,
-            Err(e) => return fail(&format!("landscape: {p}:{e}")),
+            Err(e) => return Err(fail(&format!("landscape: {p}:{e}"))),
         }
     }
     let bytes = match read(&a.file) {
         Ok(b) => b,
-        Err(e) => return fail(&e),
+        Err(e) => return Err(fail(&e)),
     };
     let src = String::from_utf8_lossy(&bytes);
     let parse_opts = ParseOptions {
@@ -149,7 +226,7 @@ fn render(a: RenderArgs) -> ExitCode {
         let errors: Vec<_> = parsed.errors().cloned().collect();
         eprint!("{}", diag::render_human(&a.file, &src, &errors));
         eprintln!("failed: {} has errors; nothing rendered", a.file);
-        return ExitCode::from(1);
+        return Err(1);
     };
     match landscape_k8s::render(landscape, &opts) {
         Ok(out) => {
@@ -160,11 +237,7 @@ fn render(a: RenderArgs) -> ExitCode {
             for n in &out.notes {
                 eprintln!("note: {n}");
             }
-            let yaml = out.to_yaml();
-            if std::io::stdout().write_all(yaml.as_bytes()).is_err() {
-                return ExitCode::from(2);
-            }
-            ExitCode::SUCCESS
+            Ok(out)
         }
         Err(landscape_k8s::Error::Invalid(errors)) => {
             eprint!("{}", diag::render_human(&a.file, &src, &errors));
@@ -174,8 +247,122 @@ fn render(a: RenderArgs) -> ExitCode {
                 errors.len(),
                 if errors.len() == 1 { "" } else { "s" }
             );
-            ExitCode::from(1)
+            Err(1)
         }
-        Err(e) => fail(&format!("landscape: {e}")),
+        Err(e) => Err(fail(&format!("landscape: {e}"))),
+    }
+}
+
+/// `apply` and `diff`: a client from the kubeconfig, a current-thread tokio runtime, and
+/// the library's flow.
+#[cfg(feature = "k8s-apply")]
+mod cluster {
+    use super::{build, fail, ApplyArgs, ClusterArgs, DiffArgs};
+    use landscape_k8s::apply::{self, ApplyError, ApplyOptions, Change, Client};
+    use std::io::Write;
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| fail(&format!("landscape: cannot start the async runtime: {e}")))
+    }
+
+    async fn client(c: &ClusterArgs) -> Result<Client, ExitCode> {
+        apply::client_for_context(c.context.as_deref())
+            .await
+            .map_err(|e| fail(&format!("landscape: {e}")))
+    }
+
+    /// Runs `landscape k8s apply`.
+    pub fn apply(a: ApplyArgs) -> ExitCode {
+        let rendered = match build(a.render) {
+            Ok(r) => r,
+            Err(code) => return ExitCode::from(code),
+        };
+        let opts = ApplyOptions {
+            field_manager: a.cluster.field_manager.clone(),
+            wait: !a.no_wait,
+            job_timeout: Duration::from_secs(a.job_timeout),
+            rollout_timeout: Duration::from_secs(a.rollout_timeout),
+            ..ApplyOptions::default()
+        };
+        let rt = match runtime() {
+            Ok(rt) => rt,
+            Err(code) => return code,
+        };
+        rt.block_on(async {
+            let client = match client(&a.cluster).await {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let result = apply::apply(&client, &rendered, &opts, |p| {
+                let _ = writeln!(std::io::stdout(), "{p}");
+            })
+            .await;
+            match result {
+                Ok(()) => {
+                    println!(
+                        "applied {} objects to namespace {}",
+                        rendered.objects.len(),
+                        rendered.namespace
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e @ (ApplyError::Api { .. } | ApplyError::Config(_))) => {
+                    fail(&format!("landscape: {e}"))
+                }
+                Err(e) => {
+                    eprintln!("failed: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        })
+    }
+
+    /// Runs `landscape k8s diff`: 0 nothing would change, 1 something would, 2 an error.
+    pub fn diff(a: DiffArgs) -> ExitCode {
+        let rendered = match build(a.render) {
+            Ok(r) => r,
+            Err(_) => return ExitCode::from(2),
+        };
+        let opts = ApplyOptions {
+            field_manager: a.cluster.field_manager.clone(),
+            ..ApplyOptions::default()
+        };
+        let rt = match runtime() {
+            Ok(rt) => rt,
+            Err(code) => return code,
+        };
+        rt.block_on(async {
+            let client = match client(&a.cluster).await {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let diffs = match apply::diff(&client, &rendered, &opts).await {
+                Ok(d) => d,
+                Err(e) => return fail(&format!("landscape: {e}")),
+            };
+            let mut out = std::io::stdout().lock();
+            let count = |c: Change| diffs.iter().filter(|d| d.change == c).count();
+            for d in diffs.iter().filter(|d| d.change != Change::Unchanged) {
+                let _ = write!(out, "{d}");
+            }
+            let _ = writeln!(
+                out,
+                "{} to create, {} to change, {} to replace, {} unchanged",
+                count(Change::Create),
+                count(Change::Update),
+                count(Change::Replace),
+                count(Change::Unchanged)
+            );
+            if diffs.iter().all(|d| d.change == Change::Unchanged) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        })
     }
 }

@@ -50,7 +50,8 @@ enum Command {
     Restart(ctl::RestartArgs),
     /// Stop a running landscape: every replica, the router, the network and its state.
     Down(ctl::DownArgs),
-    /// Translate a ci.yml to Kubernetes objects (`landscape k8s render`).
+    /// Translate a ci.yml to Kubernetes objects (`landscape k8s render`; `apply` and `diff`
+    /// with the `k8s-apply` feature).
     #[cfg(feature = "k8s")]
     K8s(k8s::Args),
 }

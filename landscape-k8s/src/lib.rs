@@ -40,8 +40,14 @@
 //! The crate depends on `k8s-openapi` without a version feature, as that crate asks of
 //! libraries: the final binary picks the Kubernetes version (the `landscape` facade pins
 //! `v1_33`).
+//!
+//! With the cargo feature `apply`, the `apply` module applies a rendering to a cluster
+//! (kube-rs server-side apply, waiting for the Jobs and rollouts) and shows what that would
+//! change (`apply::diff`).
 #![warn(missing_docs)]
 
+#[cfg(feature = "apply")]
+pub mod apply;
 pub mod gateway;
 mod names;
 mod translate;
