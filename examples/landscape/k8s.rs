@@ -4,7 +4,7 @@
 //! flow are `landscape_k8s` (tested there).
 
 use landscape::spec::{self, diag, ParseOptions, PlanCatalogue};
-use landscape_k8s::{GatewayRef, Options, Rendered, Routes};
+use landscape_k8s::{GatewayRef, Options, Rendered, Routes, ScaleToZero};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -113,9 +113,43 @@ struct RenderArgs {
     /// Leave the Namespace object out (it exists already).
     #[arg(long)]
     no_namespace: bool,
+    /// Scale every service with public paths to zero when unused: a KEDA HTTP add-on
+    /// HTTPScaledObject each, and its routes through the add-on's interceptor.
+    #[arg(long)]
+    keda: bool,
+    /// How long a scaled service may go without requests before it stops (`90s`, `5m`, `1h`).
+    #[arg(long, value_name = "DURATION", default_value = "5m", requires = "keda", value_parser = parse_duration)]
+    keda_idle: u32,
+    /// The most replicas of a scaled service (default: its `replicas`; never more than its plan allows).
+    #[arg(long, value_name = "N", requires = "keda")]
+    keda_max_replicas: Option<u32>,
+    /// The namespace the KEDA HTTP add-on (its interceptor) is installed in.
+    #[arg(long, value_name = "NS", default_value = "keda", requires = "keda")]
+    keda_namespace: String,
     /// The ci.yml file.
     #[arg(value_name = "FILE")]
     file: String,
+}
+
+/// `300`, `300s`, `5m`, `1h` as seconds.
+fn parse_duration(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u32 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 5m, 1h)"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m or h)")),
+    };
+    n.checked_mul(factor)
+        .filter(|v| i32::try_from(*v).is_ok())
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
@@ -176,6 +210,11 @@ fn build(a: RenderArgs) -> Result<Rendered, u8> {
         hostnames: a.hostnames,
         storage: a.storage,
         storage_class: a.storage_class,
+        scale_to_zero: a.keda.then_some(ScaleToZero {
+            idle_seconds: a.keda_idle,
+            max_replicas: a.keda_max_replicas,
+            namespace: a.keda_namespace,
+        }),
         ..Options::default()
     };
     opts.gateway = match a.gateway.split_once('/') {

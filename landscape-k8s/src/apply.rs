@@ -245,6 +245,7 @@ fn resource(kind: &str) -> (&'static str, &'static str, &'static str, bool) {
         "Deployment" => ("apps", "v1", "deployments", true),
         "Ingress" => ("networking.k8s.io", "v1", "ingresses", true),
         "HTTPRoute" => ("gateway.networking.k8s.io", "v1", "httproutes", true),
+        "HTTPScaledObject" => ("http.keda.sh", "v1alpha1", "httpscaledobjects", true),
         // Object has no other kinds.
         _ => ("", "v1", "unknown", true),
     }

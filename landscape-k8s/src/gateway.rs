@@ -155,6 +155,9 @@ impl HttpRouteFilter {
 pub struct BackendRef {
     /// The Service's name.
     pub name: String,
+    /// Its namespace (absent: the route's own; another one needs a `ReferenceGrant` there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// The Service port.
     pub port: u16,
 }

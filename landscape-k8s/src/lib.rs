@@ -2,7 +2,7 @@
 //!
 //! A pure translator from a `ci.yml` landscape ([`landscape_spec::Landscape`]) to Kubernetes
 //! objects built from [`k8s_openapi`] types (plus a minimal Gateway API `HTTPRoute`, see
-//! [`gateway`]), written out as multi-document YAML. No cluster, no HTTP, no async.
+//! [`gateway`], and optionally a KEDA `HTTPScaledObject`, see [`keda`]), written out as multi-document YAML. No cluster, no HTTP, no async.
 //!
 //! ```
 //! use landscape_k8s::{render, Options, Object};
@@ -49,6 +49,7 @@
 #[cfg(feature = "apply")]
 pub mod apply;
 pub mod gateway;
+pub mod keda;
 mod names;
 mod translate;
 pub mod yaml;
@@ -58,6 +59,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use keda::HttpScaledObject;
 use landscape_spec::{Diagnostic, PlanCatalogue};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -99,6 +101,9 @@ pub mod codes {
     pub const W_CONTEXT: &str = "k8s-context-missing";
     /// Warning: resolved vault values were given, but not this one.
     pub const W_VAULT_MISSING: &str = "k8s-vault-value-missing";
+    /// Warning: with [`crate::Options::scale_to_zero`], a service that is not scaled to zero
+    /// (no public paths, or public traffic on more than one port).
+    pub const W_NOT_SCALED: &str = "k8s-not-scaled-to-zero";
 }
 
 /// How public paths are exposed.
@@ -157,6 +162,30 @@ pub struct Context {
     pub env: BTreeMap<String, String>,
 }
 
+/// Off-when-unused through the KEDA HTTP add-on ([`Options::scale_to_zero`]): every
+/// service with public paths gets an `HTTPScaledObject` (min 0 replicas), and its routes go
+/// through the add-on's interceptor, which holds a request while the service wakes up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScaleToZero {
+    /// Seconds without requests before a service goes down to zero (`scaledownPeriod`).
+    pub idle_seconds: u32,
+    /// The most replicas (`replicas.max`); `None`: the service's own `replicas`. Never more
+    /// than the plan's `maxReplicas`.
+    pub max_replicas: Option<u32>,
+    /// The namespace the add-on is installed in (its interceptor proxy Service lives there).
+    pub namespace: String,
+}
+
+impl Default for ScaleToZero {
+    fn default() -> Self {
+        ScaleToZero {
+            idle_seconds: 300,
+            max_replicas: None,
+            namespace: "keda".into(),
+        }
+    }
+}
+
 /// What [`render`] needs beside the model. `Default` gives namespace `landscape`, Gateway
 /// `landscape`, a 10Gi app-directory claim and no images.
 #[derive(Clone, Debug)]
@@ -187,6 +216,9 @@ pub struct Options {
     pub vault: Option<SecretValues>,
     /// Values for `${{ workspace.* }}` / `${{ team.id }}`.
     pub context: Context,
+    /// Scale services with public paths to zero when unused (KEDA HTTP add-on); `None`:
+    /// every Deployment runs its `replicas` all the time.
+    pub scale_to_zero: Option<ScaleToZero>,
 }
 
 impl Default for Options {
@@ -205,6 +237,7 @@ impl Default for Options {
             storage_class: None,
             vault: None,
             context: Context::default(),
+            scale_to_zero: None,
         }
     }
 }
@@ -238,6 +271,8 @@ pub enum Object {
     HttpRoute(HttpRoute),
     /// Public paths (Ingress fallback).
     Ingress(Ingress),
+    /// Off-when-unused (KEDA HTTP add-on).
+    HttpScaledObject(HttpScaledObject),
 }
 
 impl Object {
@@ -252,6 +287,7 @@ impl Object {
             Object::Service(_) => "Service",
             Object::HttpRoute(_) => "HTTPRoute",
             Object::Ingress(_) => "Ingress",
+            Object::HttpScaledObject(_) => "HTTPScaledObject",
         }
     }
 
@@ -266,6 +302,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,
+            Object::HttpScaledObject(o) => &o.metadata,
         }
     }
 
@@ -285,6 +322,7 @@ impl Object {
             Object::Service(o) => serde_json::to_value(o),
             Object::HttpRoute(o) => serde_json::to_value(o),
             Object::Ingress(o) => serde_json::to_value(o),
+            Object::HttpScaledObject(o) => serde_json::to_value(o),
         };
         // Serialising these types cannot fail: string keys, no non-finite floats.
         v.unwrap_or(serde_json::Value::Null)

@@ -5,6 +5,10 @@ use crate::gateway::{
     BackendRef, HttpRoute, HttpRouteFilter, HttpRouteMatch, HttpRouteRule, HttpRouteSpec,
     ParentRef, PathMatch,
 };
+use crate::keda::{
+    HttpScaledObject, HttpScaledObjectSpec, ReplicaRange, ScaleTargetRef, INTERCEPTOR_ALIAS,
+    INTERCEPTOR_PORT, INTERCEPTOR_SERVICE,
+};
 use crate::names::{is_dns1035_label, is_dns1123_label, is_env_name, is_secret_key};
 use crate::{codes, Error, Object, Options, Rendered, Routes, APP_CLAIM, KEYS_ANNOTATION};
 use crate::{PHASE_LABEL, VAULT_SECRET};
@@ -63,6 +67,9 @@ pub fn render(landscape: &Landscape, opts: &Options) -> Result<Rendered, Error> 
         names: HashMap::new(),
         uses_claim: false,
         fallback: Span::at(Pos::new(1, 1)),
+        scaled: None,
+        interceptor_alias: false,
+        scaled_services: Vec::new(),
     };
     let mut stage_objects = Vec::new();
     for (stage, name) in [(&up.prepare, "prepare"), (&up.test, "test")] {
@@ -92,6 +99,12 @@ pub fn render(landscape: &Landscape, opts: &Options) -> Result<Rendered, Error> 
     if !t.vault_keys.is_empty() {
         objects.push(Object::Secret(t.secret(&mut notes)));
     }
+    if t.interceptor_alias {
+        run_objects.insert(0, Object::Service(t.interceptor_alias_service()));
+    }
+    if let Some(note) = t.scale_to_zero_note() {
+        notes.push(note);
+    }
     objects.extend(stage_objects);
     objects.extend(run_objects);
     if !t.errors.is_empty() {
@@ -118,6 +131,19 @@ struct Translator<'o> {
     uses_claim: bool,
     /// Where the service being translated is written (see [`Translator::at`]).
     fallback: Span,
+    /// The service being translated is scaled to zero: its routes go through the interceptor.
+    scaled: Option<Scaled>,
+    /// Whether an Ingress sends to the interceptor (through [`INTERCEPTOR_ALIAS`]).
+    interceptor_alias: bool,
+    /// The services that got an `HTTPScaledObject`.
+    scaled_services: Vec<String>,
+}
+
+/// A service scaled to zero: the one port its public traffic goes to, and (for HTTPRoutes)
+/// the Host header its routes set, which the interceptor routes by.
+struct Scaled {
+    port: u16,
+    host: String,
 }
 
 /// A container's process: image, argv, working directory.
@@ -418,6 +444,7 @@ impl Translator<'_> {
             return;
         }
         let Some(process) = process else { return };
+        let scaled_port = self.scale_plan(s, &ports);
         let privileged_port = ports.iter().any(|(p, _)| *p < 1024);
         let root_image = s.kind() == ServiceKind::ManagedContainer
             && s.run_as_user.as_ref().is_none_or(|u| u.value == 0);
@@ -456,7 +483,10 @@ impl Translator<'_> {
         out.push(Object::Deployment(Deployment {
             metadata: self.meta(name, "service", "run"),
             spec: Some(DeploymentSpec {
-                replicas: Some(i32::try_from(s.replicas()).unwrap_or(i32::MAX)),
+                // A scaled Deployment's replicas belong to KEDA (an apply must not reset them).
+                replicas: scaled_port
+                    .is_none()
+                    .then(|| i32::try_from(s.replicas()).unwrap_or(i32::MAX)),
                 selector: LabelSelector {
                     match_labels: Some(selector.clone()),
                     ..Default::default()
@@ -503,8 +533,17 @@ impl Translator<'_> {
                 ..Default::default()
             }));
         }
+        self.scaled = scaled_port.map(|port| Scaled {
+            port,
+            host: format!("{name}.{}.svc", self.opts.namespace),
+        });
         self.routes(s, &ports, out);
         self.public_ports(s, out);
+        if let Some(sc) = self.scaled.take() {
+            if let Some(o) = self.scaled_object(s, &ports, &sc, span) {
+                out.push(Object::HttpScaledObject(o));
+            }
+        }
     }
 
     fn process(&mut self, s: &Service) -> Option<Process> {
@@ -597,7 +636,7 @@ impl Translator<'_> {
                 "lower `replicas` or pick a larger plan",
             );
         }
-        if info.on_demand {
+        if info.on_demand && self.opts.scale_to_zero.is_none() {
             self.warn(
                 codes::W_ON_DEMAND,
                 plan.span,
@@ -822,18 +861,17 @@ impl Translator<'_> {
                     "use the Gateway API output (the default), or a controller-specific rewrite annotation",
                 );
             }
-            ingress_paths.push(ingress_path(&prefix, name, port));
+            let (backend, host, ingress_to) = self.backend(name, port, p.path.span);
+            ingress_paths.push(ingress_path(&prefix, &ingress_to.0, ingress_to.1));
+            let strip = p.strip().then(|| "/".to_string());
             rules.push(HttpRouteRule {
                 matches: vec![prefix_match(&prefix)],
-                filters: if p.strip() {
-                    vec![HttpRouteFilter::replace_prefix(Some("/".into()), None)]
+                filters: if strip.is_some() || host.is_some() {
+                    vec![HttpRouteFilter::replace_prefix(strip, host)]
                 } else {
                     Vec::new()
                 },
-                backend_refs: vec![BackendRef {
-                    name: name.to_string(),
-                    port,
-                }],
+                backend_refs: vec![backend],
             });
         }
         self.route_objects(
@@ -928,15 +966,15 @@ impl Translator<'_> {
                 continue;
             };
             let host = format!("{ws}-{port}-{name}.{domain}").to_ascii_lowercase();
+            let (backend, rewrite, ingress_to) = self.backend(name, port, p.port.span);
             let rule = HttpRouteRule {
                 matches: vec![prefix_match("/")],
-                filters: Vec::new(),
-                backend_refs: vec![BackendRef {
-                    name: name.to_string(),
-                    port,
-                }],
+                filters: rewrite
+                    .map(|h| vec![HttpRouteFilter::replace_prefix(None, Some(h))])
+                    .unwrap_or_default(),
+                backend_refs: vec![backend],
             };
-            let ingress = vec![ingress_path("/", name, port)];
+            let ingress = vec![ingress_path("/", &ingress_to.0, ingress_to.1)];
             let route_name = format!("{name}-{port}");
             let before = out.len();
             self.route_objects(s, &route_name, vec![rule], ingress, vec![host], out);
@@ -1054,7 +1092,11 @@ impl Translator<'_> {
             rules.push(HttpRouteRule {
                 matches: vec![prefix_match(&prefix)],
                 filters: vec![HttpRouteFilter::replace_prefix(replace, Some(host.clone()))],
-                backend_refs: vec![BackendRef { name: svc, port }],
+                backend_refs: vec![BackendRef {
+                    name: svc,
+                    namespace: None,
+                    port,
+                }],
             });
         }
         self.route_objects(
@@ -1065,6 +1107,256 @@ impl Translator<'_> {
             self.opts.hostnames.clone(),
             out,
         );
+    }
+
+    /// Where a route of service `name` to `port` sends: the Service itself, or (scaled to
+    /// zero) the KEDA interceptor. Returns the HTTPRoute backend, the Host header the
+    /// HTTPRoute sets (scaled only), and the Ingress backend (Service, port).
+    fn backend(
+        &mut self,
+        name: &str,
+        port: u16,
+        span: Span,
+    ) -> (BackendRef, Option<String>, (String, u16)) {
+        let (Some(sc), Some(stz)) = (&self.scaled, &self.opts.scale_to_zero) else {
+            let b = BackendRef {
+                name: name.to_string(),
+                namespace: None,
+                port,
+            };
+            return (b, None, (name.to_string(), port));
+        };
+        let backend = BackendRef {
+            name: INTERCEPTOR_SERVICE.into(),
+            namespace: Some(stz.namespace.clone()),
+            port: INTERCEPTOR_PORT,
+        };
+        let host = sc.host.clone();
+        if self.opts.routes == Routes::Ingress && !self.interceptor_alias {
+            self.interceptor_alias = self.claim_name(
+                "Service",
+                INTERCEPTOR_ALIAS,
+                span,
+                "the KEDA interceptor alias (scale-to-zero)".into(),
+            );
+        }
+        (
+            backend,
+            Some(host),
+            (INTERCEPTOR_ALIAS.into(), INTERCEPTOR_PORT),
+        )
+    }
+
+    /// The ports public traffic reaches a service on: its paths' and its routed public
+    /// ports', each once, with where each is written.
+    fn traffic_ports(&self, s: &Service, ports: &[(u16, Span)]) -> Vec<(u16, Span)> {
+        let mut out: Vec<(u16, Span)> = Vec::new();
+        let Some(network) = &s.network else {
+            return out;
+        };
+        let c = &self.opts.context;
+        let public_routed = c.workspace_id.is_some() && c.dev_domain.is_some();
+        let paths = network
+            .paths
+            .iter()
+            .filter(|p| p.target.is_none())
+            .filter_map(|p| match (&p.port, ports) {
+                (Some(port), _) => Some((port.value, port.span)),
+                (None, [(only, _)]) => Some((*only, p.path.span)),
+                (None, _) => None,
+            });
+        let public = network
+            .ports
+            .iter()
+            .filter(|p| public_routed && p.is_public.as_ref().is_some_and(|b| b.value))
+            .map(|p| (p.port.value, p.port.span));
+        for (p, span) in paths.chain(public) {
+            if !out.iter().any(|(q, _)| *q == p) {
+                out.push((p, span));
+            }
+        }
+        out
+    }
+
+    /// With [`Options::scale_to_zero`]: the port a service is scaled by, or `None` with a
+    /// warning saying why it is not scaled.
+    fn scale_plan(&mut self, s: &Service, ports: &[(u16, Span)]) -> Option<u16> {
+        self.opts.scale_to_zero.as_ref()?;
+        let name = s.name.value.as_str();
+        let traffic = self.traffic_ports(s, ports);
+        match traffic.as_slice() {
+            [] => {
+                self.warn(
+                    codes::W_NOT_SCALED,
+                    s.name.span,
+                    format!("service {name:?} has no public paths, so it is not scaled to zero: other services reach it by name, and no request through the KEDA interceptor would wake it"),
+                    "it runs its replicas all the time; give it a path in network.paths to scale it by its traffic",
+                );
+                None
+            }
+            [(port, _)] => Some(*port),
+            [_, (_, second), ..] => {
+                let list: Vec<String> = traffic.iter().map(|(p, _)| p.to_string()).collect();
+                self.warn(
+                    codes::W_NOT_SCALED,
+                    *second,
+                    format!("service {name:?} gets public traffic on ports {}; an HTTPScaledObject forwards to one port, so it is not scaled to zero", list.join(", ")),
+                    "route its paths (and public ports) to one port to scale it by its traffic",
+                );
+                None
+            }
+        }
+    }
+
+    /// The `HTTPScaledObject` of a scaled service.
+    fn scaled_object(
+        &mut self,
+        s: &Service,
+        ports: &[(u16, Span)],
+        sc: &Scaled,
+        span: Span,
+    ) -> Option<HttpScaledObject> {
+        let stz = self.opts.scale_to_zero.as_ref()?;
+        let name = s.name.value.as_str();
+        let network = s.network.as_ref()?;
+        let c = &self.opts.context;
+        let via_host = self.opts.routes == Routes::HttpRoute;
+        let mut prefixes: Vec<String> = Vec::new();
+        let mut hosts: Vec<String> = Vec::new();
+        let routed: Vec<_> = network
+            .paths
+            .iter()
+            .filter(|p| p.target.is_none())
+            .filter(|p| p.port.is_some() || ports.len() == 1)
+            .collect();
+        for p in &routed {
+            // What reaches the interceptor: an HTTPRoute has already stripped the prefix.
+            prefixes.push(if via_host && p.strip() {
+                "/".into()
+            } else {
+                normalise_prefix(&p.path.value)
+            });
+        }
+        if !routed.is_empty() && !via_host {
+            if self.opts.hostnames.is_empty() {
+                hosts.push("*".into());
+            } else {
+                hosts.extend(self.opts.hostnames.iter().cloned());
+            }
+        }
+        if let (Some(ws), Some(domain)) = (&c.workspace_id, &c.dev_domain) {
+            for p in network.ports.iter() {
+                if p.is_public.as_ref().is_some_and(|b| b.value) {
+                    prefixes.push("/".into());
+                    hosts.push(
+                        format!("{ws}-{}-{name}.{domain}", p.port.value).to_ascii_lowercase(),
+                    );
+                }
+            }
+        }
+        if via_host {
+            hosts = vec![sc.host.clone()];
+        }
+        if prefixes.iter().any(|p| p == "/") {
+            prefixes = vec!["/".into()];
+        }
+        let mut seen = BTreeSet::new();
+        prefixes.retain(|p| seen.insert(p.clone()));
+        let mut seen = BTreeSet::new();
+        hosts.retain(|h| seen.insert(h.clone()));
+        let plan_max = s
+            .plan_id()
+            .and_then(|id| self.opts.plans.as_ref()?.get(id))
+            .map_or(u32::MAX, |p| p.max_replicas);
+        let max = stz
+            .max_replicas
+            .unwrap_or(s.replicas())
+            .min(plan_max)
+            .max(1);
+        let spec = HttpScaledObjectSpec {
+            hosts,
+            path_prefixes: prefixes,
+            scale_target_ref: ScaleTargetRef {
+                name: name.to_string(),
+                kind: "Deployment".into(),
+                api_version: "apps/v1".into(),
+                service: name.to_string(),
+                port: sc.port,
+            },
+            replicas: ReplicaRange {
+                min: 0,
+                max: i32::try_from(max).unwrap_or(i32::MAX),
+            },
+            scaledown_period: Some(stz.idle_seconds),
+        };
+        if !self.claim_name(
+            "HTTPScaledObject",
+            name,
+            span,
+            format!("service {name:?} (scale-to-zero)"),
+        ) {
+            return None;
+        }
+        self.scaled_services.push(name.to_string());
+        Some(HttpScaledObject::new(
+            self.meta(name, "scale-to-zero", "run"),
+            spec,
+        ))
+    }
+
+    /// The `ExternalName` Service that lets Ingresses reach the interceptor.
+    fn interceptor_alias_service(&self) -> core::Service {
+        let ns = self
+            .opts
+            .scale_to_zero
+            .as_ref()
+            .map_or("keda", |z| z.namespace.as_str());
+        core::Service {
+            metadata: self.meta(INTERCEPTOR_ALIAS, "scale-to-zero", "run"),
+            spec: Some(core::ServiceSpec {
+                type_: Some("ExternalName".into()),
+                external_name: Some(format!("{INTERCEPTOR_SERVICE}.{ns}.svc.cluster.local")),
+                ports: Some(vec![core::ServicePort {
+                    name: Some(port_name(INTERCEPTOR_PORT)),
+                    port: i32::from(INTERCEPTOR_PORT),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// What a user must set up for the scaled services (never a secret).
+    fn scale_to_zero_note(&self) -> Option<String> {
+        let stz = self.opts.scale_to_zero.as_ref()?;
+        if self.scaled_services.is_empty() {
+            return None;
+        }
+        let (kns, ns) = (&stz.namespace, &self.opts.namespace);
+        let list = self.scaled_services.join(", ");
+        let mut n = format!(
+            "scale-to-zero ({list}): install KEDA and its HTTP add-on in namespace {kns} (e.g. helm install http-add-on kedacore/keda-add-ons-http -n {kns}); the routes of these services go through its interceptor {INTERCEPTOR_SERVICE}.{kns}:{INTERCEPTOR_PORT}"
+        );
+        match self.opts.routes {
+            Routes::HttpRoute => n.push_str(&format!(
+                " (the HTTPRoutes set the Host header {{service}}.{ns}.svc, which it routes by); allow the cross-namespace backend with a ReferenceGrant in namespace {kns}:
+  kubectl apply -f - <<'EOF'
+  apiVersion: gateway.networking.k8s.io/v1beta1
+  kind: ReferenceGrant
+  metadata: {{name: landscape-{ns}, namespace: {kns}}}
+  spec:
+    from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: {ns}}}]
+    to: [{{group: \"\", kind: Service, name: {INTERCEPTOR_SERVICE}}}]
+  EOF"
+            )),
+            Routes::Ingress => n.push_str(&format!(
+                ", reached through the ExternalName Service {INTERCEPTOR_ALIAS}; the Ingress controller must allow ExternalName backends"
+            )),
+            Routes::None => n.push_str(": point your own routes there"),
+        }
+        Some(n)
     }
 
     fn target_url(&mut self, name: &str, target: &Spanned<Template>) -> Option<String> {

@@ -128,5 +128,39 @@ proptest! {
             prop_assert_eq!(sc.run_as_user, s.user.map(i64::from));
             prop_assert_eq!(sc.run_as_non_root, s.user.filter(|u| *u != 0).map(|_| true));
         }
+        // Scale-to-zero: exactly the services whose paths use one port get an
+        // HTTPScaledObject (min 0, max their replicas capped by the plan); every other one
+        // a warning at its position. The routes still have one rule per path.
+        let opts = landscape_k8s::Options {
+            scale_to_zero: Some(landscape_k8s::ScaleToZero::default()),
+            ..options()
+        };
+        let r = landscape_k8s::render(&l, &opts).map_err(|e| TestCaseError::fail(format!("{e}\n{src}")))?;
+        check_invariants("generated keda", &l, &opts, &r);
+        let cat = plans();
+        for (i, s) in services.iter().enumerate() {
+            let name = format!("svc-{i}");
+            let used: std::collections::BTreeSet<u16> =
+                s.paths.iter().map(|(pi, _)| s.ports[pi % s.ports.len()]).collect();
+            let warned = r.warnings.iter().any(|w| {
+                w.code == "k8s-not-scaled-to-zero" && w.message.contains(&format!("{name:?}"))
+            });
+            match r.find("HTTPScaledObject", &name) {
+                Some(landscape_k8s::Object::HttpScaledObject(h)) => {
+                    prop_assert_eq!(used.len(), 1, "{}", src);
+                    prop_assert!(!warned);
+                    prop_assert_eq!(h.spec.scale_target_ref.port, *used.iter().next().unwrap());
+                    let plan_max = s.plan.and_then(|p| cat.get(p)).map_or(u32::MAX, |p| p.max_replicas);
+                    prop_assert_eq!(h.spec.replicas.max as u32, s.replicas.min(plan_max));
+                    prop_assert_eq!(h.spec.scaledown_period, Some(300));
+                }
+                _ => prop_assert!(used.len() != 1 && warned, "{}", src),
+            }
+        }
+        let rules: usize = r.of_kind("HTTPRoute").map(|o| match o {
+            landscape_k8s::Object::HttpRoute(h) => h.spec.rules.len(),
+            _ => 0,
+        }).sum();
+        prop_assert_eq!(rules, services.iter().map(|s| s.paths.len()).sum::<usize>());
     }
 }

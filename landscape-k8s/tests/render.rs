@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use landscape_k8s::{Object, Options, Routes, SecretValues};
+use landscape_k8s::{Object, Options, Routes, ScaleToZero, SecretValues};
 use std::collections::BTreeMap;
 
 fn golden(name: &str, yaml: &str) {
@@ -83,6 +83,12 @@ fn every_corpus_file_renders() {
         let opts = options();
         let r = landscape_k8s::render(&l, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
         check_invariants(&name, &l, &opts, &r);
+        let keda = Options {
+            scale_to_zero: Some(ScaleToZero::default()),
+            ..options()
+        };
+        let rk = landscape_k8s::render(&l, &keda).unwrap_or_else(|e| panic!("{name}: {e}"));
+        check_invariants(&format!("{name} keda"), &l, &keda, &rk);
         for w in &r.warnings {
             assert!(
                 w.span.start.line >= 1,
@@ -368,4 +374,175 @@ run:
         panic!()
     };
     assert_eq!(p.spec.hostnames, ["ws1-3000-web.dev.example"]);
+}
+
+#[test]
+fn sample_scaled_to_zero_with_keda() {
+    let l = sample();
+    let opts = Options {
+        scale_to_zero: Some(ScaleToZero {
+            idle_seconds: 120,
+            ..ScaleToZero::default()
+        }),
+        ..options()
+    };
+    let r = landscape_k8s::render(&l, &opts).unwrap();
+    check_invariants("sample keda", &l, &opts, &r);
+    // Only web has a public path: it alone gets an HTTPScaledObject.
+    let scaled: Vec<&str> = r.of_kind("HTTPScaledObject").map(|o| o.name()).collect();
+    assert_eq!(scaled, ["web"]);
+    let Some(Object::HttpScaledObject(h)) = r.find("HTTPScaledObject", "web") else {
+        panic!()
+    };
+    assert_eq!(h.api_version, "http.keda.sh/v1alpha1");
+    let t = &h.spec.scale_target_ref;
+    assert_eq!(
+        (
+            t.name.as_str(),
+            t.kind.as_str(),
+            t.api_version.as_str(),
+            t.service.as_str(),
+            t.port
+        ),
+        ("web", "Deployment", "apps/v1", "web", 3000)
+    );
+    assert_eq!((h.spec.replicas.min, h.spec.replicas.max), (0, 1));
+    assert_eq!(h.spec.hosts, ["web.shop.svc"]);
+    assert_eq!(h.spec.path_prefixes, ["/"]);
+    assert_eq!(h.spec.scaledown_period, Some(120));
+    // web's Deployment leaves its replicas to KEDA; api keeps its two.
+    let replicas = |n: &str| match r.find("Deployment", n) {
+        Some(Object::Deployment(d)) => d.spec.as_ref().unwrap().replicas,
+        _ => panic!(),
+    };
+    assert_eq!((replicas("web"), replicas("api")), (None, Some(2)));
+    // The route goes through the interceptor and sets the Host header it routes by.
+    let Some(Object::HttpRoute(route)) = r.find("HTTPRoute", "web") else {
+        panic!()
+    };
+    let rule = &route.spec.rules[0];
+    let b = &rule.backend_refs[0];
+    assert_eq!(
+        (b.name.as_str(), b.namespace.as_deref(), b.port),
+        ("keda-add-ons-http-interceptor-proxy", Some("keda"), 8080)
+    );
+    let rw = rule.filters[0].url_rewrite.as_ref().unwrap();
+    assert_eq!(rw.hostname.as_deref(), Some("web.shop.svc"));
+    assert!(rw.path.is_none(), "web does not strip its path");
+    // api and worker have no public paths: not scaled, a warning at each name.
+    let not_scaled: Vec<(u32, u32)> = r
+        .warnings
+        .iter()
+        .filter(|w| w.code == "k8s-not-scaled-to-zero")
+        .map(|w| (w.span.start.line, w.span.start.col))
+        .collect();
+    assert_eq!(not_scaled, [(30, 3), (41, 3)]);
+    assert!(r
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("\"worker\"") && w.message.contains("no public paths")));
+    // The note says what to install and gives the ReferenceGrant.
+    let note = r
+        .notes
+        .iter()
+        .find(|n| n.contains("scale-to-zero"))
+        .unwrap();
+    assert!(note.contains("kind: ReferenceGrant") && note.contains("namespace: shop"));
+    assert!(r.to_yaml().contains("kind: HTTPScaledObject"));
+}
+
+#[test]
+fn scale_to_zero_strip_plan_max_and_ingress() {
+    let src = "schemaVersion: v0.4
+run:
+  api:
+    plan: 8
+    replicas: 2
+    steps: [{command: ./api}]
+    network:
+      ports: [{port: 3000}]
+      paths: [{port: 3000, path: /api/, stripPath: true}, {port: 3000, path: /v2}]
+  web:
+    steps: [{command: ./web}]
+    network:
+      ports: [{port: 80}, {port: 81}]
+      paths: [{port: 80, path: /}, {port: 81, path: /admin}]
+";
+    let l = parse("ci.yml", src);
+    let opts = Options {
+        scale_to_zero: Some(ScaleToZero {
+            max_replicas: Some(10),
+            ..ScaleToZero::default()
+        }),
+        ..options()
+    };
+    let r = landscape_k8s::render(&l, &opts).unwrap();
+    check_invariants("keda strip", &l, &opts, &r);
+    let Some(Object::HttpScaledObject(h)) = r.find("HTTPScaledObject", "api") else {
+        panic!()
+    };
+    // Asked for 10, plan 8 allows 3.
+    assert_eq!(h.spec.replicas.max, 3);
+    // The HTTPRoute strips /api before the interceptor sees the request.
+    assert_eq!(h.spec.path_prefixes, ["/"]);
+    let Some(Object::HttpRoute(route)) = r.find("HTTPRoute", "api") else {
+        panic!()
+    };
+    let rw = route.spec.rules[0].filters[0].url_rewrite.as_ref().unwrap();
+    assert_eq!(
+        (
+            rw.hostname.as_deref(),
+            rw.path.as_ref().unwrap().replace_prefix_match.as_deref()
+        ),
+        (Some("api.shop.svc"), Some("/"))
+    );
+    // web: traffic on two ports, which one HTTPScaledObject cannot forward: not scaled.
+    assert!(r.find("HTTPScaledObject", "web").is_none());
+    let w = r
+        .warnings
+        .iter()
+        .find(|w| w.code == "k8s-not-scaled-to-zero")
+        .unwrap();
+    assert!(w.message.contains("ports 80, 81"), "{}", w.message);
+    assert_eq!(w.span.start.line, 14);
+    // Ingress: the interceptor through an ExternalName Service; the original host and paths.
+    let opts = Options {
+        routes: Routes::Ingress,
+        hostnames: vec!["shop.example".into()],
+        ..opts
+    };
+    let r = landscape_k8s::render(&l, &opts).unwrap();
+    check_yaml_round_trip("keda ingress", &r);
+    let Some(Object::Service(alias)) = r.find("Service", "keda-interceptor") else {
+        panic!()
+    };
+    assert_eq!(
+        alias.spec.as_ref().unwrap().external_name.as_deref(),
+        Some("keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local")
+    );
+    let Some(Object::HttpScaledObject(h)) = r.find("HTTPScaledObject", "api") else {
+        panic!()
+    };
+    assert_eq!(h.spec.hosts, ["shop.example"]);
+    assert_eq!(h.spec.path_prefixes, ["/api", "/v2"]);
+    let Some(Object::Ingress(ing)) = r.find("Ingress", "api") else {
+        panic!()
+    };
+    let backend = ing.spec.as_ref().unwrap().rules.as_ref().unwrap()[0]
+        .http
+        .as_ref()
+        .unwrap()
+        .paths[0]
+        .backend
+        .service
+        .clone()
+        .unwrap();
+    assert_eq!(backend.name, "keda-interceptor");
+    // Without the option nothing changes: no HTTPScaledObject, no warning of this kind.
+    let r = landscape_k8s::render(&l, &options()).unwrap();
+    assert_eq!(r.of_kind("HTTPScaledObject").count(), 0);
+    assert!(r
+        .warnings
+        .iter()
+        .all(|w| w.code != "k8s-not-scaled-to-zero"));
 }

@@ -26,28 +26,47 @@ render() { # render OUT ARGS...
 render "$tmp/sample.yaml" examples/sample/ci.yml
 render "$tmp/showcase.yaml" examples/showcase/ci.yml
 render "$tmp/showcase-ingress.yaml" --ingress --ingress-class nginx examples/showcase/ci.yml
+# Scale-to-zero (KEDA HTTP add-on): the sample, the showcase with Ingress, and the corpus.
+render "$tmp/sample-keda.yaml" --keda --keda-idle 2m examples/sample/ci.yml
+render "$tmp/showcase-ingress-keda.yaml" --keda --ingress examples/showcase/ci.yml
 count=0
 for f in ../shared/corpus/codesphere-ci/*.yml; do
   render "$tmp/corpus-$(basename "$f" .yml).yaml" --workspace-id ws1 --dev-domain dev.example --team-id t1 "$f"
+  render "$tmp/corpus-keda-$(basename "$f" .yml).yaml" --keda --workspace-id ws1 --dev-domain dev.example --team-id t1 "$f"
   count=$((count + 1))
 done
 [ "$count" -ge 28 ] || fail "expected the 28 corpus files, rendered $count"
 
 # The warnings of a render carry positions (the showcase's managed Postgres at 58:3).
 grep -q "examples/showcase/ci.yml:58:3" "$tmp/showcase.yaml.err" || fail "showcase warning without its position"
+# --keda: web (routed at /) gets an HTTPScaledObject and its route goes to the interceptor;
+# api and worker (no public paths) are named in a warning at their position.
+[ "$(grep -c '^kind: HTTPScaledObject$' "$tmp/sample-keda.yaml")" = 1 ] || fail "sample --keda: want one HTTPScaledObject"
+grep -q '^  scaledownPeriod: 120$' "$tmp/sample-keda.yaml" || fail "sample --keda: --keda-idle 2m is not scaledownPeriod 120"
+grep -q 'name: keda-add-ons-http-interceptor-proxy' "$tmp/sample-keda.yaml" || fail "sample --keda: route not through the interceptor"
+for pos in "examples/sample/ci.yml:30:3" "examples/sample/ci.yml:41:3"; do
+  grep -q "$pos" "$tmp/sample-keda.yaml.err" || { cat "$tmp/sample-keda.yaml.err" >&2; fail "sample --keda: no warning at $pos"; }
+done
+grep -q "k8s-not-scaled-to-zero" "$tmp/sample-keda.yaml.err" || fail "sample --keda: no not-scaled warning"
+grep -qx "# note:   kind: ReferenceGrant" "$tmp/sample-keda.yaml" || fail "sample --keda: no ReferenceGrant note"
+if "$L" k8s render --keda-idle 5m --image x examples/sample/ci.yml >/dev/null 2>&1; then fail "--keda-idle without --keda accepted"; fi
+if "$L" k8s render --keda --keda-idle 5d --image x examples/sample/ci.yml >/dev/null 2>&1; then fail "--keda-idle 5d accepted"; fi
 
 docs=$(cat "$tmp"/*.yaml | grep -c '^---$')
-crds=$(cat "$tmp"/*.yaml | grep -c '^kind: HTTPRoute$' || true)
+routes=$(cat "$tmp"/*.yaml | grep -c '^kind: HTTPRoute$' || true)
+scaled=$(cat "$tmp"/*.yaml | grep -c '^kind: HTTPScaledObject$' || true)
+[ "$scaled" -gt 0 ] || fail "no HTTPScaledObject rendered with --keda"
+crds=$((routes + scaled))
 for v in "${VERSIONS[@]}"; do
   out="$("${KV[@]}" --strict -k "$v" "$tmp"/*.yaml 2>&1)" || { echo "$out" >&2; fail "kubernetes-validate --strict -k $v failed"; }
   passed=$(grep -c '^INFO .* passed for resource' <<<"$out" || true)
-  # HTTPRoute is a CRD: kubernetes-validate has no schema for it and says so (checked by the
-  # Rust tests instead). Everything else must have passed.
+  # HTTPRoute and HTTPScaledObject are CRDs: kubernetes-validate has no schema for them and
+  # says so (checked by the Rust tests instead). Everything else must have passed.
   [ "$passed" -eq $((docs - crds)) ] || { echo "$out" >&2; fail "$v: $passed of $((docs - crds)) objects passed"; }
-  if grep -v "Couldn't find schema for kind HTTPRoute" <<<"$out" | grep -qv '^INFO'; then
+  if grep -v "Couldn't find schema for kind HTTP\(Route\|ScaledObject\)" <<<"$out" | grep -qv '^INFO'; then
     echo "$out" >&2; fail "$v: unexpected validator output"
   fi
-  echo "kubernetes-validate --strict $v: $passed objects passed ($crds HTTPRoutes not covered)"
+  echo "kubernetes-validate --strict $v: $passed objects passed ($routes HTTPRoutes and $scaled HTTPScaledObjects not covered)"
 done
 
 # Negative control: the validator does reject an unknown field in strict mode.

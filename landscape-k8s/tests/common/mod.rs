@@ -112,11 +112,32 @@ pub fn check_invariants(what: &str, l: &Landscape, opts: &Options, r: &Rendered)
             panic!("{what}: no Deployment for {name}")
         };
         let spec = d.spec.as_ref().unwrap();
-        assert_eq!(
-            spec.replicas,
-            Some(s.replicas() as i32),
-            "{what}: {name} replicas"
-        );
+        // Scaled to zero: KEDA owns the replicas, between 0 and the HTTPScaledObject's max.
+        let scaled = match r.find("HTTPScaledObject", name) {
+            Some(Object::HttpScaledObject(h)) => {
+                assert!(opts.scale_to_zero.is_some(), "{what}: {name}");
+                let t = &h.spec.scale_target_ref;
+                assert_eq!(
+                    (t.name.as_str(), t.kind.as_str(), t.api_version.as_str()),
+                    (name, "Deployment", "apps/v1"),
+                    "{what}"
+                );
+                assert_eq!(t.service, name, "{what}");
+                assert!(r.find("Service", name).is_some(), "{what}: {name}");
+                assert_eq!(h.spec.replicas.min, 0, "{what}");
+                assert!(h.spec.replicas.max >= 1, "{what}");
+                assert_eq!(spec.replicas, None, "{what}: {name} replicas");
+                true
+            }
+            _ => {
+                assert_eq!(
+                    spec.replicas,
+                    Some(s.replicas() as i32),
+                    "{what}: {name} replicas"
+                );
+                false
+            }
+        };
         // The selector picks this Deployment's pods.
         let pod_labels = spec
             .template
@@ -247,10 +268,20 @@ pub fn check_invariants(what: &str, l: &Landscape, opts: &Options, r: &Rendered)
                     rule.matches
                         .iter()
                         .any(|m| m.path.type_ == "PathPrefix" && m.path.value == prefix)
-                        && rule
-                            .backend_refs
-                            .iter()
-                            .any(|b| b.name == name && b.port == port)
+                        && rule.backend_refs.iter().any(|b| {
+                            if scaled {
+                                // Through the interceptor, which routes by the Host header.
+                                let host = format!("{name}.{}.svc", opts.namespace);
+                                b.name == "keda-add-ons-http-interceptor-proxy"
+                                    && b.port == 8080
+                                    && rule.filters.iter().any(|f| {
+                                        f.url_rewrite.as_ref().and_then(|u| u.hostname.as_ref())
+                                            == Some(&host)
+                                    })
+                            } else {
+                                b.name == name && b.port == port
+                            }
+                        })
                 })
                 .collect();
             assert_eq!(rules.len(), 1, "{what}: {name} path {prefix}: {rules:?}");
@@ -264,7 +295,9 @@ pub fn check_invariants(what: &str, l: &Landscape, opts: &Options, r: &Rendered)
                 assert_eq!(path.replace_prefix_match.as_deref(), Some("/"));
             } else {
                 assert!(
-                    rewrite.is_none(),
+                    rewrite
+                        .and_then(|f| f.url_rewrite.as_ref())
+                        .is_none_or(|u| scaled && u.path.is_none()),
                     "{what}: {name} {prefix} rewrites without stripPath"
                 );
             }
