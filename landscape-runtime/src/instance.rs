@@ -269,19 +269,44 @@ impl Runtime {
             .get_or_init(|| cgroup::availability(&self.cfg.cgroup_root))
     }
 
-    /// Makes `dir` writable by container user `user` (root mode: hands the directory to
-    /// the mapped subordinate id, since host root is unmapped inside; unprivileged: a
-    /// no-op, the runtime's own files are the container user's).
+    /// Makes `dir` writable by container user `user` (root mode: hands the whole tree to
+    /// the mapped subordinate id, since host root is unmapped inside — a checkout owned by
+    /// another user included; symbolic links are not followed; unprivileged: a no-op, the
+    /// runtime's own files are the container user's).
     pub fn adopt_dir(&self, dir: &Path, user: crate::User) -> Result<()> {
         if let IdMap::Range { .. } = self.idmap {
             let uid = self.idmap.host_uid(user.uid, user.uid);
             let gid = self.idmap.host_gid(user.gid, user.gid);
-            nix::unistd::chown(
-                dir,
-                uid.map(nix::unistd::Uid::from_raw),
-                gid.map(nix::unistd::Gid::from_raw),
-            )
-            .map_err(|e| Error::nix(format!("chown {} to the container user", dir.display()), e))?;
+            // The whole tree (a checkout owned by another user included), without
+            // following symbolic links; entries that already belong to the user are left.
+            let mut todo = vec![dir.to_path_buf()];
+            while let Some(p) = todo.pop() {
+                use std::os::unix::fs::MetadataExt;
+                let meta = std::fs::symlink_metadata(&p)
+                    .map_err(|e| Error::io(format!("inspect {}", p.display()), e))?;
+                if uid.is_some_and(|u| u != meta.uid()) || gid.is_some_and(|g| g != meta.gid()) {
+                    nix::unistd::fchownat(
+                        nix::fcntl::AT_FDCWD,
+                        &p,
+                        uid.map(nix::unistd::Uid::from_raw),
+                        gid.map(nix::unistd::Gid::from_raw),
+                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| {
+                        Error::nix(format!("chown {} to the container user", p.display()), e)
+                    })?;
+                }
+                if meta.is_dir() {
+                    for e in std::fs::read_dir(&p)
+                        .map_err(|e| Error::io(format!("read {}", p.display()), e))?
+                    {
+                        todo.push(
+                            e.map_err(|e| Error::io(format!("read {}", p.display()), e))?
+                                .path(),
+                        );
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -46,6 +46,10 @@ fn main() {
     }
     run(&[
         (
+            "adopt_dir_hands_over_a_tree_owned_by_another_user",
+            adopt_dir_hands_over_a_tree_owned_by_another_user,
+        ),
+        (
             "a_durable_instance_outlives_a_killed_host_and_is_adopted",
             a_durable_instance_outlives_a_killed_host_and_is_adopted,
         ),
@@ -767,4 +771,36 @@ fn a_durable_instance_outlives_a_killed_host_and_is_adopted() {
     // A second adoption of an ended instance is a clear "gone".
     let e = rt.adopt(&rec, None).unwrap_err().to_string();
     assert!(e.contains("ended while no host supervised it"), "{e}");
+}
+
+fn adopt_dir_hands_over_a_tree_owned_by_another_user() {
+    let rt = runtime();
+    let app = TempDir::new("foreign-tree");
+    let sub = app.path().join("src/deep");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("file.txt"), "old\n").unwrap();
+    std::os::unix::fs::symlink("/etc", app.path().join("etc-link")).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        // A checkout that belongs to some other user (uid/gid 4242).
+        for p in [
+            app.path().to_path_buf(),
+            app.path().join("src"),
+            sub.clone(),
+            sub.join("file.txt"),
+        ] {
+            std::os::unix::fs::chown(&p, Some(4242), Some(4242)).unwrap();
+        }
+    }
+    rt.adopt_dir(app.path(), Default::default()).unwrap();
+    let (exit, out) = sh(
+        &rt,
+        Some(app.path()),
+        "echo new >> /home/user/app/src/deep/file.txt && mkdir /home/user/app/src/deep/built && cat /home/user/app/src/deep/file.txt",
+    );
+    assert!(exit.success(), "{exit:?}: {out}");
+    assert!(out.contains("old") && out.contains("new"), "{out}");
+    // The link itself is not followed: /etc keeps its owner.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata("/etc").unwrap().uid(), 0);
 }
