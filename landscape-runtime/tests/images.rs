@@ -524,6 +524,11 @@ fn skopeo_copy(opts: &[&str], src: &str, dest: &str) {
     let out = std::process::Command::new("/usr/bin/skopeo")
         .env("TMPDIR", tmpdir.path())
         .env("HOME", tmpdir.path())
+        // Its own (absent) auth file: skopeo otherwise reads /run/containers/<uid>/auth.json,
+        // which fails with "permission denied" for an unprivileged user once root's podman
+        // has made /run/containers (0700).
+        .env("REGISTRY_AUTH_FILE", tmpdir.path().join("auth.json"))
+        .env("XDG_RUNTIME_DIR", tmpdir.path())
         .args(["--insecure-policy", "copy"])
         .args(opts)
         .arg(src)
