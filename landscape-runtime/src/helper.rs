@@ -677,9 +677,6 @@ fn freeze(req: &Request, init: Pid, frozen: bool) {
     if was == frozen {
         return;
     }
-    let Ok(ns) = std::fs::read_link(format!("/proc/{init}/ns/pid")) else {
-        return;
-    };
     let sig = if frozen {
         Signal::SIGSTOP
     } else {
@@ -688,20 +685,9 @@ fn freeze(req: &Request, init: Pid, frozen: bool) {
     let mut done = std::collections::BTreeSet::new();
     for _ in 0..8 {
         let mut new = 0;
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                continue;
-            };
-            if p == init.as_raw() || done.contains(&p) {
-                continue;
-            }
-            if std::fs::read_link(format!("/proc/{p}/ns/pid"))
-                .ok()
-                .as_ref()
-                == Some(&ns)
-            {
+        for p in sys::pids_in_namespace_of(init.as_raw()).unwrap_or_default() {
+            if p != init.as_raw() && done.insert(p) {
                 let _ = kill(Pid::from_raw(p), sig);
-                done.insert(p);
                 new += 1;
             }
         }

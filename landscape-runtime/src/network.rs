@@ -759,7 +759,8 @@ impl Network {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut child) = child {
             // The holder exits on the request; a holder that does not is killed.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
             loop {
@@ -775,13 +776,7 @@ impl Network {
                     }
                 }
             }
-        }
-        let adopted = self
-            .child
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none();
-        if adopted && netns_inode(self.holder_pid).ok() == Some(self.netns_inode) {
+        } else if netns_inode(self.holder_pid).ok() == Some(self.netns_inode) {
             // An adopted holder is not our child: wait for it to go, then make sure.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
             while netns_inode(self.holder_pid).ok() == Some(self.netns_inode)

@@ -289,7 +289,7 @@ pub struct ReplicaUsage {
 
 /// Usage summed over the processes in the pid namespace of `init` (a host pid).
 fn proc_usage(init: i32) -> Option<crate::cgroup::Usage> {
-    let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).ok()?;
+    let pids = crate::sys::pids_in_namespace_of(init)?;
     // SAFETY: sysconf has no preconditions.
     let (tick, page) = unsafe {
         (
@@ -298,17 +298,7 @@ fn proc_usage(init: i32) -> Option<crate::cgroup::Usage> {
         )
     };
     let mut u = crate::cgroup::Usage::default();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if std::fs::read_link(format!("/proc/{p}/ns/pid"))
-            .ok()
-            .as_ref()
-            != Some(&ns)
-        {
-            continue;
-        }
+    for p in pids {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
             continue;
         };

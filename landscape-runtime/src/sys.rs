@@ -432,3 +432,22 @@ pub(crate) fn send_fds(
     )?;
     Ok(())
 }
+
+/// The processes (host pids) in the pid namespace of `init` (a host pid), `init`
+/// included; `None` when `init` is gone.
+pub(crate) fn pids_in_namespace_of(init: i32) -> Option<Vec<i32>> {
+    let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).ok()?;
+    Some(
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .filter(|p| {
+                std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                    .ok()
+                    .as_ref()
+                    == Some(&ns)
+            })
+            .collect(),
+    )
+}
