@@ -491,23 +491,51 @@ async fn wait_job(
     opts: &ApplyOptions,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(), ApplyError> {
+    let wait = Wait {
+        timeout: opts.job_timeout,
+        state: job_state,
+        done: Progress::JobComplete,
+        failed: |object, reason| ApplyError::JobFailed { object, reason },
+    };
+    wait_for(client, rendered, o, opts, wait, progress).await
+}
+
+/// What [`wait_for`] polls and how it reports.
+struct Wait {
+    timeout: Duration,
+    /// `Ok(None)` done, `Ok(Some(state))` in progress, `Err(reason)` failed.
+    state: fn(&Value) -> Result<Option<String>, String>,
+    done: fn(String) -> Progress,
+    failed: fn(String, String) -> ApplyError,
+}
+
+/// Polls `o` until `wait.state` says it is done or failed, or the timeout passes;
+/// reports each new state once.
+async fn wait_for(
+    client: &Client,
+    rendered: &Rendered,
+    o: &Object,
+    opts: &ApplyOptions,
+    wait: Wait,
+    progress: &mut impl FnMut(&Progress),
+) -> Result<(), ApplyError> {
     let api = api_for(client, &rendered.namespace, o);
     let object = display_name(o);
     let start = Instant::now();
     let mut last = String::new();
     loop {
-        let job = get_json(&api, o).await?;
-        match job_state(&job) {
+        let current = get_json(&api, o).await?;
+        match (wait.state)(&current) {
             Ok(None) => {
-                progress(&Progress::JobComplete(object));
+                progress(&(wait.done)(object));
                 return Ok(());
             }
-            Err(reason) => return Err(ApplyError::JobFailed { object, reason }),
+            Err(reason) => return Err((wait.failed)(object, reason)),
             Ok(Some(state)) => {
-                if start.elapsed() >= opts.job_timeout {
+                if start.elapsed() >= wait.timeout {
                     return Err(ApplyError::Timeout {
                         object,
-                        after: opts.job_timeout,
+                        after: wait.timeout,
                         state,
                     });
                 }
@@ -568,37 +596,13 @@ async fn wait_rollout(
     opts: &ApplyOptions,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(), ApplyError> {
-    let api = api_for(client, &rendered.namespace, o);
-    let object = display_name(o);
-    let start = Instant::now();
-    let mut last = String::new();
-    loop {
-        let d = get_json(&api, o).await?;
-        match rollout_state(&d) {
-            Ok(None) => {
-                progress(&Progress::RolledOut(object));
-                return Ok(());
-            }
-            Err(reason) => return Err(ApplyError::RolloutFailed { object, reason }),
-            Ok(Some(state)) => {
-                if start.elapsed() >= opts.rollout_timeout {
-                    return Err(ApplyError::Timeout {
-                        object,
-                        after: opts.rollout_timeout,
-                        state,
-                    });
-                }
-                if state != last {
-                    progress(&Progress::Waiting {
-                        object: object.clone(),
-                        state: state.clone(),
-                    });
-                    last = state;
-                }
-            }
-        }
-        tokio::time::sleep(opts.poll_interval).await;
-    }
+    let wait = Wait {
+        timeout: opts.rollout_timeout,
+        state: rollout_state,
+        done: Progress::RolledOut,
+        failed: |object, reason| ApplyError::RolloutFailed { object, reason },
+    };
+    wait_for(client, rendered, o, opts, wait, progress).await
 }
 
 /// What applying would do to one object.
