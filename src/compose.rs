@@ -377,15 +377,7 @@ impl Landscape {
         if !adopt {
             sup.start(defs)?;
         }
-        let routes = table
-            .iter()
-            .map(|(host, r)| {
-                (
-                    r.prefix.clone(),
-                    host.map(str::to_string).unwrap_or_default(),
-                )
-            })
-            .collect();
+        let routes = route_list(&table);
         let routed: Vec<String> = table
             .iter()
             .flat_map(|(_, r)| match &r.action {
@@ -632,15 +624,7 @@ impl Landscape {
         let applied = tokio::task::spawn_blocking(move || sup.apply(defs, ready_timeout))
             .await
             .map_err(|e| UpError::Invalid(format!("apply task failed: {e}")))?;
-        let routes = table
-            .iter()
-            .map(|(host, r)| {
-                (
-                    r.prefix.clone(),
-                    host.map(str::to_string).unwrap_or_default(),
-                )
-            })
-            .collect();
+        let routes = route_list(&table);
         self.router.swap(table);
         *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = routes;
         Ok(applied?)
@@ -719,6 +703,19 @@ impl Landscape {
         let sup = self.sup.clone();
         let _ = tokio::task::spawn_blocking(move || sup.shutdown()).await;
     }
+}
+
+/// The public `(path, host)` pairs of a route table (host empty for any).
+fn route_list(table: &net::RouteTable) -> Vec<(String, String)> {
+    table
+        .iter()
+        .map(|(host, r)| {
+            (
+                r.prefix.clone(),
+                host.map(str::to_string).unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// Freezes, then stops, the routed services that have been unused for their policy's
