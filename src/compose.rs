@@ -43,6 +43,16 @@ pub enum UpError {
         /// Why.
         source: std::io::Error,
     },
+    /// A service's image cannot be pulled or unpacked.
+    #[error("service {service:?}: image {image:?} cannot be used: {source}")]
+    Image {
+        /// The service.
+        service: String,
+        /// The reference as the spec writes it.
+        image: String,
+        /// Why.
+        source: rt::Error,
+    },
     /// A `prepare` or `test` step failed.
     #[error(transparent)]
     Stage(#[from] StageFailure),
@@ -82,6 +92,11 @@ pub struct UpOptions {
     /// Replicas outlive a killed host process and a record in `state_dir` lets
     /// [`Landscape::adopt`] take them over (default true).
     pub durable: bool,
+    /// Where images of Managed Containers are unpacked, shared by landscapes (default
+    /// [`rt::image::default_cache_dir`]).
+    pub image_cache: PathBuf,
+    /// How images are pulled (CA files, credentials, insecure registries).
+    pub registry: rt::image::RegistryOptions,
 }
 
 /// The record's file name in the state directory.
@@ -143,6 +158,8 @@ impl UpOptions {
             egress: true,
             idle: IdleConfig::default(),
             durable: true,
+            image_cache: rt::image::default_cache_dir(),
+            registry: rt::image::RegistryOptions::default(),
         }
     }
 }
@@ -168,12 +185,24 @@ impl std::fmt::Debug for Landscape {
     }
 }
 
-/// Checks that `model` can be run here; returns the services to supervise.
+/// A service that runs on an image: its definition is finished by [`use_images`].
+struct ImageUse {
+    /// Index in the definitions.
+    index: usize,
+    /// The reference as written.
+    reference: String,
+    /// The image's user applies (no `runAsUser`).
+    image_user: bool,
+}
+
+/// Checks that `model` can be run here; returns the services to supervise and the images
+/// they need (resolved by [`pull_images`], applied by [`use_images`]).
 fn plan_services(
     model: &spec::Landscape,
     env: &BTreeMap<String, Vec<(String, String)>>,
     opts: &UpOptions,
-) -> Result<Vec<ServiceDef>, UpError> {
+) -> Result<(Vec<ServiceDef>, Vec<ImageUse>), UpError> {
+    let mut images = Vec::new();
     let up = spec::upgrade(model);
     let mut defs = Vec::new();
     // Every name the landscape's DNS will answer (DNS is case-insensitive): the service,
@@ -215,24 +244,117 @@ fn plan_services(
                     svc.provider.as_ref().and_then(|p| p.name.as_ref()).map(|n| n.value.clone()).unwrap_or_default()
                 )))
             }
-            ServiceKind::ManagedContainer if svc.image_ref().is_some() => {
-                return Err(UpError::Invalid(format!(
-                    "service {name:?} runs image {:?}; `up` does not pull images yet: use steps on the shared base, or run it with `landscape exec --image`",
-                    svc.image_ref().map(|i| i.value.clone()).unwrap_or_default()
-                )))
-            }
             _ => {}
         }
         let vars = env.get(name).cloned().unwrap_or_default();
         let def = ServiceDef::from_service(svc, &opts.app_dir, vars, opts.plans.as_ref())
             .map_err(|e| UpError::Invalid(e.to_string()))?;
-        if def.spec.process.args.is_empty() {
-            return Err(UpError::Invalid(format!(
-                "service {name:?} has no steps and no command: give it `steps` to run"
-            )));
+        match svc.image_ref() {
+            Some(image) => {
+                rt::image::ImageRef::parse(&image.value).map_err(|e| {
+                    UpError::Invalid(format!(
+                        "service {name:?} (line {}:{}): image {:?}: {e}",
+                        image.span.start.line, image.span.start.col, image.value
+                    ))
+                })?;
+                images.push(ImageUse {
+                    index: defs.len(),
+                    reference: image.value.clone(),
+                    image_user: svc.run_as_user.is_none(),
+                });
+            }
+            None if def.spec.process.args.is_empty() => {
+                return Err(UpError::Invalid(format!(
+                    "service {name:?} has no steps and no command: give it `steps` to run"
+                )));
+            }
+            None => {}
         }
         defs.push(def);
     }
+    Ok((defs, images))
+}
+
+/// Resolves every image the services use (each reference once): pulled into, or found in,
+/// `opts.image_cache`; `progress` gets an [`rt::EventKind::ImageProgress`] per step.
+/// Blocking (network and disk): call it off the async threads.
+fn pull_images(
+    runtime: &Runtime,
+    opts: &UpOptions,
+    defs: &[ServiceDef],
+    uses: &[ImageUse],
+    progress: &(dyn Fn(rt::EventKind) + Send + Sync),
+) -> Result<BTreeMap<String, rt::image::Image>, UpError> {
+    let store = rt::image::ImageStore::new(&opts.image_cache, runtime.idmap())
+        .with_registry(opts.registry.clone());
+    let mut images = BTreeMap::new();
+    for u in uses {
+        if images.contains_key(&u.reference) {
+            continue;
+        }
+        let service = defs[u.index].name.clone();
+        let fail = |source: rt::Error| UpError::Image {
+            service: service.clone(),
+            image: u.reference.clone(),
+            source,
+        };
+        let r = rt::image::ImageRef::parse(&u.reference).map_err(fail)?;
+        let img = store
+            .resolve(&r, &mut |p| {
+                progress(rt::EventKind::ImageProgress {
+                    service: service.clone(),
+                    image: u.reference.clone(),
+                    message: p.to_string(),
+                })
+            })
+            .map_err(fail)?;
+        images.insert(u.reference.clone(), img);
+    }
+    Ok(images)
+}
+
+/// Puts the resolved images under their services' definitions.
+fn use_images(
+    defs: &mut [ServiceDef],
+    uses: &[ImageUse],
+    images: &BTreeMap<String, rt::image::Image>,
+) -> Result<(), UpError> {
+    for u in uses {
+        let Some(img) = images.get(&u.reference) else {
+            continue;
+        };
+        let def = &mut defs[u.index];
+        def.spec.use_image(img, u.image_user);
+        if def.spec.process.args.is_empty() {
+            return Err(UpError::Invalid(format!(
+                "service {:?}: image {:?} has no entrypoint and no cmd, and the service has no steps and no command: give it `steps` to run",
+                def.name, u.reference
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// [`plan_services`], then the images pulled and applied: the definitions to supervise.
+async fn plan_and_pull(
+    runtime: &Arc<Runtime>,
+    model: &spec::Landscape,
+    env: &BTreeMap<String, Vec<(String, String)>>,
+    opts: &UpOptions,
+    progress: Arc<dyn Fn(rt::EventKind) + Send + Sync>,
+) -> Result<Vec<ServiceDef>, UpError> {
+    let (mut defs, uses) = plan_services(model, env, opts)?;
+    if uses.is_empty() {
+        return Ok(defs);
+    }
+    let (rt2, opts2, defs2) = (runtime.clone(), opts.clone(), defs.clone());
+    let images = tokio::task::spawn_blocking(move || {
+        pull_images(&rt2, &opts2, &defs2, &uses, &*progress).map(|i| (i, uses))
+    })
+    .await
+    .map_err(|e| UpError::Invalid(format!("image task failed: {e}")))?;
+    let (images, uses) = images?;
+    use_images(&mut defs, &uses, &images)?;
     Ok(defs)
 }
 
@@ -296,9 +418,17 @@ impl Landscape {
         events: tokio::sync::mpsc::UnboundedSender<rt::Event>,
         adopt: bool,
     ) -> Result<(Landscape, Option<rt::supervisor::Adopted>), UpError> {
-        let defs = plan_services(model, &env, &opts)?;
+        // Everything is checked before anything is pulled, bound or started.
+        plan_services(model, &env, &opts)?;
         let table = net::spec::table_from_landscape(model, &net::spec::SpecOptions::default())
             .map_err(|e| UpError::Invalid(e.to_string()))?;
+        let progress = {
+            let events = events.clone();
+            Arc::new(move |kind| {
+                let _ = events.send(rt::Event::now(kind));
+            })
+        };
+        let defs = plan_and_pull(&runtime, model, &env, &opts, progress).await?;
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| UpError::Listen {
@@ -617,9 +747,25 @@ impl Landscape {
         env: BTreeMap<String, Vec<(String, String)>>,
         ready_timeout: Duration,
     ) -> Result<rt::Applied, UpError> {
-        let defs = plan_services(model, &env, &self.opts)?;
+        plan_services(model, &env, &self.opts)?;
         let table = net::spec::table_from_landscape(model, &net::spec::SpecOptions::default())
             .map_err(|e| UpError::Invalid(e.to_string()))?;
+        let progress = {
+            let sup = Arc::downgrade(&self.sup);
+            Arc::new(move |kind| {
+                if let Some(s) = sup.upgrade() {
+                    s.publish(kind);
+                }
+            })
+        };
+        let defs = plan_and_pull(
+            &self.sup.runtime().clone(),
+            model,
+            &env,
+            &self.opts,
+            progress,
+        )
+        .await?;
         let sup = self.sup.clone();
         let applied = tokio::task::spawn_blocking(move || sup.apply(defs, ready_timeout))
             .await

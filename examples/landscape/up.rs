@@ -48,6 +48,17 @@ pub struct Args {
     /// Seconds to wait for every replica to be ready.
     #[arg(long, default_value_t = 120)]
     ready_timeout: u64,
+    /// Image cache directory for Managed Containers' images (default
+    /// $TMPDIR/landscape-images-<uid>, shared with `landscape exec`).
+    #[arg(long, value_name = "DIR")]
+    image_cache: Option<PathBuf>,
+    /// Trust this CA (PEM) for HTTPS registries, besides the system's (repeatable);
+    /// credentials come from $REGISTRY_AUTH_FILE or ~/.docker/config.json.
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    registry_ca: Vec<PathBuf>,
+    /// Allow plain HTTP to this registry (`host:port`; loopback registries always may).
+    #[arg(long = "registry-insecure", value_name = "HOST")]
+    registry_insecure: Vec<String>,
     /// Vault store directory [default: $LANDSCAPE_VAULT_DIR, else ~/.local/share/landscape/vault].
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
@@ -334,6 +345,15 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
         cmd.arg("--stop-after").arg(format!("{}ms", d.as_millis()));
     }
     cmd.arg("--ready-timeout").arg(a.ready_timeout.to_string());
+    if let Some(c) = &a.image_cache {
+        cmd.arg("--image-cache").arg(c);
+    }
+    for c in &a.registry_ca {
+        cmd.arg("--registry-ca").arg(c);
+    }
+    for r in &a.registry_insecure {
+        cmd.arg("--registry-insecure").arg(r);
+    }
     if let Some(s) = &a.store {
         cmd.arg("--store").arg(s);
     }
@@ -380,7 +400,23 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
         Ok(r) => r,
         Err(e) => return fail(2, &format!("cannot start the async runtime: {e}")),
     };
+    // While it comes up: the progress of pulls and stages, as the foreground shows it.
+    let mut shown = 0usize;
+    let mut progress = || {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let done = text.rfind('\n').map_or(0, |i| i + 1);
+        if done > shown {
+            for l in text[shown..done].lines() {
+                let who = l.split(" | ").next().unwrap_or("").trim_start();
+                if matches!(who, "pull" | "prepare" | "test") {
+                    eprintln!("{l}");
+                }
+            }
+            shown = done;
+        }
+    };
     loop {
+        progress();
         if let Ok(Some(st)) = child.try_wait() {
             eprintln!("{}", tail(30));
             let _ = std::fs::remove_dir_all(state);
@@ -619,6 +655,11 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
     };
     opts.run_tests = !a.skip_tests;
     opts.egress = !a.no_egress;
+    if let Some(c) = &a.image_cache {
+        opts.image_cache = c.clone();
+    }
+    opts.registry.ca_files = a.registry_ca.clone();
+    opts.registry.insecure = a.registry_insecure.clone();
     opts.idle.default = landscape::compose::IdlePolicy {
         freeze_after: a.freeze_after,
         stop_after: a.stop_after,
@@ -802,6 +843,11 @@ fn print_event(p: &Printer, ev: landscape::runtime::Event) {
             &stage,
             &format!("step {step:?} failed with exit code {exit_code}"),
         ),
+        EventKind::ImageProgress {
+            service,
+            image,
+            message,
+        } => p.line("pull", &format!("{service}: {image}: {message}")),
         EventKind::Log {
             service,
             replica,

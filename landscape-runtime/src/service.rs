@@ -18,8 +18,8 @@ impl InstanceSpec {
     /// * Managed Containers may bind ports below 1024, Reactives may not.
     ///
     /// The root filesystem is the host base; for a service with an `image`, resolve it
-    /// with [`crate::image::ImageStore`] and set [`InstanceSpec::rootfs`] (and, without
-    /// `command`/`steps`, the image's default process).
+    /// with [`crate::image::ImageStore`] and call [`InstanceSpec::use_image`] (or build
+    /// the definition with [`crate::ServiceDef::from_service_with_image`]).
     pub fn for_service(
         service: &Service,
         app_dir: &Path,
@@ -88,6 +88,38 @@ impl InstanceSpec {
     }
 }
 
+impl InstanceSpec {
+    /// Runs this instance on `image`: its root filesystem becomes the read-only lower
+    /// layer; without a command of its own (no `command`, no `steps`) the instance runs
+    /// the image's entrypoint and cmd in the image's working directory (`/` if it has
+    /// none, as with Docker); the image's
+    /// environment comes first and the spec's own variables override it by name; with
+    /// `image_user` (no `runAsUser` in the spec) the image's numeric `User` is the
+    /// container user. Steps run with the image's `/bin/sh`.
+    pub fn use_image(&mut self, image: &crate::image::Image, image_user: bool) {
+        self.rootfs = crate::Rootfs::Dir(image.rootfs.clone());
+        let defaults = image.config.process();
+        if self.process.args.is_empty() {
+            self.process.args = defaults.args;
+            // As Docker: the image's working directory, else `/`.
+            self.process.cwd = Some(defaults.cwd.unwrap_or_else(|| "/".to_string()));
+        }
+        let own = std::mem::take(&mut self.process.env);
+        let mut env: Vec<(String, String)> = defaults
+            .env
+            .into_iter()
+            .filter(|(k, _)| !own.iter().any(|(ok, _)| ok == k))
+            .collect();
+        env.extend(own);
+        self.process.env = env;
+        if image_user {
+            if let Some(u) = image.config.user() {
+                self.user = u;
+            }
+        }
+    }
+}
+
 /// Instance names allow letters, digits, '-', '_' and '.'.
 fn sanitize(name: &str) -> String {
     let s: String = name
@@ -105,5 +137,55 @@ fn sanitize(name: &str) -> String {
         "service".into()
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{Image, ImageConfig};
+
+    fn image() -> Image {
+        Image {
+            rootfs: "/cache/rootfs/x".into(),
+            config: ImageConfig {
+                entrypoint: Some(vec!["/bin/busybox".into()]),
+                cmd: Some(vec!["httpd".into(), "-f".into()]),
+                env: Some(vec!["PATH=/bin".into(), "GREETING=image".into()]),
+                working_dir: None,
+                user: Some("1000:1001".into()),
+            },
+            digest: None,
+        }
+    }
+
+    #[test]
+    fn an_image_gives_its_process_env_and_user_unless_the_spec_has_its_own() {
+        let mut own = InstanceSpec::new("s", Process::shell("echo hi"));
+        own.process.env = vec![("GREETING".into(), "mine".into())];
+        own.use_image(&image(), false);
+        assert_eq!(own.rootfs, crate::Rootfs::Dir("/cache/rootfs/x".into()));
+        assert_eq!(own.process.args[0], "/bin/sh", "own steps stay");
+        assert_eq!(own.process.cwd, None, "steps run in the app directory");
+        assert_eq!(
+            own.process.env,
+            vec![
+                ("PATH".to_string(), "/bin".to_string()),
+                ("GREETING".to_string(), "mine".to_string())
+            ]
+        );
+        assert_eq!(own.user, User { uid: 0, gid: 0 }, "runAsUser wins");
+
+        let mut bare = InstanceSpec::new("s", Process::default());
+        bare.use_image(&image(), true);
+        assert_eq!(bare.process.args, ["/bin/busybox", "httpd", "-f"]);
+        assert_eq!(bare.process.cwd.as_deref(), Some("/"), "Docker's default");
+        assert_eq!(
+            bare.user,
+            User {
+                uid: 1000,
+                gid: 1001
+            }
+        );
     }
 }

@@ -150,9 +150,25 @@ impl ServiceDef {
         env: Vec<(String, String)>,
         plans: Option<&landscape_spec::PlanCatalogue>,
     ) -> Result<ServiceDef> {
+        Self::from_service_with_image(service, app_dir, env, plans, None)
+    }
+
+    /// [`ServiceDef::from_service`] for a Managed Container whose `image` the host has
+    /// resolved ([`crate::image::ImageStore::resolve`]): the replicas run on the image's
+    /// root filesystem ([`InstanceSpec::use_image`]).
+    pub fn from_service_with_image(
+        service: &landscape_spec::Service,
+        app_dir: &std::path::Path,
+        env: Vec<(String, String)>,
+        plans: Option<&landscape_spec::PlanCatalogue>,
+        image: Option<&crate::image::Image>,
+    ) -> Result<ServiceDef> {
         use landscape_spec::{HealthScheme, ServiceKind};
         let name = service.name.value.clone();
-        let spec = InstanceSpec::for_service(service, app_dir, env, plans)?;
+        let mut spec = InstanceSpec::for_service(service, app_dir, env, plans)?;
+        if let Some(image) = image {
+            spec.use_image(image, service.run_as_user.is_none());
+        }
         let ports: Vec<u16> = service
             .network
             .iter()
@@ -587,6 +603,16 @@ pub enum EventKind {
         /// From `frozen` or `asleep`.
         from: Power,
     },
+    /// Progress of an image a service runs: pulled, unpacked or found in the cache
+    /// (published by the host that resolves images, see [`Supervisor::publish`]).
+    ImageProgress {
+        /// Service.
+        service: String,
+        /// The image reference as the spec writes it.
+        image: String,
+        /// What happened ([`crate::image::Progress`] as text).
+        message: String,
+    },
     /// A line of a replica's output.
     Log {
         /// Service.
@@ -599,9 +625,16 @@ pub enum EventKind {
 }
 
 fn event(kind: EventKind) -> Event {
-    Event {
-        time: crate::logs::rfc3339(SystemTime::now()),
-        kind,
+    Event::now(kind)
+}
+
+impl Event {
+    /// An event that happens now.
+    pub fn now(kind: EventKind) -> Event {
+        Event {
+            time: crate::logs::rfc3339(SystemTime::now()),
+            kind,
+        }
     }
 }
 
@@ -734,6 +767,11 @@ impl Supervisor {
         &self.inner.network
     }
 
+    /// The runtime its instances run on.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.runtime
+    }
+
     /// The configuration.
     pub fn config(&self) -> &SupervisorConfig {
         &self.inner.cfg
@@ -742,6 +780,13 @@ impl Supervisor {
     /// Subscribes to events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// Sends `kind` to every subscriber, in the same stream as the supervisor's own
+    /// events: for the host's steps around supervision (e.g. [`EventKind::ImageProgress`]
+    /// while it resolves a new image for [`Supervisor::apply`]).
+    pub fn publish(&self, kind: EventKind) {
+        self.inner.emit(kind);
     }
 
     /// Runs the steps of `stage` one after the other in instances of the shared base with

@@ -3,7 +3,8 @@
 # landscape-test user: every route answers, both api replicas serve (by service name through
 # web), a planted vault secret reaches the process but no log file, no output line and no
 # `ps` line, a `kill -9` of one api replica is restarted while a bounded load loop sees no
-# failed request, and Ctrl-C (SIGINT) leaves no process, network holder or socket behind.
+# failed request, and Ctrl-C (SIGINT) leaves no process, network holder or socket behind;
+# detached, off-when-unused and image (Managed Containers pulled from a real registry) cases.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build -q --example landscape
@@ -14,6 +15,8 @@ cp target/debug/examples/landscape "$work/landscape"
 chmod 755 "$work/landscape"
 pids=()
 cleanup() {
+  # (A background job of a script ignores SIGINT: the registry gets SIGTERM.)
+  [ -n "${registry_pid:-}" ] && kill -TERM "$registry_pid" 2>/dev/null || true
   for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   # Background control processes of a failed detached case: SIGTERM is a graceful down.
@@ -270,14 +273,167 @@ idle_case() {
   echo "up.sh: $name off-when-unused ok"
 }
 
-run_case root 3710
-detached_case root 3712
-idle_case root 3714
-if [ "$(id -u)" -eq 0 ] && id -u "$user" >/dev/null 2>&1; then
-  run_case unprivileged 3711 setpriv --reuid="$user" --regid="$user" --init-groups
-  detached_case unprivileged 3713 setpriv --reuid="$user" --regid="$user" --init-groups
-  idle_case unprivileged 3715 setpriv --reuid="$user" --regid="$user" --init-groups
-else
-  echo "up.sh: not root; the unprivileged run needs root to switch users; skipped"
-fi
+# A busybox image (OCI layout built here: busybox-static, a page, an entrypoint, an
+# environment and a user in its config) pushed with skopeo to a real docker-registry on
+# 127.0.0.1, for the image case.
+registry_pid=
+start_registry() {
+  local dir="$work/registry" layout="$work/registry/layout"
+  mkdir -p "$dir"
+  python3 - "$layout" <<'PY'
+import gzip, hashlib, io, json, os, sys, tarfile
+out = sys.argv[1]
+blobs = os.path.join(out, "blobs", "sha256")
+os.makedirs(blobs)
+def put(data):
+    h = hashlib.sha256(data).hexdigest()
+    open(os.path.join(blobs, h), "wb").write(data)
+    return {"digest": "sha256:" + h, "size": len(data)}
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as t:
+    def add(name, kind, data=b"", mode=0o755, link=""):
+        i = tarfile.TarInfo(name); i.type = kind; i.mode = mode; i.mtime = 1700000000
+        i.size = len(data); i.linkname = link
+        t.addfile(i, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    for d in ["bin", "tmp", "www", "etc"]:
+        add(d, tarfile.DIRTYPE, mode=0o1777 if d == "tmp" else 0o755)
+    add("bin/busybox", tarfile.REGTYPE, open("/bin/busybox", "rb").read())
+    for a in ["sh", "httpd", "id", "echo", "mkdir", "cat"]:
+        add("bin/" + a, tarfile.SYMTYPE, link="busybox", mode=0o777)
+    add("www/index.html", tarfile.REGTYPE, b"hello from the image\n", mode=0o644)
+    add("etc/passwd", tarfile.REGTYPE, b"root:x:0:0::/:/bin/sh\nbox:x:1000:1000::/:/bin/sh\n", mode=0o644)
+tar = buf.getvalue()
+layer = put(gzip.compress(tar, mtime=0))
+layer["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip"
+config = put(json.dumps({
+    "architecture": "amd64", "os": "linux",
+    "config": {"Entrypoint": ["/bin/busybox"], "Cmd": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+               "Env": ["PATH=/bin", "GREETING=from-image"], "WorkingDir": "/www", "User": "1000:1000"},
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]},
+}).encode())
+config["mediaType"] = "application/vnd.oci.image.config.v1+json"
+manifest = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": config, "layers": [layer]}).encode())
+manifest["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+manifest["annotations"] = {"org.opencontainers.image.ref.name": "latest"}
+json.dump({"schemaVersion": 2, "manifests": [manifest]}, open(os.path.join(out, "index.json"), "w"))
+json.dump({"imageLayoutVersion": "1.0.0"}, open(os.path.join(out, "oci-layout"), "w"))
+PY
+  cat > "$dir/config.yml" <<YAML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+http:
+  addr: 127.0.0.1:$registry_port
+YAML
+  /usr/bin/docker-registry serve "$dir/config.yml" > "$dir/log" 2>&1 &
+  registry_pid=$!
+  pids+=("$registry_pid")
+  local deadline=$((SECONDS + 20))
+  until curl -s -o /dev/null "http://127.0.0.1:$registry_port/v2/"; do
+    [ $SECONDS -lt $deadline ] || fail "docker-registry did not start: $(cat "$dir/log")"
+    sleep 0.05
+  done
+  mkdir -p "$dir/skopeo"
+  HOME="$dir/skopeo" TMPDIR="$dir/skopeo" REGISTRY_AUTH_FILE="$dir/skopeo/auth.json" \
+    skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://127.0.0.1:$registry_port/test/box:1" \
+    || fail "skopeo could not push the test image"
+}
+
+# image_case NAME PORT [setpriv args...]: Managed Containers from a registry image: one
+# runs the image's entrypoint and cmd as the image's user, one runs its own steps with the
+# image's shell and an env override; pull progress is shown, the second `up` uses the
+# cache; an image that cannot be pulled is one error naming the service, nothing left.
+image_case() {
+  local name=$1 port=$2; shift 2
+  local as=("$@")
+  local app="$work/$name-image/app" home="$work/$name-image-home" cache="$work/$name-image-home/cache"
+  mkdir -p "$app" "$home"
+  local img="127.0.0.1:$registry_port/test/box:1"
+  cat > "$app/ci.yml" <<YAML
+schemaVersion: v0.4
+run:
+  box:
+    image: $img
+    healthEndpoint: http://localhost:8080/
+    network:
+      ports:
+        - port: 8080
+      paths:
+        - port: 8080
+          path: /box
+          stripPath: true
+  shell:
+    image: $img
+    runAsUser: 0
+    healthEndpoint: tcp://localhost:8081
+    env:
+      GREETING: overridden
+    steps:
+      - command: mkdir -p /tmp/w && echo "\$GREETING \$(id -u) \$(cat /www/index.html)" > /tmp/w/index.html && exec httpd -f -p 8081 -h /tmp/w
+    network:
+      ports:
+        - port: 8081
+      paths:
+        - port: 8081
+          path: /shell
+          stripPath: true
+YAML
+  if [ ${#as[@]} -gt 0 ]; then chown -R "$user:$user" "$home" "$work/$name-image"; fi
+  local L=("${as[@]}" env -i PATH=/usr/bin:/bin HOME="$home" TMPDIR=/tmp "$work/landscape")
+  out="$work/$name-image.out"
+  "${L[@]}" up -d "$app" --listen "127.0.0.1:$port" --image-cache "$cache" > "$out" 2>&1 \
+    || fail "$name: up -d of image services failed"
+  grep -q "pull | box: $img: downloaded sha256:" "$out" || fail "$name: no pull progress shown"
+  [ "$(curl -s -f --max-time 5 "http://127.0.0.1:$port/box/")" = "hello from the image" ] \
+    || fail "$name: the image's own command does not serve"
+  [ "$(curl -s -f --max-time 5 "http://127.0.0.1:$port/shell/")" = "overridden 0 hello from the image" ] \
+    || fail "$name: steps in the image: $(curl -s --max-time 5 "http://127.0.0.1:$port/shell/")"
+  local uid
+  uid=$(ps -o uid= -p "$(pgrep -f "^/bin/busybox httpd -f -p 8080 -h /www" | head -1)" | tr -d ' ')
+  if [ ${#as[@]} -eq 0 ]; then
+    # As root, container uid 1000 (the image's User) is subordinate id start + 1000.
+    [ "$uid" -eq $(( $(grep -E '^(root|0):' /etc/subuid | head -1 | cut -d: -f2) + 1000 )) ] \
+      || fail "$name: box does not run as the image's user (host uid $uid)"
+  fi
+  "${L[@]}" down "$app" > /dev/null || fail "$name: down"
+  "${L[@]}" up -d "$app" --listen "127.0.0.1:$port" --image-cache "$cache" > "$out" 2>&1 \
+    || fail "$name: second up -d failed"
+  grep -q "pull | box: $img: using cached image sha256:" "$out" || fail "$name: the second up did not use the cache"
+  "${L[@]}" down "$app" > /dev/null || fail "$name: down"
+  sed -i "s#test/box:1#test/missing:1#" "$app/ci.yml"
+  local rc=0
+  "${L[@]}" up -d "$app" --listen "127.0.0.1:$port" --image-cache "$cache" > "$out" 2>&1 || rc=$?
+  [ $rc -eq 1 ] || fail "$name: up with a missing image exited $rc, not 1"
+  grep -q "service \"box\": image \"127.0.0.1:$registry_port/test/missing:1\" cannot be used" "$out" \
+    || fail "$name: the missing image's error does not name the service and image"
+  "${L[@]}" ps "$app" > /dev/null 2>&1 && fail "$name: ps after a failed up finds a landscape"
+  ! pgrep -f "httpd -f -p 808" >/dev/null || fail "$name: processes left"
+  echo "up.sh: $name image services ok"
+}
+
+# UP_CASES="image idle" runs only those cases (default: all).
+cases=" ${UP_CASES:-run detached idle image} "
+registry_port=3790
+[[ $cases == *" image "* ]] && start_registry
+port=3710
+for as in root unprivileged; do
+  if [ $as = unprivileged ]; then
+    if [ "$(id -u)" -ne 0 ] || ! id -u "$user" >/dev/null 2>&1; then
+      echo "up.sh: not root; the unprivileged run needs root to switch users; skipped"
+      break
+    fi
+    set -- setpriv --reuid="$user" --regid="$user" --init-groups
+  else
+    set --
+  fi
+  for c in run detached idle image; do
+    [[ $cases == *" $c "* ]] && "${c}_case" $as $port "$@"
+    port=$((port + 2))
+  done
+  port=3711
+done
 echo "up.sh: all passed"
