@@ -97,6 +97,9 @@ pub struct UpOptions {
     pub image_cache: PathBuf,
     /// How images are pulled (CA files, credentials, insecure registries).
     pub registry: rt::image::RegistryOptions,
+    /// Pre-warmed instances kept ready for scale-ups, restarts and wakes from stopped
+    /// (`landscape_runtime::SupervisorConfig::pool`; default 0).
+    pub pool: usize,
 }
 
 /// The record's file name in the state directory.
@@ -160,6 +163,7 @@ impl UpOptions {
             durable: true,
             image_cache: rt::image::default_cache_dir(),
             registry: rt::image::RegistryOptions::default(),
+            pool: 0,
         }
     }
 }
@@ -449,6 +453,7 @@ impl Landscape {
         cfg.stop_grace = opts.stop_grace;
         cfg.redact = opts.redact.clone();
         cfg.network.egress = opts.egress;
+        cfg.pool = opts.pool;
         if opts.durable {
             cfg.records = Some(opts.state_dir.join(RECORDS));
         }

@@ -45,6 +45,10 @@ pub struct Args {
     /// (e.g. 30m; the next request starts it and is held until it is ready).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     stop_after: Option<Duration>,
+    /// Keep N pre-warmed instances (namespaces, root and network address ready) so that
+    /// `scale`, restarts and wakes from stopped cost about one exec.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pool: usize,
     /// Seconds to wait for every replica to be ready.
     #[arg(long, default_value_t = 120)]
     ready_timeout: u64,
@@ -345,6 +349,9 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
         cmd.arg("--stop-after").arg(format!("{}ms", d.as_millis()));
     }
     cmd.arg("--ready-timeout").arg(a.ready_timeout.to_string());
+    if a.pool > 0 {
+        cmd.arg("--pool").arg(a.pool.to_string());
+    }
     if let Some(c) = &a.image_cache {
         cmd.arg("--image-cache").arg(c);
     }
@@ -655,6 +662,7 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
     };
     opts.run_tests = !a.skip_tests;
     opts.egress = !a.no_egress;
+    opts.pool = a.pool;
     if let Some(c) = &a.image_cache {
         opts.image_cache = c.clone();
     }

@@ -15,6 +15,11 @@
 //!   against the same through plain loopback to a `busybox httpd` the program starts on the
 //!   host on 127.0.0.1. Target: ratio ≤ 1.10.
 //!
+//! * `pool`: the hand-out of a parked instance ([`Runtime::park`], then
+//!   [`landscape_runtime::Parked::assign`] until the command has been exec'd) against a
+//!   cold [`Runtime::spawn`] of the same attached `sleep 1000` (both until they return with
+//!   the command running). Target: hand-out ≤ 1 ms.
+//!
 //! Everything it starts is ended on every path: instances and the network by their
 //! `Drop`, the host httpd and the temporary docroot by guards; SIGINT, SIGTERM and SIGHUP
 //! run the same clean-up (the network's holder would otherwise outlive this process, by
@@ -29,7 +34,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: netbench start|attach|connect [ROUNDS]";
+const USAGE: &str = "usage: netbench start|attach|connect|pool [ROUNDS]";
 
 fn main() -> ExitCode {
     landscape_runtime::init();
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         "start" => start(rounds),
         "attach" => attach(rounds),
         "connect" => connect(rounds),
+        "pool" => pool(rounds),
         other => {
             eprintln!("netbench: unknown mode {other:?}; {USAGE}");
             return ExitCode::from(2);
@@ -299,6 +305,88 @@ fn start(rounds: usize) -> Res<()> {
     println!("ratio={:.3}", n / p);
     println!("start_load={}", load());
     Ok(())
+}
+
+/// Mode `pool`: hand-out of a parked instance against a cold spawn (both attached).
+fn pool(rounds: usize) -> Res<()> {
+    let rt = runtime()?;
+    let net = Net::create(&rt, "pool")?;
+    let spec_at = |addr: Ipv4Addr, name: &str| {
+        let mut spec = InstanceSpec::new(name, Process::argv(["sleep", "1000"]));
+        spec.network = Some(net.attachment(addr));
+        spec
+    };
+    let logs = std::env::temp_dir().join(format!("netbench-pool-{}", std::process::id()));
+    let _logs = DirGuard(logs.clone());
+    let one = |handout: &mut Vec<f64>, cold: &mut Vec<f64>| -> Res<()> {
+        let a = net.allocate().map_err(|e| e.to_string())?;
+        let b = net.allocate().map_err(|e| e.to_string())?;
+        let parked = rt
+            .park(&spec_at(a, "nb-pool"))
+            .map_err(|e| format!("park: {e}"))?;
+        let t = Instant::now();
+        let pooled = parked
+            .assign(
+                &spec_at(a, "nb-handout"),
+                landscape_runtime::LogConfig::new(&logs),
+            )
+            .map_err(|e| format!("assign: {e}"))?;
+        handout.push(ms(t.elapsed()));
+        let t = Instant::now();
+        let spawned = rt
+            .spawn(
+                &spec_at(b, "nb-cold"),
+                Output::Logs(landscape_runtime::LogConfig::new(&logs)),
+            )
+            .map_err(|e| format!("spawn: {e}"))?;
+        cold.push(ms(t.elapsed()));
+        drop((pooled, spawned));
+        net.release(a);
+        net.release(b);
+        Ok(())
+    };
+    // The floor: fork + exec of the same command on the host (std's spawn returns once
+    // the exec succeeded).
+    let floor = |into: &mut Vec<f64>| -> Res<()> {
+        let t = Instant::now();
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .map_err(|e| format!("sleep on the host: {e}"))?;
+        into.push(ms(t.elapsed()));
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    };
+    let (mut h, mut c, mut f) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        one(&mut h, &mut c)?;
+        floor(&mut f)?;
+    }
+    let (mut handout, mut cold, mut exec) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        one(&mut handout, &mut cold)?;
+        floor(&mut exec)?;
+    }
+    let (hm, cm, fm) = (median(&mut handout), median(&mut cold), median(&mut exec));
+    println!("pool_rounds={rounds}");
+    println!("pool_handout_p50_ms={hm:.3}");
+    println!("pool_handout_p90_ms={:.3}", quantile(&mut handout, 0.9));
+    println!("pool_cold_spawn_p50_ms={cm:.3}");
+    println!("pool_host_exec_p50_ms={fm:.3}");
+    println!("handout_vs_exec={:.3}", hm / fm);
+    println!("ratio={:.3}", hm / cm);
+    println!("pool_load={}", load());
+    Ok(())
+}
+
+/// Removes a directory when dropped.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Per-instance spawn and stop times of one batch.

@@ -75,6 +75,7 @@ pub(crate) fn child_main(
     report: OwnedFd,
     ready: OwnedFd,
     net_ready: Option<OwnedFd>,
+    assign: Option<OwnedFd>,
     seccomp: Option<&seccompiler::BpfProgram>,
 ) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
@@ -99,7 +100,48 @@ pub(crate) fn child_main(
         let _ = report.write_all(format!("E{}\n", msg.replace('\n', " ")).as_bytes());
         sys::exit_now(1);
     }
-    init(req, report, ready, seccomp)
+    let Some(assign) = assign else {
+        init(req, report, ready, seccomp)
+    };
+    // Parked: set up; wait for the spec it is handed out with (same root, mounts, user and
+    // network: the host checked), then run its command under its name.
+    let _ = nix::unistd::write(&ready, b"p");
+    let mut text = String::new();
+    if File::from(assign).read_to_string(&mut text).is_err() || text.is_empty() {
+        sys::exit_now(1);
+    }
+    let mut assigned = req.clone();
+    match serde_json::from_str::<crate::spec::InstanceSpec>(&text) {
+        Ok(spec) => assigned.spec = spec,
+        Err(e) => {
+            let _ = writeln!(report, "Ebad assignment: {e}");
+            sys::exit_now(1)
+        }
+    }
+    if let Err(msg) = rename(&assigned.spec) {
+        let _ = report.write_all(format!("E{}\n", msg.replace('\n', " ")).as_bytes());
+        sys::exit_now(1);
+    }
+    init(&assigned, report, ready, seccomp)
+}
+
+/// A parked instance handed out under its own name: hostname, `/etc/hostname` and
+/// `/etc/hosts` (the root is already pivoted; `/etc` is the instance's writable layer).
+fn rename(spec: &crate::spec::InstanceSpec) -> R<()> {
+    let hostname = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
+    nix::unistd::sethostname(&hostname).map_err(|e| format!("sethostname: {e}"))?;
+    let own = spec
+        .network
+        .as_ref()
+        .map_or("127.0.1.1".to_string(), |a| a.address.to_string());
+    let _ = std::fs::write("/etc/hostname", format!("{hostname}\n"));
+    let _ = std::fs::write(
+        "/etc/hosts",
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}\t{hostname}\n"
+        ),
+    );
+    Ok(())
 }
 
 /// Gives the instance's `eth0` (created by the helper) its address and the default route.

@@ -39,6 +39,10 @@ pub(crate) struct Request {
     /// The instance outlives its host (see [`crate::InstanceSpec::durable`]).
     #[serde(default)]
     pub durable: Option<Durable>,
+    /// Parked ([`crate::Runtime::park`]): set the instance up, report `Parked`, then wait
+    /// for an `assign SPEC` line and exec that spec's command.
+    #[serde(default)]
+    pub parked: bool,
 }
 
 /// Where a durable instance's helper waits for a new host, and the named pipes of its
@@ -80,7 +84,13 @@ pub(crate) fn exit_file(socket: &std::path::Path) -> PathBuf {
 /// What the helper reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Event {
-    Started { pid: i32 },
+    /// Set up (namespaces, root, network) and waiting for its command.
+    Parked {
+        pid: i32,
+    },
+    Started {
+        pid: i32,
+    },
     Exited(Exit),
 }
 
@@ -334,6 +344,12 @@ fn run_child_blocked(
         Ok(p) => p,
         Err(e) => return e,
     };
+    // Parked instances: the spec they are handed out with.
+    let (assign_r, assign_w) = match (req.parked, pipe()) {
+        (false, _) => (None, None),
+        (true, Ok((r, w))) => (Some(r), Some(w)),
+        (true, Err(e)) => return e,
+    };
     // The network namespace is not created by this clone: the child creates it first
     // thing (it has every capability in its new user namespace, with or without id maps),
     // while this process writes its id maps.
@@ -348,8 +364,9 @@ fn run_child_blocked(
             drop(rep_r);
             drop(ready_r);
             drop(net_r);
+            drop(assign_w);
             drop(sfd);
-            container::child_main(req, go_r, rep_w, ready_w, net_w, seccomp)
+            container::child_main(req, go_r, rep_w, ready_w, net_w, assign_r, seccomp)
         }
         Ok(sys::Forked::Parent(pid)) => Pid::from_raw(pid),
         Err(e) => {
@@ -363,6 +380,7 @@ fn run_child_blocked(
     drop(rep_w);
     drop(ready_w);
     drop(net_w);
+    drop(assign_r);
     let kill_child = |why: String| {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
@@ -422,12 +440,32 @@ fn run_child_blocked(
     // `Started` only once the command runs inside the instance (namespaces, root
     // filesystem and network ready): one byte from init, or end of file if it died first.
     let mut ready = File::from(ready_r);
-    let mut byte = [0u8; 1];
-    loop {
-        match ready.read(&mut byte) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            _ => break,
+    let read_byte = |ready: &mut File| {
+        let mut byte = [0u8; 1];
+        loop {
+            match ready.read(&mut byte) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(1) => return Some(byte[0]),
+                _ => return None,
+            }
         }
+    };
+    let first = read_byte(&mut ready);
+    // Parked: set up and waiting; the host hands it out with `assign SPEC` (anything else,
+    // or the host going away, releases it). A setup failure skips this: the exit reports it.
+    if let (Some(b'p'), Some(w)) = (first, assign_w) {
+        emit(&Event::Parked { pid: pid.as_raw() });
+        let line = control.as_deref_mut().and_then(read_control_line);
+        match line.as_deref().and_then(|l| l.strip_prefix("assign ")) {
+            Some(spec) => {
+                let mut w = File::from(w);
+                if w.write_all(spec.as_bytes()).is_err() {
+                    return kill_child("the parked instance's init died".into());
+                }
+            }
+            None => return kill_child("released from the pool unused".into()),
+        }
+        let _ = read_byte(&mut ready);
     }
     drop(ready);
     emit(&Event::Started { pid: pid.as_raw() });
@@ -601,6 +639,23 @@ fn run_child_blocked(
         }
     }
     exit
+}
+
+/// The next command line from the host (blocking); `None` when it went away.
+fn read_control_line(c: &mut Control) -> Option<String> {
+    loop {
+        if let Some(nl) = c.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = c.buf.drain(..=nl).collect();
+            return Some(String::from_utf8_lossy(&line).trim_end().to_string());
+        }
+        let mut buf = [0u8; 4096];
+        match nix::unistd::read(&c.fd, &mut buf) {
+            Ok(0) => return None,
+            Ok(n) => c.buf.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Enters the namespaces of the landscape network described by `att` (checking that the

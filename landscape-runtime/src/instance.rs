@@ -338,6 +338,7 @@ impl Runtime {
             cgroups,
             keep_stdin,
             durable,
+            parked: false,
         })
     }
 
@@ -385,8 +386,54 @@ impl Runtime {
     /// [`Instance::wait`] then reports): nothing the host does with the instance afterwards
     /// (`/proc/<pid>/root`, its network namespace) can reach the host's own files.
     pub fn spawn(&self, spec: &InstanceSpec, output: Output) -> Result<Instance> {
+        let (mut inst, _) = self.launch(spec, output, false)?;
+        match inst.next_event()? {
+            Event::Started { pid } => {
+                inst.pid = pid;
+                Ok(inst)
+            }
+            other => Err(inst.start_failed(other)),
+        }
+    }
+
+    /// Starts an instance of `spec` up to the point where only its command is missing:
+    /// namespaces, root filesystem, mounts, id maps, cgroups and network attachment are
+    /// ready, and init waits. [`Parked::assign`] then runs a command in it for about the
+    /// cost of an exec (a pool of these makes a scale-up or a wake-up cheap). `spec`'s
+    /// `process` and `hostname` are placeholders; the assigned spec must [`Parked::fits`].
+    /// Its output goes to log files given at assignment. A parked instance that is dropped,
+    /// or whose host goes away, is released (killed).
+    pub fn park(&self, spec: &InstanceSpec) -> Result<Parked> {
+        let mut placeholder = spec.clone();
+        if placeholder.process.args.is_empty() {
+            placeholder.process = crate::Process::argv(["true"]);
+        }
+        let (mut inst, readers) =
+            self.launch(&placeholder, Output::Logs(LogConfig::new("")), true)?;
+        match inst.next_event()? {
+            Event::Parked { pid } => {
+                inst.pid = pid;
+                Ok(Parked {
+                    inst,
+                    readers,
+                    spec: spec.clone(),
+                })
+            }
+            other => Err(inst.start_failed(other)),
+        }
+    }
+
+    /// Hands the request for `spec` to a helper; with `parked`, the instance's log readers
+    /// are returned instead of started.
+    fn launch(
+        &self,
+        spec: &InstanceSpec,
+        output: Output,
+        parked: bool,
+    ) -> Result<(Instance, Vec<(Stream, OwnedFd)>)> {
         use std::os::fd::{AsFd, AsRawFd};
         let mut req = self.request(spec, false)?;
+        req.parked = parked;
         if !matches!(output, Output::Logs(_)) {
             if let Some(d) = &mut req.durable {
                 d.fifos.clear();
@@ -462,9 +509,14 @@ impl Runtime {
             }
         };
         drop((out, err));
+        let (readers, later) = if parked {
+            (Vec::new(), readers)
+        } else {
+            (readers, Vec::new())
+        };
         let logs =
             match &output {
-                Output::Logs(cfg) => {
+                Output::Logs(cfg) if !parked => {
                     let streams: Vec<(Stream, Box<dyn std::io::Read + Send>)> = readers
                         .into_iter()
                         .map(|(s, fd)| {
@@ -494,7 +546,7 @@ impl Runtime {
             logs,
             durable: req.durable.clone(),
             log_cfg: match &output {
-                Output::Logs(cfg) => Some(cfg.clone()),
+                Output::Logs(cfg) if !parked => Some(cfg.clone()),
                 _ => None,
             },
         };
@@ -508,21 +560,7 @@ impl Runtime {
                 "the helper did not accept the request ({e}); does the host's main() call landscape_runtime::init() first?"
             )));
         }
-        match inst.next_event()? {
-            Event::Started { pid } => {
-                inst.pid = pid;
-                Ok(inst)
-            }
-            Event::Exited(exit) => {
-                inst.finish(exit.clone());
-                Err(Error::Start {
-                    instance: inst.id.clone(),
-                    message: exit
-                        .error
-                        .unwrap_or_else(|| "exited before starting".into()),
-                })
-            }
-        }
+        Ok((inst, later))
     }
 
     /// Takes over a durable instance that an earlier host started ([`Instance::record`]):
@@ -542,7 +580,7 @@ impl Runtime {
                 .and_then(|t| serde_json::from_str::<Event>(&t).ok())
                 .and_then(|e| match e {
                     Event::Exited(x) => Some(x),
-                    Event::Started { .. } => None,
+                    Event::Started { .. } | Event::Parked { .. } => None,
                 })
                 .unwrap_or_else(|| Exit::failed("ended while no host supervised it".into()));
             for f in rec
@@ -616,7 +654,7 @@ impl Runtime {
                     exit: Box::new(exit),
                 })
             }
-            Ok(Event::Started { pid }) => Err(Error::Helper(format!(
+            Ok(Event::Started { pid } | Event::Parked { pid }) => Err(Error::Helper(format!(
                 "adopt {}: its helper reports pid {pid}, the record {}",
                 rec.id, rec.pid
             ))),
@@ -662,6 +700,113 @@ pub struct Instance {
     durable: Option<crate::helper::Durable>,
     /// Where its logs go (kept for its record).
     log_cfg: Option<LogConfig>,
+}
+
+/// An instance set up and waiting for its command ([`Runtime::park`]).
+pub struct Parked {
+    inst: Instance,
+    readers: Vec<(Stream, OwnedFd)>,
+    spec: InstanceSpec,
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked")
+            .field("id", &self.inst.id)
+            .field("pid", &self.inst.pid)
+            .finish()
+    }
+}
+
+impl Parked {
+    /// Host pid of its init (the pid the instance keeps once assigned).
+    pub fn pid(&self) -> i32 {
+        self.inst.pid
+    }
+
+    /// The spec it was parked with.
+    pub fn spec(&self) -> &InstanceSpec {
+        &self.spec
+    }
+
+    /// Whether `spec` can run in this instance: the same root filesystem, app directory,
+    /// mounts, user, network attachment (address), seccomp, port policy and rlimits, durability,
+    /// and limits present or not alike (their values are applied at assignment). The
+    /// command, environment, name and hostname are free.
+    pub fn fits(&self, spec: &InstanceSpec) -> bool {
+        let p = &self.spec;
+        p.rootfs == spec.rootfs
+            && p.app_dir == spec.app_dir
+            && p.mounts == spec.mounts
+            && p.user == spec.user
+            && same_network(&p.network, &spec.network)
+            && p.no_seccomp == spec.no_seccomp
+            && p.ports == spec.ports
+            && p.rlimits == spec.rlimits
+            && p.read_only_root == spec.read_only_root
+            && p.durable == spec.durable
+            && p.limits.is_some() == spec.limits.is_some()
+    }
+
+    /// Runs `spec`'s command in this instance (its name as hostname, its environment and
+    /// working directory), its output logged as `logs` says; returns once the command has
+    /// been exec'd, like [`Runtime::spawn`]. `spec` must [`Parked::fits`].
+    pub fn assign(mut self, spec: &InstanceSpec, logs: LogConfig) -> Result<Instance> {
+        if !self.fits(spec) {
+            return Err(Error::InvalidSpec(format!(
+                "instance {:?} does not fit the parked instance {} (root, mounts, user, network or limits differ)",
+                spec.name, self.inst.id
+            )));
+        }
+        spec.validate()?;
+        if let (Some(l), Some(cg)) = (&spec.limits, &self.inst.cgroups) {
+            cg.set_limits(l)?;
+        }
+        let streams: Vec<(Stream, Box<dyn std::io::Read + Send>)> =
+            std::mem::take(&mut self.readers)
+                .into_iter()
+                .map(|(s, fd)| {
+                    (
+                        s,
+                        Box::new(std::fs::File::from(fd)) as Box<dyn std::io::Read + Send>,
+                    )
+                })
+                .collect();
+        let started = Logs::start(&logs, &self.inst.id, streams)
+            .map_err(|e| Error::io(format!("open log file in {}", logs.dir.display()), e))?;
+        let inst = &mut self.inst;
+        *inst.first_rx.lock().unwrap_or_else(|e| e.into_inner()) = Some(started.tx.subscribe());
+        inst.logs = Some(started);
+        inst.log_cfg = Some(logs);
+        let mut line = String::from("assign ");
+        line.push_str(
+            &serde_json::to_string(spec)
+                .map_err(|e| Error::Helper(format!("encode the assignment: {e}")))?,
+        );
+        line.push('\n');
+        inst.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io("hand the parked instance its command", e))?;
+        match inst.next_event()? {
+            Event::Started { .. } => Ok(self.inst),
+            other => Err(self.inst.start_failed(other)),
+        }
+    }
+}
+
+/// The same attachment but for the name of the veth's bridge end (unique per
+/// [`crate::Network::attachment`] call; the parked instance's own is the one in use).
+fn same_network(
+    a: &Option<crate::network::Attachment>,
+    b: &Option<crate::network::Attachment>,
+) -> bool {
+    let strip = |a: &Option<crate::network::Attachment>| {
+        a.clone().map(|mut a| {
+            a.veth.clear();
+            a
+        })
+    };
+    strip(a) == strip(b)
 }
 
 /// What a new host needs to adopt a durable instance ([`Instance::record`],
@@ -765,6 +910,26 @@ impl Instance {
         }
     }
 
+    /// The error of an instance that did not reach the state asked for (`ev`: the event
+    /// that came instead).
+    fn start_failed(&mut self, ev: Event) -> Error {
+        let exit = match ev {
+            Event::Exited(exit) => exit,
+            // Set-up failed before a parked instance was parked: its exit follows.
+            _ => match self.wait() {
+                Ok(exit) => exit,
+                Err(e) => return e,
+            },
+        };
+        self.finish(exit.clone());
+        Error::Start {
+            instance: self.id.clone(),
+            message: exit
+                .error
+                .unwrap_or_else(|| "exited before starting".into()),
+        }
+    }
+
     fn finish(&mut self, exit: Exit) {
         let _ = self.helper.wait();
         if let Some(l) = &mut self.logs {
@@ -806,7 +971,7 @@ impl Instance {
         while self.exit.is_none() {
             match self.next_event() {
                 Ok(Event::Exited(exit)) => self.finish(exit),
-                Ok(Event::Started { .. }) => {}
+                Ok(Event::Started { .. } | Event::Parked { .. }) => {}
                 Err(e) => {
                     self.exit = Some(Exit::failed(e.to_string()));
                     return Err(e);

@@ -57,7 +57,8 @@ pub use error::{Error, Result};
 pub use helper::HELPER_ENV;
 pub use idmap::IdMap;
 pub use instance::{
-    Exit, HelperBinary, Instance, InstanceControl, InstanceRecord, Output, Runtime, RuntimeConfig,
+    Exit, HelperBinary, Instance, InstanceControl, InstanceRecord, Output, Parked, Runtime,
+    RuntimeConfig,
 };
 pub use logs::{LogConfig, LogLine, Stream};
 pub use network::{Attachment, Network, NetworkConfig, NetworkRecord};

@@ -380,6 +380,13 @@ pub struct SupervisorConfig {
     /// atomically on every change, so that [`Supervisor::adopt`] in a new host process
     /// takes the landscape over after this one was killed.
     pub records: Option<PathBuf>,
+    /// Pre-warmed instances kept parked ([`Runtime::park`]: namespaces, root, app
+    /// directory and network address ready, waiting for a command) so that a scale-up, a
+    /// restart or a wake from stopped costs about one exec instead of a cold start
+    /// (default 0: none). The pool is shaped like the landscape's first service (host
+    /// base, app directory, user, limits present or not); a replica of another shape
+    /// starts cold. Refilled in the background after every hand-out.
+    pub pool: usize,
 }
 
 impl std::fmt::Debug for SupervisorConfig {
@@ -393,6 +400,7 @@ impl std::fmt::Debug for SupervisorConfig {
             .field("stop_grace", &self.stop_grace)
             .field("drain", &self.drain)
             .field("redact", &self.redact.as_ref().map(|_| "<hook>"))
+            .field("pool", &self.pool)
             .finish()
     }
 }
@@ -410,6 +418,7 @@ impl SupervisorConfig {
             drain: Duration::from_millis(500),
             redact: None,
             records: None,
+            pool: 0,
         }
     }
 }
@@ -724,6 +733,17 @@ struct Inner {
     services: Mutex<Vec<Svc>>,
     events: broadcast::Sender<Event>,
     shut: AtomicBool,
+    pool: Mutex<PoolState>,
+}
+
+/// The parked instances of [`SupervisorConfig::pool`].
+#[derive(Default)]
+struct PoolState {
+    /// The shape they are parked with (set by the first [`Supervisor::start`]).
+    template: Option<InstanceSpec>,
+    parked: Vec<crate::Parked>,
+    /// A refill thread runs.
+    filling: bool,
 }
 
 /// A supervised landscape. Dropping it stops everything (like [`Supervisor::shutdown`]).
@@ -758,6 +778,7 @@ impl Supervisor {
                 services: Mutex::new(Vec::new()),
                 events,
                 shut: AtomicBool::new(false),
+                pool: Mutex::new(PoolState::default()),
             }),
         })
     }
@@ -871,12 +892,23 @@ impl Supervisor {
                 replicas: Vec::new(),
                 ready_tx,
             };
+            self.inner.set_pool_template(&svc.def);
             for i in 0..n {
                 svc.replicas.push(self.inner.launch(&svc.def, i));
             }
             lock(&self.inner.services).push(svc);
         }
+        self.inner.refill_pool();
         Ok(())
+    }
+
+    /// Host pids of the parked instances waiting in the pool ([`SupervisorConfig::pool`]).
+    pub fn pooled(&self) -> Vec<i32> {
+        lock(&self.inner.pool)
+            .parked
+            .iter()
+            .map(crate::Parked::pid)
+            .collect()
     }
 
     /// The ready replicas' addresses of `service`, kept current (for the router's
@@ -1052,6 +1084,7 @@ impl Supervisor {
                 services: Mutex::new(Vec::new()),
                 events,
                 shut: AtomicBool::new(false),
+                pool: Mutex::new(PoolState::default()),
             }),
         };
         let mut report = Adopted::default();
@@ -1375,6 +1408,7 @@ impl Supervisor {
         for s in lock(&self.inner.services).iter() {
             s.ready_tx.send_replace(Vec::new());
         }
+        self.inner.drain_pool();
         self.inner.network.shutdown();
         if let Some(p) = &self.inner.cfg.records {
             let _ = std::fs::remove_file(p);
@@ -1393,6 +1427,99 @@ fn unknown_service(service: &str) -> Error {
 }
 
 impl Inner {
+    /// The pool's shape: the first service's instance, without its command.
+    fn set_pool_template(&self, def: &ServiceDef) {
+        if self.cfg.pool == 0 {
+            return;
+        }
+        let mut p = lock(&self.pool);
+        if p.template.is_none() {
+            let mut spec = def.spec.clone();
+            spec.name = "pool".into();
+            spec.hostname = None;
+            spec.process = Process::default();
+            spec.network = None;
+            spec.durable = self.cfg.records.is_some();
+            p.template = Some(spec);
+        }
+    }
+
+    /// A parked instance that fits `spec` (whose network is set to the parked one's),
+    /// taken out of the pool; the pool refills in the background.
+    fn take_parked(self: &Arc<Self>, spec: &InstanceSpec) -> Option<crate::Parked> {
+        let taken = {
+            let mut p = lock(&self.pool);
+            let i = p.parked.iter().position(|pk| {
+                let mut s = spec.clone();
+                s.network = pk.spec().network.clone();
+                pk.fits(&s)
+            })?;
+            p.parked.remove(i)
+        };
+        self.refill_pool();
+        Some(taken)
+    }
+
+    /// Parks instances until the pool is full (one background thread at a time).
+    fn refill_pool(self: &Arc<Self>) {
+        let template = {
+            let mut p = lock(&self.pool);
+            if p.filling || p.parked.len() >= self.cfg.pool {
+                return;
+            }
+            let Some(t) = p.template.clone() else { return };
+            p.filling = true;
+            t
+        };
+        let me = self.clone();
+        std::thread::spawn(move || {
+            loop {
+                if me.shut.load(Ordering::SeqCst) || lock(&me.pool).parked.len() >= me.cfg.pool {
+                    break;
+                }
+                let addr = match me.network.allocate() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("pool: {e}");
+                        break;
+                    }
+                };
+                let mut spec = template.clone();
+                spec.network = Some(me.network.attachment(addr));
+                match me.runtime.park(&spec) {
+                    Ok(pk) => {
+                        let mut p = lock(&me.pool);
+                        if me.shut.load(Ordering::SeqCst) {
+                            drop(p);
+                            drop(pk);
+                            me.network.release(addr);
+                            break;
+                        }
+                        p.parked.push(pk);
+                    }
+                    Err(e) => {
+                        me.network.release(addr);
+                        tracing::warn!("pool: cannot park an instance: {e}");
+                        break;
+                    }
+                }
+            }
+            lock(&me.pool).filling = false;
+        });
+    }
+
+    /// Releases every parked instance and its address.
+    fn drain_pool(&self) {
+        let parked = std::mem::take(&mut lock(&self.pool).parked);
+        for pk in parked {
+            let addr = pk.spec().network.as_ref().map(|a| a.address);
+            drop(pk);
+            if let Some(a) = addr {
+                self.network.release(a);
+            }
+        }
+    }
+
     fn emit(&self, kind: EventKind) {
         let _ = self.events.send(event(kind));
     }
@@ -1722,18 +1849,35 @@ impl Inner {
     /// long it ran.
     fn run_once(self: &Arc<Self>, r: &Arc<Replica>, def: &ServiceDef) -> (Exit, Duration) {
         let adopted = lock(&r.adopted).take();
-        let addr = match &adopted {
-            Some((_, a)) => *a,
-            None => match self.network.allocate() {
+        let mut spec = def.spec.clone();
+        spec.name = def.name.clone();
+        spec.hostname = Some(format!("{}-{}", def.name, r.index));
+        spec.durable = self.cfg.records.is_some();
+        // A pre-warmed instance when one fits: its address becomes the replica's.
+        let parked = match adopted {
+            None => self.take_parked(&spec),
+            Some(_) => None,
+        };
+        let addr = match (&adopted, &parked) {
+            (Some((_, a)), _) => *a,
+            (None, Some(pk)) => match pk.spec().network.as_ref() {
+                Some(att) => att.address,
+                None => {
+                    return (
+                        Exit::failed("parked without a network".into()),
+                        Duration::ZERO,
+                    )
+                }
+            },
+            (None, None) => match self.network.allocate() {
                 Ok(a) => a,
                 Err(e) => return (Exit::failed(e.to_string()), Duration::ZERO),
             },
         };
-        let mut spec = def.spec.clone();
-        spec.name = def.name.clone();
-        spec.hostname = Some(format!("{}-{}", def.name, r.index));
-        spec.network = Some(self.network.attachment(addr));
-        spec.durable = self.cfg.records.is_some();
+        spec.network = match &parked {
+            Some(pk) => pk.spec().network.clone(),
+            None => Some(self.network.attachment(addr)),
+        };
         // An adopted replica of a frozen service stays frozen (its probes pause).
         let stays_frozen = adopted.is_some()
             && lock(&self.services)
@@ -1756,9 +1900,10 @@ impl Inner {
         let logs = self.log_config(&format!("{}-{}", def.name, r.index));
         let started = Instant::now();
         let was_adopted = adopted.is_some();
-        let spawned = match adopted {
-            Some((inst, _)) => Ok(inst),
-            None => self.runtime.spawn(&spec, Output::Logs(logs)),
+        let spawned = match (adopted, parked) {
+            (Some((inst, _)), _) => Ok(inst),
+            (None, Some(pk)) => pk.assign(&spec, logs),
+            (None, None) => self.runtime.spawn(&spec, Output::Logs(logs)),
         };
         let mut inst = match spawned {
             Ok(i) => i,

@@ -69,6 +69,10 @@ fn main() {
             "writes_to_read_only_base_fail",
             writes_to_read_only_base_fail,
         ),
+        (
+            "a_parked_instance_runs_its_assigned_command_under_its_name",
+            a_parked_instance_runs_its_assigned_command_under_its_name,
+        ),
         ("host_processes_are_invisible", host_processes_are_invisible),
         ("host_paths_are_invisible", host_paths_are_invisible),
         ("hostname_is_per_instance", hostname_is_per_instance),
@@ -803,4 +807,56 @@ fn adopt_dir_hands_over_a_tree_owned_by_another_user() {
     // The link itself is not followed: /etc keeps its owner.
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata("/etc").unwrap().uid(), 0);
+}
+
+fn a_parked_instance_runs_its_assigned_command_under_its_name() {
+    let rt = runtime();
+    let app = app_dir(&rt);
+    let logs = TempDir::new("parked-logs");
+    let mut base = InstanceSpec::new("pool", Process::default());
+    base.app_dir = Some(app.path().to_path_buf());
+    let parked = rt.park(&base).unwrap();
+    let pid = parked.pid();
+    // Set up but not running anything of a service: init waits with the root pivoted.
+    assert!(std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok());
+    assert!(
+        children_of(pid).is_empty(),
+        "nothing runs before assignment"
+    );
+    let mut other = base.clone();
+    other.user = User { uid: 7, gid: 7 };
+    assert!(!parked.fits(&other), "another user needs other id maps");
+    let mut spec = base.clone();
+    spec.name = "web".into();
+    spec.hostname = Some("web-3".into());
+    spec.process = Process::shell(
+        "echo \"$(hostname) $(cat /etc/hostname) $GREETING $(pwd)\" > out; echo logged-line",
+    )
+    .with_env("GREETING", "assigned");
+    assert!(parked.fits(&spec));
+    let mut inst = parked.assign(&spec, LogConfig::new(logs.path())).unwrap();
+    assert_eq!(inst.pid(), pid, "the parked instance is the one that runs");
+    assert!(inst.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read_to_string(app.path().join("out")).unwrap(),
+        "web-3 web-3 assigned /home/user/app\n"
+    );
+    let file = std::fs::read_to_string(inst.log_path().unwrap()).unwrap();
+    assert!(file.contains(" stdout logged-line\n"), "{file}");
+    // A parked instance dropped unused is released: its init goes away.
+    let unused = rt.park(&base).unwrap();
+    let upid = unused.pid();
+    drop(unused);
+    assert!(
+        poll(Duration::from_secs(10), || (!std::path::Path::new(
+            &format!("/proc/{upid}")
+        )
+        .exists()
+            || std::fs::read_to_string(format!("/proc/{upid}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true))
+        .then_some(()))
+        .is_some(),
+        "a dropped parked instance keeps running"
+    );
 }

@@ -49,6 +49,10 @@ fn main() {
             freeze_sleep_and_wake_keep_or_restart_the_replicas,
         ),
         ("shutdown_leaves_nothing", shutdown_leaves_nothing),
+        (
+            "the_pool_hands_out_a_parked_instance_and_refills",
+            the_pool_hands_out_a_parked_instance_and_refills,
+        ),
     ]);
 }
 
@@ -59,6 +63,10 @@ struct Land {
 }
 
 fn land(tag: &str) -> Land {
+    land_with(tag, |_| {})
+}
+
+fn land_with(tag: &str, tweak: impl FnOnce(&mut SupervisorConfig)) -> Land {
     static N: AtomicU32 = AtomicU32::new(0);
     let rt = Arc::new(common::runtime());
     let app = common::app_dir(&rt);
@@ -81,6 +89,7 @@ fn land(tag: &str) -> Land {
         ..Backoff::default()
     };
     cfg.stop_grace = Duration::from_secs(2);
+    tweak(&mut cfg);
     let sup = Supervisor::new(rt, cfg).expect("supervisor");
     Land {
         sup,
@@ -618,4 +627,41 @@ fn freeze_sleep_and_wake_keep_or_restart_the_replicas() {
         "asleep -> new processes"
     );
     assert_eq!(l.sup.power("api"), Some(Power::Running));
+}
+
+fn the_pool_hands_out_a_parked_instance_and_refills() {
+    let l = land_with("pool", |c| c.pool = 1);
+    l.sup.start(vec![web("api", 1)]).unwrap();
+    wait_ready(&l.sup, "api", 1);
+    let parked = poll(Duration::from_secs(20), || match l.sup.pooled()[..] {
+        [p] => Some(p),
+        _ => None,
+    })
+    .expect("the pool was not filled");
+    l.sup.scale("api", 2).unwrap();
+    let r = wait_ready(&l.sup, "api", 2);
+    assert_eq!(
+        r[1].pid,
+        Some(parked),
+        "the new replica is the parked instance"
+    );
+    // Under its own name, reached by it through the landscape's DNS.
+    assert_eq!(
+        client(&l.sup, "busybox wget -qO- http://api-1:3000/").trim(),
+        "api-1"
+    );
+    let refilled = poll(Duration::from_secs(20), || match l.sup.pooled()[..] {
+        [p] if p != parked => Some(p),
+        _ => None,
+    })
+    .expect("the pool was not refilled");
+    l.sup.shutdown();
+    assert!(
+        poll(Duration::from_secs(10), || {
+            let stat = std::fs::read_to_string(format!("/proc/{refilled}/stat"));
+            stat.map_or(true, |s| s.contains(") Z ")).then_some(())
+        })
+        .is_some(),
+        "a parked instance outlived the shutdown"
+    );
 }

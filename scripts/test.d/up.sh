@@ -248,7 +248,7 @@ idle_case() {
   if [ ${#as[@]} -gt 0 ]; then chown -R "$user:$user" "$home" "$work/$name-idle"; fi
   local L=("${as[@]}" env -i PATH=/usr/bin:/bin HOME="$home" TMPDIR=/tmp "$work/landscape")
   out="$work/$name-idle.out"
-  "${L[@]}" up -d "$app" --listen "127.0.0.1:$port" --freeze-after 300ms --stop-after 1500ms > "$out" 2>&1 \
+  "${L[@]}" up -d "$app" --listen "127.0.0.1:$port" --freeze-after 300ms --stop-after 1500ms --pool 1 > "$out" 2>&1 \
     || fail "$name: up -d with idle periods failed"
   state_of() { "${L[@]}" ps "$app" --format json | python3 -c 'import json,sys; r=[x for x in json.load(sys.stdin) if x["service"] == sys.argv[1]][0]; print(r["state"], r["pid"])' "$1"; }
   local deadline=$((SECONDS + 20)) st
