@@ -186,6 +186,13 @@ pub(crate) fn serve(sock: UnixStream) -> i32 {
         }
     }
     let exit = supervise(&req, Some(control), &mut emit);
+    // The instance is gone: its output ends here. This process holds the last write ends of
+    // the output pipes (its stdout and stderr), so the host's log readers see the end now,
+    // not once the veth pair below is removed (tens of milliseconds).
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
     let ev = Event::Exited(exit);
     if !send_event(&ev) {
         if let Some(d) = &req.durable {
