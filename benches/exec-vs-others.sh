@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Cold-start comparison: run /bin/true in a busybox root filesystem (Debian busybox-static)
 # with landscape's executor and, interleaved in the same run, with runc (as root),
-# bwrap --unshare-all and crun (where it runs), plus a plain fork+exec of /bin/true as
-# the floor. Prints one line per tool:
+# bwrap --unshare-all, crun (where it runs) and podman (as root, `podman run --rm` of the
+# same rootfs `podman import`ed, with --runtime runc since crun refuses this machine's hybrid
+# cgroups; PODMAN_RUNS rounds, default min(RUNS, 30), as each takes ~0.1 s), plus a plain
+# fork+exec of /bin/true as the floor. Prints one line per tool:
 #   tool=<name> p50_ms=<x> ratio_to_landscape=<tool time / landscape time>
-# Benchmark, not a test. Needs: busybox-static; optional: runc, bubblewrap, crun.
+# Benchmark, not a test. Needs: busybox-static; optional: runc, bubblewrap, crun, podman
+# (scripts/bench.sh installs them all).
 # Usage: benches/exec-vs-others.sh [RUNS]   (default 200; env LANDSCAPE=path to a built
 # `landscape` binary, default: the static CLI from scripts/build-cli.sh, the way it is meant to
 # be installed; the ordinary dynamically linked `cargo build --release --example landscape` is
@@ -22,10 +25,13 @@ fi
 
 work=$(mktemp -d /tmp/landscape-bench.XXXXXX)
 chmod 755 "$work"
+podman_image=localhost/landscape-exec-bench:1
+have_podman=0
 cleanup() {
   for id in $(seq 0 3); do
     runc delete -f "lsbench-$$-$id" >/dev/null 2>&1 || true
   done
+  [ $have_podman = 1 ] && podman rmi -f "$podman_image" >/dev/null 2>&1
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -70,6 +76,28 @@ elif [ "$(id -u)" -ne 0 ]; then
   echo "tool=runc skipped: needs root" >&2
 fi
 command -v bwrap >/dev/null && have_bwrap=1
+podman_runs=${PODMAN_RUNS:-$((runs < 30 ? runs : 30))}
+if [ "$(id -u)" -eq 0 ] && command -v podman >/dev/null && command -v runc >/dev/null; then
+  # Explicit ulimits: podman's defaults exceed this machine's hard limits (runc then fails
+  # with "error setting rlimits").
+  cat > "$work/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+CONF
+  export CONTAINERS_CONF=$work/containers.conf
+  if tar -C "$rootfs" -cf "$work/rootfs.tar" . && podman import -q "$work/rootfs.tar" "$podman_image" >/dev/null &&
+     out=$(podman run --rm --network none "$podman_image" /bin/true 2>&1); then
+    have_podman=1
+  else
+    echo "tool=podman skipped: it fails here: ${out//$'\n'/ }" >&2
+  fi
+elif [ "$(id -u)" -ne 0 ]; then
+  echo "tool=podman skipped: runs as root here" >&2
+else
+  echo "tool=podman skipped: podman or runc missing (scripts/bench.sh installs them)" >&2
+fi
 
 
 declare -A samples
@@ -102,6 +130,9 @@ for i in $(seq 1 "$runs"); do
   if [ $have_crun = 1 ]; then
     time_cmd crun crun run --bundle "$work/bundle" "lsbench-$$-2"
   fi
+  if [ $have_podman = 1 ] && [ "$i" -le "$podman_runs" ]; then
+    time_cmd podman podman run --rm --network none "$podman_image" /bin/true
+  fi
 done
 
 median_ms() { # "us us us ..."
@@ -111,7 +142,7 @@ median_ms() { # "us us us ..."
 # Context for reading the numbers (other load on the machine makes all of them slower).
 echo "exec-vs-others: $runs rounds, load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs" >&2
 base=$(median_ms "${samples[landscape]}")
-for tool in fork+exec landscape landscape-dynamic bwrap runc crun; do
+for tool in fork+exec landscape landscape-dynamic bwrap runc crun podman; do
   [ -n "${samples[$tool]:-}" ] || continue
   p50=$(median_ms "${samples[$tool]}")
   ratio=$(awk -v a="$p50" -v b="$base" 'BEGIN { printf "%.2f", a / b }')

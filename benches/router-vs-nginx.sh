@@ -19,8 +19,8 @@
 # figure is what compares the proxies).
 #
 # Not run by CI. Install once (Debian):  apt-get install -y nginx wrk
-# Build the router:                      cargo build --release -p landscape-net --example router
-#   (or LANDSCAPE_BIN=target/release/examples/landscape with `router` as first argument)
+# The router is built here (release) unless LANDSCAPE_BIN names a binary
+#   (e.g. LANDSCAPE_BIN=target/release/examples/landscape, run with `router` as first argument)
 # Knobs: RUNS (default 5), DURATION (seconds, default 10), CONNS (default 50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,7 @@ RUNS=${RUNS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-50}
 BIN=${LANDSCAPE_BIN:-target/release/examples/router}
+[ -n "${LANDSCAPE_BIN:-}" ] || cargo build -q --release -p landscape-net --example router
 for tool in nginx wrk taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y nginx wrk util-linux" >&2; exit 2; }
 done
