@@ -734,6 +734,13 @@ struct Inner {
     events: broadcast::Sender<Event>,
     shut: AtomicBool,
     pool: Mutex<PoolState>,
+    /// Record writes as a group commit: every save asks for a generation
+    /// (`records_asked`); the lock holds the last generation written. A save returns once
+    /// a snapshot taken after its request is on disk — its own or a later writer's — so
+    /// runner threads saving at once write one whole snapshot each (one temp file,
+    /// renamed) and a burst of saves costs about two writes, not one each.
+    records_asked: std::sync::atomic::AtomicU64,
+    records_write: Mutex<u64>,
 }
 
 /// The parked instances of [`SupervisorConfig::pool`].
@@ -779,6 +786,8 @@ impl Supervisor {
                 events,
                 shut: AtomicBool::new(false),
                 pool: Mutex::new(PoolState::default()),
+                records_asked: std::sync::atomic::AtomicU64::new(0),
+                records_write: Mutex::new(0),
             }),
         })
     }
@@ -1085,6 +1094,8 @@ impl Supervisor {
                 events,
                 shut: AtomicBool::new(false),
                 pool: Mutex::new(PoolState::default()),
+                records_asked: std::sync::atomic::AtomicU64::new(0),
+                records_write: Mutex::new(0),
             }),
         };
         let mut report = Adopted::default();
@@ -1614,6 +1625,13 @@ impl Inner {
         if self.shut.load(Ordering::SeqCst) {
             return;
         }
+        let asked = self.records_asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut last = lock(&self.records_write);
+        if *last >= asked {
+            return;
+        }
+        // This snapshot covers every request made so far.
+        let covers = self.records_asked.load(Ordering::SeqCst);
         let services = lock(&self.services);
         let rec = Records {
             network: self.network.record(),
@@ -1661,6 +1679,7 @@ impl Inner {
             let _ = std::fs::remove_file(&tmp);
             tracing::warn!(landscape = %self.cfg.network.name, "write the record {}: {e}", path.display());
         }
+        *last = covers;
     }
 
     /// Replaces the replicas of `def.name` one at a time (see [`Supervisor::apply`]).
