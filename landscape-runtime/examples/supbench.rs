@@ -222,7 +222,11 @@ fn crash(rounds: usize) -> Res<()> {
             floor.push(ms(f));
         }
     }
-    let (d, r, f) = (median(&mut detect), median(&mut restart), median(&mut floor));
+    let (d, r, f) = (
+        median(&mut detect),
+        median(&mut restart),
+        median(&mut floor),
+    );
     println!("crash_rounds={rounds}");
     println!("crash_detect_p50_ms={d:.3}");
     println!("crash_back_ready_p50_ms={r:.3}");
@@ -235,8 +239,11 @@ fn crash(rounds: usize) -> Res<()> {
 
 /// SIGKILL to `pid` (a process this program did not start), by the syscall.
 fn kill9(pid: i32) -> Res<()> {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
-        .map_err(|e| format!("kill -KILL {pid}: {e}"))
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(|e| format!("kill -KILL {pid}: {e}"))
 }
 
 /// The killed host: supervises REPLICAS durable replicas with records in `dir`, prints
@@ -316,4 +323,3 @@ fn adopt(rounds: usize) -> Res<()> {
     println!("adopt_load={}", load());
     Ok(())
 }
-
