@@ -603,6 +603,9 @@ fn postgres_serves_by_name_and_refuses_a_wrong_password() {
     let data = TempDir::new("pgdata");
     let data_dir = data.path().join("landscapes/shop/services/db");
     let l = land("pg", &logs.path().join("l"));
+    // The host's own port 5432 is taken (as by the cluster Debian's package starts): the
+    // landscape's server listens in the landscape's network, not here.
+    let _host_5432 = std::net::TcpListener::bind("0.0.0.0:5432");
     let watch = CmdlineWatch::start(&[SUPER_PW, USER_PW]);
     let pg = start_pg(&tk, &l, &data_dir);
     // Provisioning is idempotent: the same id, no second initdb.
@@ -713,6 +716,18 @@ fn postgres_data_survives_kill_9_and_down_up_and_deprovision_removes_it() {
     let l = land("pgup", &logs.path().join("l"));
     let again = start_pg(&tk, &l, &data_dir);
     assert_eq!(again.id, pg.id);
+    // The names of the first provision are kept; a changed one is refused, naming both.
+    let mut renamed = again.ctx.clone();
+    renamed
+        .config
+        .insert("userName".into(), serde_json::json!("other_app"));
+    let err = tk
+        .block_on(again.provider.service_def(&renamed, &again.id))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("\"other_app\"") && err.to_string().contains("\"demo_app\""),
+        "{err}"
+    );
     assert_eq!(initdb_logs(&l.logs), 1, "no second initdb");
     let (exit, out) = sql(
         &l.sup,

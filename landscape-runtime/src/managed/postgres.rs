@@ -31,7 +31,9 @@
 //!   the landscape network — the host's own cluster on 5432 is not touched), its unix
 //!   socket in `DATA/state/run`. `pg_hba.conf`: the OS user `postgres` by `peer` on the
 //!   socket (the provider's own jobs), everyone else with SCRAM passwords. Logs go to
-//!   stderr, i.e. the supervisor's redacted log files. Ready when a startup message is
+//!   stderr, i.e. the supervisor's redacted log files. After a crash (`kill -9`) the
+//!   supervisor restarts it and it recovers from its WAL (`recovery_init_sync_method =
+//!   syncfs`: one syncfs instead of an fsync per file first). Ready when a startup message is
 //!   answered by an authentication request (`R`), not while it answers `E` ("the
 //!   database system is starting up").
 //! * **Plan parameters**: `cpu` and `memory` become cgroup limits (where the runtime has
@@ -353,6 +355,17 @@ rm -f {m}/.provision.sql
                 rec.id
             )));
         }
+        // The role and database were created under the names of the first provision.
+        for key in ["userName", "databaseName"] {
+            let then = rec.detail.get(key).and_then(|v| v.as_str());
+            if let (Some(then), Some(now)) = (then, ctx.config_str(key)) {
+                if then != now {
+                    return Err(ctx.config_error(format!(
+                        "config.{key} is {now:?}, but the database was provisioned with {then:?}; change it back, or deprovision (down --volumes) to start afresh"
+                    )));
+                }
+            }
+        }
         let major = self.data_major(ctx)?;
         let user = system_user(ctx, SUPERUSER, "postgresql")?;
         owned_dir(ctx, &ctx.state_dir().join("run"), user)?;
@@ -368,6 +381,11 @@ rm -f {m}/.provision.sql
             "-c".into(),
             format!("unix_socket_directories={STATE_MOUNT}/run"),
         ];
+        if major >= 14 {
+            // After a crash, one syncfs of the data directory's filesystem instead of an
+            // fsync of every file before recovery (seconds on a busy disk).
+            args.extend(["-c".into(), "recovery_init_sync_method=syncfs".into()]);
+        }
         if let Some(mem) = limits.and_then(|l| l.memory_bytes) {
             let mib = (mem >> 20) / 4;
             args.extend(["-c".into(), format!("shared_buffers={}MB", mib.max(16))]);

@@ -18,7 +18,8 @@
 //!   every [`Provider::service_def`], so a changed password applies at the next start;
 //!   `secrets.password` is its `requirepass` — never on a command line.
 //! * **Persistence** in `DATA/state/data`: `aof` (append-only file, fsync every second,
-//!   the default) or `rdb` (snapshots at Redis's default save points, and on shutdown).
+//!   the default: a crash loses at most the last second) or `rdb` (snapshots at Redis's
+//!   default save points, and on shutdown).
 //! * **Plan parameters**: `cpu` and `memory` become cgroup limits (where the runtime has
 //!   cgroups), and `memory` also sets `maxmemory` to 90% of it so that Redis refuses writes
 //!   (`noeviction`) before the kernel kills it; `storage` is reported as not enforced.
