@@ -22,7 +22,7 @@
 //! [`Providers`] is the registry a host consults (an unknown name is an error that lists
 //! the registered ones); [`Providers::builtin`] holds the two built-in providers, real
 //! Debian servers run as landscape instances on the host base:
-//! [`Postgres`](postgres::Postgres) and [`Redis`](redis::Redis).
+//! [`Postgres`] and [`Redis`].
 //!
 //! Every call gets a [`ManagedContext`]: the service's name, the landscape's
 //! [`Runtime`], its **data directory** (per landscape and service, outside the app
