@@ -42,6 +42,7 @@ mod idmap;
 pub mod image;
 mod instance;
 pub mod logs;
+pub mod managed;
 mod netlink;
 pub mod network;
 mod plan;
@@ -61,6 +62,7 @@ pub use instance::{
     RuntimeConfig,
 };
 pub use logs::{LogConfig, LogLine, Stream};
+pub use managed::{Connection, ManagedContext, Provider, Providers, ResourceId, Secret};
 pub use network::{Attachment, Network, NetworkConfig, NetworkRecord};
 pub use plan::{MIN_PIDS, PIDS_PER_GIB};
 pub use spec::{

@@ -121,6 +121,19 @@ pub enum Probe {
         /// Port on the replica.
         port: u16,
     },
+    /// A protocol exchange: `send` is written on a new connection and the replica is
+    /// healthy when the reply starts with one of the `expect` prefixes (a PostgreSQL
+    /// startup message answered by an authentication request, a Redis `PING` answered by
+    /// `+PONG` or `-NOAUTH`). Checks the server, not only its listening socket, and —
+    /// unlike a bare TCP probe — makes no server log an aborted connection.
+    Exchange {
+        /// Port on the replica.
+        port: u16,
+        /// Bytes written first.
+        send: Vec<u8>,
+        /// Accepted beginnings of the reply (empty: any reply).
+        expect: Vec<Vec<u8>>,
+    },
 }
 
 /// One service as the supervisor runs it.
@@ -2104,12 +2117,17 @@ impl Inner {
         timeout: Duration,
     ) -> std::result::Result<(), String> {
         let port = match probe {
-            Probe::Http { port, .. } | Probe::Tcp { port } => *port,
+            Probe::Http { port, .. } | Probe::Tcp { port } | Probe::Exchange { port, .. } => *port,
         };
         let mut s = self
             .network
             .connect(SocketAddrV4::new(addr, port), timeout)
             .map_err(|e| format!("connect to port {port}: {e}"))?;
+        if let Probe::Exchange { send, expect, .. } = probe {
+            let _ = s.set_read_timeout(Some(timeout));
+            let _ = s.set_write_timeout(Some(timeout));
+            return exchange(&mut s, port, send, expect, timeout);
+        }
         let Probe::Http { path, .. } = probe else {
             return Ok(());
         };
@@ -2239,6 +2257,53 @@ impl Inner {
             }
         }
         self.publish();
+    }
+}
+
+/// One [`Probe::Exchange`] on a connected stream: writes `send`, reads until the reply
+/// starts with one of `expect` (healthy), can no longer match any (the reply is named),
+/// or ends.
+pub(crate) fn exchange(
+    s: &mut (impl Read + Write),
+    port: u16,
+    send: &[u8],
+    expect: &[Vec<u8>],
+    timeout: Duration,
+) -> std::result::Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    s.write_all(send)
+        .map_err(|e| format!("send the probe to port {port}: {e}"))?;
+    let want = expect.iter().map(Vec::len).max().unwrap_or(0).clamp(1, 256);
+    let mut reply = Vec::with_capacity(want);
+    let mut buf = [0u8; 256];
+    loop {
+        if expect.iter().any(|e| reply.starts_with(e)) || (expect.is_empty() && !reply.is_empty()) {
+            return Ok(());
+        }
+        let open = expect.is_empty() || expect.iter().any(|e| e.starts_with(&reply));
+        if !open || reply.len() >= want {
+            let shown: String = String::from_utf8_lossy(&reply[..reply.len().min(40)])
+                .chars()
+                .map(|c| if c.is_control() { '.' } else { c })
+                .collect();
+            return Err(format!(
+                "port {port} answered the probe with {shown:?}, not the expected reply"
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("port {port}: no reply to the probe in time"));
+        }
+        // Whole reads: what the server sent is consumed, so that closing does not reset
+        // the connection (which servers log).
+        match s.read(&mut buf) {
+            Ok(0) => {
+                return Err(format!(
+                    "port {port} closed the connection without replying to the probe"
+                ))
+            }
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("port {port}: reading the probe reply: {e}")),
+        }
     }
 }
 
