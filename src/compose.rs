@@ -53,6 +53,14 @@ pub enum UpError {
         /// Why.
         source: rt::Error,
     },
+    /// A Managed Service could not be provisioned or started.
+    #[error("service {service:?}: {source}")]
+    Managed {
+        /// The service.
+        service: String,
+        /// Why.
+        source: rt::managed::Error,
+    },
     /// A `prepare` or `test` step failed.
     #[error(transparent)]
     Stage(#[from] StageFailure),
@@ -100,6 +108,39 @@ pub struct UpOptions {
     /// Pre-warmed instances kept ready for scale-ups, restarts and wakes from stopped
     /// (`landscape_runtime::SupervisorConfig::pool`; default 0).
     pub pool: usize,
+    /// The providers of Managed Services (`provider: {name, schemaVersion}`; default: the
+    /// built-in `postgres/v1` and `redis/v1`). A host registers its own here.
+    pub providers: Arc<rt::managed::Providers>,
+    /// Where Managed Services keep their data, one directory per service (outside the app
+    /// directory; survives [`Landscape::shutdown`]; [`deprovision`] removes it).
+    /// Default: `$XDG_DATA_HOME/landscape/data/NAME` (`~/.local/share/...`), or
+    /// `/var/lib/landscape/data/NAME` as root.
+    pub data_dir: PathBuf,
+    /// How long `up` waits for the Managed Services to be ready before `prepare` runs
+    /// (default 120 s).
+    pub managed_ready_timeout: Duration,
+}
+
+/// The default data directory of landscape `name` (see [`UpOptions::data_dir`]).
+pub fn default_data_dir(name: &str) -> PathBuf {
+    let root = nix_euid_is_root();
+    let base = if root {
+        PathBuf::from("/var/lib/landscape")
+    } else {
+        std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("landscape")
+    };
+    base.join("data").join(name)
+}
+
+fn nix_euid_is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// The record's file name in the state directory.
@@ -144,8 +185,9 @@ impl UpOptions {
     /// Defaults: router on 127.0.0.1:3000, tests run, probes every 200 ms until ready
     /// (then the kubelet's 10 s), 10 s stop grace.
     pub fn new(name: impl Into<String>, app_dir: PathBuf, state_dir: PathBuf) -> Self {
+        let name = name.into();
         UpOptions {
-            name: name.into(),
+            name: name.clone(),
             app_dir,
             state_dir,
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
@@ -164,6 +206,9 @@ impl UpOptions {
             image_cache: rt::image::default_cache_dir(),
             registry: rt::image::RegistryOptions::default(),
             pool: 0,
+            providers: Arc::new(rt::managed::Providers::builtin()),
+            data_dir: default_data_dir(&name),
+            managed_ready_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -178,6 +223,8 @@ pub struct Landscape {
     routes: std::sync::Mutex<Vec<(String, String)>>,
     opts: UpOptions,
     came_up: std::sync::atomic::AtomicBool,
+    /// The scheduled backups of Managed Services (aborted by shutdown).
+    backups: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Landscape {
@@ -243,10 +290,25 @@ fn plan_services(
         match svc.kind() {
             ServiceKind::HeadlessRoute => continue,
             ServiceKind::ManagedService => {
-                return Err(UpError::Invalid(format!(
-                    "service {name:?} is a Managed Service (provider {:?}); `up` does not run providers yet: remove it or run it elsewhere and route to it with network.paths[].target",
-                    svc.provider.as_ref().and_then(|p| p.name.as_ref()).map(|n| n.value.clone()).unwrap_or_default()
-                )))
+                let errors: Vec<String> = opts
+                    .providers
+                    .validate(svc)
+                    .into_iter()
+                    .filter(|d| d.is_error())
+                    .map(|d| {
+                        format!(
+                            "service {name:?} (line {}:{}): {}{}",
+                            d.span.start.line,
+                            d.span.start.col,
+                            d.message,
+                            d.help.map(|h| format!("; {h}")).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                if !errors.is_empty() {
+                    return Err(UpError::Invalid(errors.join("\n")));
+                }
+                continue;
             }
             _ => {}
         }
@@ -339,6 +401,206 @@ fn use_images(
     Ok(())
 }
 
+/// A Managed Service of a running landscape.
+struct ManagedRun {
+    provider: Arc<dyn rt::managed::Provider>,
+    ctx: rt::managed::ManagedContext,
+    resource: rt::managed::ResourceId,
+}
+
+/// The context of Managed Service `svc`: its data directory under `opts.data_dir`, its
+/// jobs' logs beside the replicas', its `secrets` as the host rendered them (`env` holds
+/// them under the service's name).
+fn managed_context(
+    runtime: &Arc<Runtime>,
+    svc: &spec::Service,
+    env: &BTreeMap<String, Vec<(String, String)>>,
+    opts: &UpOptions,
+) -> rt::managed::ManagedContext {
+    let name = &svc.name.value;
+    let secrets = env
+        .get(name)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), rt::managed::Secret::new(v.clone())))
+        .collect();
+    let mut ctx = rt::managed::ManagedContext::from_service(
+        svc,
+        runtime.clone(),
+        opts.data_dir.join(name),
+        opts.state_dir.join("logs").join(format!("{name}-jobs")),
+        secrets,
+    );
+    ctx.redact = opts.redact.clone();
+    ctx
+}
+
+/// Provisions every Managed Service of `model` (idempotent: a provisioned one is found
+/// again by its resource id in its data directory) and returns the definitions of the
+/// servers to supervise.
+async fn provision_managed(
+    runtime: &Arc<Runtime>,
+    model: &spec::Landscape,
+    env: &BTreeMap<String, Vec<(String, String)>>,
+    opts: &UpOptions,
+) -> Result<(Vec<ServiceDef>, Vec<ManagedRun>), UpError> {
+    let up = spec::upgrade(model);
+    let mut defs = Vec::new();
+    let mut runs = Vec::new();
+    for svc in up
+        .landscape
+        .services()
+        .filter(|s| s.kind() == ServiceKind::ManagedService)
+    {
+        let service = svc.name.value.clone();
+        let fail = |source| UpError::Managed {
+            service: service.clone(),
+            source,
+        };
+        let provider = opts.providers.for_service(svc).map_err(fail)?;
+        let ctx = managed_context(runtime, svc, env, opts);
+        ctx.ensure_data_dir().map_err(fail)?;
+        let resource = provider.provision(&ctx).await.map_err(fail)?;
+        if let Some(def) = provider.service_def(&ctx, &resource).await.map_err(fail)? {
+            defs.push(def);
+        }
+        runs.push(ManagedRun {
+            provider,
+            ctx,
+            resource,
+        });
+    }
+    Ok((defs, runs))
+}
+
+/// Removes the data of every Managed Service of `model` (`down --volumes`): each
+/// provider's [`rt::managed::Provider::deprovision`], for a landscape that is stopped.
+/// Returns the services whose data went.
+pub async fn deprovision(
+    runtime: Arc<Runtime>,
+    model: &spec::Landscape,
+    opts: &UpOptions,
+) -> Result<Vec<String>, UpError> {
+    let up = spec::upgrade(model);
+    let mut gone = Vec::new();
+    let env = BTreeMap::new();
+    for svc in up
+        .landscape
+        .services()
+        .filter(|s| s.kind() == ServiceKind::ManagedService)
+    {
+        let service = svc.name.value.clone();
+        let fail = |source| UpError::Managed {
+            service: service.clone(),
+            source,
+        };
+        let provider = opts.providers.for_service(svc).map_err(fail)?;
+        let ctx = managed_context(&runtime, svc, &env, opts);
+        if ctx.data_dir.exists() {
+            provider.deprovision(&ctx).await.map_err(fail)?;
+            gone.push(service);
+        }
+    }
+    Ok(gone)
+}
+
+/// Writes the resource id of every Managed Service beside the landscape's record
+/// (`resources.json`, 0600): what a host shows, and what it finds the resources by.
+fn write_resources(state_dir: &std::path::Path, managed: &[ManagedRun]) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    if managed.is_empty() {
+        return;
+    }
+    let ids: BTreeMap<&str, &str> = managed
+        .iter()
+        .map(|m| (m.ctx.service.as_str(), m.resource.as_str()))
+        .collect();
+    let Ok(text) = serde_json::to_vec_pretty(&ids) else {
+        return;
+    };
+    let path = state_dir.join("resources.json");
+    let tmp = state_dir.join("resources.json.tmp");
+    let written = std::fs::File::options()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&text))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!("write {}: {e}", path.display());
+    }
+}
+
+/// Starts the scheduled backups (`backups:`) of the Managed Services that declare them.
+fn start_backups(managed: &[ManagedRun]) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for m in managed {
+        match rt::managed::BackupPolicy::from_context(&m.ctx) {
+            Ok(Some(policy)) => tasks.push(tokio::spawn(rt::managed::run_backups(
+                m.provider.clone(),
+                m.ctx.clone(),
+                policy,
+            ))),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(service = %m.ctx.service, "backups: {e}"),
+        }
+    }
+    tasks
+}
+
+/// Waits until every service in `names` has a ready replica; the error names the one
+/// that has none, with its state, last exit and last line.
+async fn wait_services_ready(
+    sup: &Arc<Supervisor>,
+    names: &[String],
+    timeout: Duration,
+) -> Result<(), UpError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for name in names {
+        let Some(mut ready) = sup.ready(name) else {
+            continue;
+        };
+        loop {
+            if !ready.borrow_and_update().is_empty() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, ready.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    let why = sup
+                        .status()
+                        .replicas
+                        .into_iter()
+                        .filter(|r| &r.service == name)
+                        .map(|r| {
+                            format!(
+                                "{:?}{}{}",
+                                r.state,
+                                r.last_exit
+                                    .map(|e| format!(", last exit: {e}"))
+                                    .unwrap_or_default(),
+                                r.last_lines
+                                    .last()
+                                    .map(|l| format!(", last line: {l}"))
+                                    .unwrap_or_default()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return Err(UpError::Invalid(format!(
+                        "managed service {name:?} not ready after {} s ({why}); nothing is left running",
+                        timeout.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// [`plan_services`], then the images pulled and applied: the definitions to supervise.
 async fn plan_and_pull(
     runtime: &Arc<Runtime>,
@@ -366,7 +628,9 @@ impl Landscape {
     /// Brings `model` up: checks it (nothing starts on a bad file), binds the router's
     /// listener, creates the network, runs `prepare` then `test` (events show their output),
     /// starts every service and serves the routes. `env` holds each service's rendered
-    /// environment (secrets resolved by the host, e.g. with landscape-vault). Returns as
+    /// environment (secrets resolved by the host, e.g. with landscape-vault) and, for a
+    /// Managed Service, its rendered `secrets` (provisioned first with
+    /// [`UpOptions::providers`], data in [`UpOptions::data_dir`], ready before `prepare`). Returns as
     /// soon as the services are started; see [`Landscape::wait_ready`].
     pub async fn up(
         runtime: Arc<Runtime>,
@@ -443,6 +707,9 @@ impl Landscape {
             addr: opts.listen,
             source,
         })?;
+        // Managed Services: provisioned (the first time: initdb...) or found again.
+        let (managed_defs, managed) = provision_managed(&runtime, model, &env, &opts).await?;
+        write_resources(&opts.state_dir, &managed);
         let mut cfg = SupervisorConfig::new(
             opts.name.clone(),
             opts.app_dir.clone(),
@@ -460,7 +727,10 @@ impl Landscape {
         let mut adopted = None;
         let sup = {
             let rt = runtime.clone();
-            let defs = defs.clone();
+            let mut defs = defs.clone();
+            if adopt {
+                defs.extend(managed_defs.iter().cloned());
+            }
             tokio::task::spawn_blocking(move || {
                 if adopt {
                     Supervisor::adopt(rt, cfg, defs).map(|(s, a)| (s, Some(a)))
@@ -490,6 +760,22 @@ impl Landscape {
                 }
             }
         });
+        // The Managed Services first, ready before `prepare` (a migration step needs its
+        // database).
+        if !adopt && !managed_defs.is_empty() {
+            let names: Vec<String> = managed_defs.iter().map(|d| d.name.clone()).collect();
+            let started = sup.start(managed_defs.clone());
+            let ready = match started {
+                Ok(()) => wait_services_ready(&sup, &names, opts.managed_ready_timeout).await,
+                Err(e) => Err(UpError::Runtime(e)),
+            };
+            if let Err(e) = ready {
+                let s = sup.clone();
+                let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
+                return Err(e);
+            }
+        }
+        let backups = start_backups(&managed);
         // Stages, in order, off the async threads (not again when adopting).
         let mut stages = vec![("prepare", StepDef::from_stage(&model.prepare))];
         if adopt {
@@ -557,6 +843,7 @@ impl Landscape {
                 routes: std::sync::Mutex::new(routes),
                 opts,
                 came_up: std::sync::atomic::AtomicBool::new(false),
+                backups: std::sync::Mutex::new(backups),
             },
             adopted,
         ))
@@ -763,14 +1050,11 @@ impl Landscape {
                 }
             })
         };
-        let defs = plan_and_pull(
-            &self.sup.runtime().clone(),
-            model,
-            &env,
-            &self.opts,
-            progress,
-        )
-        .await?;
+        let runtime = self.sup.runtime().clone();
+        let mut defs = plan_and_pull(&runtime, model, &env, &self.opts, progress).await?;
+        let (managed_defs, managed) = provision_managed(&runtime, model, &env, &self.opts).await?;
+        write_resources(&self.opts.state_dir, &managed);
+        defs.extend(managed_defs);
         let sup = self.sup.clone();
         let applied = tokio::task::spawn_blocking(move || sup.apply(defs, ready_timeout))
             .await
@@ -850,6 +1134,14 @@ impl Landscape {
         }
         if let Some(h) = self.server.lock().await.take() {
             let _ = h.await;
+        }
+        for b in self
+            .backups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            b.abort();
         }
         let sup = self.sup.clone();
         let _ = tokio::task::spawn_blocking(move || sup.shutdown()).await;

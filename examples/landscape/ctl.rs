@@ -64,6 +64,10 @@ pub struct DownArgs {
     /// The landscape directory.
     #[arg(default_value = ".")]
     dir: PathBuf,
+    /// Also remove the data of its Managed Services (databases, caches): each provider
+    /// deprovisions its service. Without it the data stays for the next `up`.
+    #[arg(long, short = 'v')]
+    volumes: bool,
 }
 
 fn fail(cmd: &str, code: u8, msg: &str) -> ExitCode {
@@ -463,7 +467,7 @@ pub fn down(a: DownArgs) -> ExitCode {
     }
     if std::os::unix::net::UnixStream::connect(&sock).is_err() {
         println!("landscape down: {name} is not running");
-        return ExitCode::SUCCESS;
+        return remove_volumes(&a, &dir, &name);
     }
     let pid = match call("down", &sock, "GET", "/v1/status", None) {
         Ok(v) => v["control_pid"].as_u64().unwrap_or(0) as i32,
@@ -496,5 +500,49 @@ pub fn down(a: DownArgs) -> ExitCode {
     }
     let _ = std::fs::remove_dir_all(&state);
     println!("landscape down: {name} stopped");
-    ExitCode::SUCCESS
+    remove_volumes(&a, &dir, &name)
+}
+
+/// `down --volumes`: the Managed Services' data, once nothing runs.
+fn remove_volumes(a: &DownArgs, dir: &Path, name: &str) -> ExitCode {
+    if !a.volumes {
+        return ExitCode::SUCCESS;
+    }
+    let loaded = match crate::up::load(dir, &mut std::io::stderr()) {
+        Ok(l) => l,
+        Err((code, msg)) => return fail("down", code, &format!("--volumes: {msg}")),
+    };
+    let runtime = match landscape::runtime::Runtime::with_defaults() {
+        Ok(r) => std::sync::Arc::new(r),
+        Err(e) => return fail("down", 2, &e.to_string()),
+    };
+    let (_, state, _) = locate(dir);
+    let opts = landscape::compose::UpOptions::new(name, dir.to_path_buf(), state);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail("down", 2, &format!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(landscape::compose::deprovision(
+        runtime,
+        &loaded.model,
+        &opts,
+    )) {
+        Ok(gone) if gone.is_empty() => {
+            println!("landscape down: {name} has no managed-service data");
+            ExitCode::SUCCESS
+        }
+        Ok(gone) => {
+            println!(
+                "landscape down: removed the data of {} ({})",
+                gone.join(", "),
+                opts.data_dir.display()
+            );
+            let _ = std::fs::remove_dir(&opts.data_dir);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("down", 1, &format!("--volumes: {e}")),
+    }
 }

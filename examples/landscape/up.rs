@@ -198,6 +198,21 @@ pub(crate) fn load(dir: &Path, out: &mut dyn Write) -> Result<Loaded, (u8, Strin
     let Some(model) = parsed.landscape else {
         return Err((1, format!("{shown} could not be read")));
     };
+    // Managed Services against their providers' own schemas (config, secrets, plan
+    // parameters, backups), positioned like the spec's own diagnostics.
+    let providers = landscape::runtime::managed::Providers::builtin();
+    let managed: Vec<_> = spec::upgrade(&model)
+        .landscape
+        .services()
+        .filter(|s| s.kind() == spec::ServiceKind::ManagedService)
+        .flat_map(|s| providers.validate(s))
+        .collect();
+    if !managed.is_empty() {
+        let _ = write!(out, "{}", diag::render_human(&shown, &src, &managed));
+        if managed.iter().any(|d| d.is_error()) {
+            return Err((1, format!("{shown} has errors")));
+        }
+    }
     Ok(Loaded {
         dir: dir.to_path_buf(),
         shown,
@@ -521,21 +536,27 @@ async fn resolve_env(
                 .value
                 .references()
                 .any(|r| matches!(r, spec::Reference::Vault(_)))
+        }) || s.secrets.iter().flat_map(|m| m.values()).any(|t| {
+            t.value
+                .references()
+                .any(|r| matches!(r, spec::Reference::Vault(_)))
         })
     });
     let mut env = BTreeMap::new();
     if !needs_vault {
         for s in model.services() {
+            let render =
+                |t: &spec::Template| t.render(|_| Ok::<_, ()>(String::new())).unwrap_or_default();
+            // A Managed Service's `secrets` travel as its env (see compose::UpOptions).
             let vars = s
                 .env()
-                .map(|(k, v)| {
-                    let text = v
-                        .value
-                        .value
-                        .render(|_| Ok::<_, ()>(String::new()))
-                        .unwrap_or_default();
-                    (k.clone(), text)
-                })
+                .map(|(k, v)| (k.clone(), render(&v.value.value)))
+                .chain(
+                    s.secrets
+                        .iter()
+                        .flat_map(|m| m.iter())
+                        .map(|(k, t)| (k.clone(), render(&t.value))),
+                )
                 .collect();
             env.insert(s.name.value.clone(), vars);
         }
@@ -592,6 +613,12 @@ async fn resolve_env(
                     if secret_keys.contains(&&k) {
                         secrets.push(v);
                     }
+                }
+                // A Managed Service's `secrets` travel as its env (see compose::UpOptions);
+                // every one is redacted.
+                for (k, v) in s.secrets {
+                    vars.push((k, String::from_utf8_lossy(v.expose()).into_owned()));
+                    secrets.push(v);
                 }
                 env.insert(s.service, vars);
             }

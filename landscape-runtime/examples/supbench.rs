@@ -246,6 +246,23 @@ fn kill9(pid: i32) -> Res<()> {
     .map_err(|e| format!("kill -KILL {pid}: {e}"))
 }
 
+/// SIGKILL to every other process running this program (the helpers and network holder
+/// of a killed host whose replicas could not be adopted; their instances die with them).
+fn kill_leftovers(exe: &Path) {
+    let me = std::process::id().to_string();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if std::fs::read_link(e.path().join("exe")).is_ok_and(|x| x == exe) {
+            if let Ok(p) = pid.parse::<i32>() {
+                let _ = kill9(p);
+            }
+        }
+    }
+}
+
 /// The killed host: supervises REPLICAS durable replicas with records in `dir`, prints
 /// `ready MS` (its cold start) and waits to be killed.
 fn host(dir: &Path) -> Res<()> {
@@ -297,8 +314,14 @@ fn adopt(rounds: usize) -> Res<()> {
         let mut cfg = config(&name, &dir.0);
         cfg.records = Some(dir.0.join("records.json"));
         let t = Instant::now();
-        let (sup, report) = Supervisor::adopt(rt, cfg, vec![sleeper("a", REPLICAS)])
-            .map_err(|e| format!("adopt: {e}"))?;
+        let (sup, report) = match Supervisor::adopt(rt, cfg, vec![sleeper("a", REPLICAS)]) {
+            Ok(r) => r,
+            Err(e) => {
+                // Nobody supervises the killed host's replicas now: end them.
+                kill_leftovers(&exe);
+                return Err(format!("adopt: {e}"));
+            }
+        };
         wait_all_ready(&sup, REPLICAS as usize, Duration::from_secs(60))?;
         let took = ms(t.elapsed());
         if report.adopted.len() != REPLICAS as usize {

@@ -396,9 +396,9 @@ pub struct SupervisorConfig {
     /// Pre-warmed instances kept parked ([`Runtime::park`]: namespaces, root, app
     /// directory and network address ready, waiting for a command) so that a scale-up, a
     /// restart or a wake from stopped costs about one exec instead of a cold start
-    /// (default 0: none). The pool is shaped like the landscape's first service (host
-    /// base, app directory, user, limits present or not); a replica of another shape
-    /// starts cold. Refilled in the background after every hand-out.
+    /// (default 0: none). The pool is shaped like the landscape's first service without
+    /// volume mounts (host base, app directory, user, limits present or not); a replica
+    /// of another shape starts cold. Refilled in the background after every hand-out.
     pub pool: usize,
 }
 
@@ -1451,9 +1451,10 @@ fn unknown_service(service: &str) -> Error {
 }
 
 impl Inner {
-    /// The pool's shape: the first service's instance, without its command.
+    /// The pool's shape: the first service's instance (one without extra mounts: not a
+    /// managed server with its data directory), without its command.
     fn set_pool_template(&self, def: &ServiceDef) {
-        if self.cfg.pool == 0 {
+        if self.cfg.pool == 0 || !def.spec.mounts.is_empty() {
             return;
         }
         let mut p = lock(&self.pool);

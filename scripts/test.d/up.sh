@@ -415,8 +415,138 @@ YAML
   echo "up.sh: $name image services ok"
 }
 
+# managed_case NAME PORT [setpriv args...]: `provider: postgres` and `provider: redis` with
+# their passwords from the vault; another service reaches both by name with credentials
+# from its env, writes a row and a counter; a wrong password is refused; the row survives a
+# kill -9 of the postmaster (restarted by supervision) and `down` + `up`; a bad config key
+# is one positioned error and nothing starts; `down --volumes` removes the data; the
+# planted superuser password is in no log or state file.
+managed_case() {
+  local name=$1 port=$2; shift 2
+  local as=("$@")
+  local app="$work/$name-managed/app" home="$work/$name-managed-home"
+  local vdir="$home/.local/share/landscape"
+  mkdir -p "$app" "$vdir"
+  chmod 700 "$vdir"
+  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$vdir/vault.key")
+  if [ ${#as[@]} -gt 0 ]; then chown -R "$user:$user" "$home" "$work/$name-managed"; fi
+  local L=("${as[@]}" env -i PATH=/usr/bin:/bin HOME="$home" TMPDIR=/tmp "$work/landscape")
+  local su_pw="Planted-Su-$RANDOM$RANDOM" user_pw="User-$RANDOM$RANDOM" redis_pw="Redis-$RANDOM$RANDOM"
+  for kv in "PG_SUPER=$su_pw" "PG_USER=$user_pw" "REDIS_PW=$redis_pw"; do
+    printf %s "${kv#*=}" | "${L[@]}" vault --key-file "$vdir/vault.key" set "${kv%%=*}" > /dev/null \
+      || fail "$name: vault set ${kv%%=*}"
+  done
+  cat > "$app/ci.yml" <<'YAML'
+schemaVersion: v0.4
+run:
+  db:
+    provider:
+      name: postgres
+      schemaVersion: v1
+    plan:
+      id: 0
+      parameters:
+        storage: 512
+    config:
+      userName: demo
+      databaseName: demo
+    secrets:
+      userPassword: ${{ vault.PG_USER }}
+      superuserPassword: ${{ vault.PG_SUPER }}
+  cache:
+    provider:
+      name: redis
+      schemaVersion: v1
+    plan:
+      id: 0
+    secrets:
+      password: ${{ vault.REDIS_PW }}
+  app:
+    env:
+      PGPASSWORD: ${{ vault.PG_USER }}
+      REDISCLI_AUTH: ${{ vault.REDIS_PW }}
+    steps:
+      - command: >-
+          cd /home/user/app &&
+          psql -h db -U demo demo -q -v ON_ERROR_STOP=1 -c "create table if not exists t(v text)" -c "insert into t values ('run-$(cat run)')" &&
+          { PGPASSWORD=wrong psql -h db -U demo demo -c 'select 1' > wrong.txt 2>&1 || echo refused >> wrong.txt; } &&
+          redis-cli -h cache --no-auth-warning INCR runs > redis.txt &&
+          psql -h db -U demo demo -Atc "select v from t order by v" > rows.txt.tmp && mv rows.txt.tmp rows.txt &&
+          exec sleep 100000
+YAML
+  out="$work/$name-managed.out"
+  run_once() { # N: the N-th up; waits for its rows
+    echo "$1" > "$app/run"
+    rm -f "$app/rows.txt"
+    "${L[@]}" up -d "$app" --listen "127.0.0.1:$port" > "$out" 2>&1 || fail "$name: up -d #$1 with managed services failed"
+    local deadline=$((SECONDS + 60))
+    until [ -s "$app/rows.txt" ]; do
+      [ $SECONDS -lt $deadline ] || fail "$name: the app never wrote its rows (up #$1)"
+      sleep 0.05
+    done
+  }
+  run_once 1
+  [ "$(cat "$app/rows.txt")" = "run-1" ] || fail "$name: rows after the first up: $(cat "$app/rows.txt")"
+  grep -q refused "$app/wrong.txt" && grep -qi "password authentication failed" "$app/wrong.txt" \
+    || fail "$name: a wrong password was not refused: $(cat "$app/wrong.txt")"
+  [ "$(cat "$app/redis.txt")" = 1 ] || fail "$name: redis INCR: $(cat "$app/redis.txt")"
+  # kill -9 of the postmaster: supervision restarts it; the app's next run sees the row.
+  local init master
+  init=$("${L[@]}" ps "$app" --format json | python3 -c 'import json,sys; print([x for x in json.load(sys.stdin) if x["service"] == "db"][0]["pid"])')
+  master=$(pgrep -P "$init" | head -1)
+  [ -n "$master" ] || fail "$name: no postmaster under init $init"
+  kill -9 "$master"
+  local deadline=$((SECONDS + 60)) st
+  until st=$("${L[@]}" ps "$app" --format json | python3 -c 'import json,sys; r=[x for x in json.load(sys.stdin) if x["service"] == "db"][0]; print(r["state"], r["restarts"])') && [ "$st" = "ready 1" ]; do
+    [ $SECONDS -lt $deadline ] || fail "$name: postgres not restarted after kill -9 ($st)"
+    sleep 0.1
+  done
+  echo 2 > "$app/run"; rm -f "$app/rows.txt"
+  "${L[@]}" restart "$app" app > /dev/null || fail "$name: restart app"
+  deadline=$((SECONDS + 60))
+  until [ -s "$app/rows.txt" ]; do
+    [ $SECONDS -lt $deadline ] || fail "$name: the app never wrote its rows after the postgres restart"
+    sleep 0.05
+  done
+  [ "$(tr '\n' ' ' < "$app/rows.txt")" = "run-1 run-2 " ] || fail "$name: rows after kill -9: $(cat "$app/rows.txt")"
+  "${L[@]}" down "$app" > /dev/null || fail "$name: down"
+  run_once 3
+  [ "$(tr '\n' ' ' < "$app/rows.txt")" = "run-1 run-2 run-3 " ] || fail "$name: rows after down + up: $(cat "$app/rows.txt")"
+  [ "$(cat "$app/redis.txt")" = 3 ] || fail "$name: redis data after down + up: $(cat "$app/redis.txt")"
+  # Where its state and data live (root: /run/landscape, /var/lib/landscape/data;
+  # unprivileged here: $TMPDIR/landscape-UID, ~/.local/share/landscape/data).
+  local state data lname
+  lname=$(sed -n 's/^landscape up: \(app-[0-9a-f]*\) starting.*/\1/p' "$out" | head -1)
+  [ -n "$lname" ] || fail "$name: no landscape name in the output of up"
+  if [ ${#as[@]} -eq 0 ]; then
+    state=/run/landscape/$lname data=/var/lib/landscape/data/$lname
+  else
+    state=/tmp/landscape-$(id -u "$user")/$lname data=$home/.local/share/landscape/data/$lname
+  fi
+  [ -d "$state" ] && [ -d "$data" ] || fail "$name: no state ($state) or data ($data) directory"
+  [ "$(stat -c %a "$data")" = 700 ] || fail "$name: the data directory is $(stat -c %a "$data"), not 0700"
+  # The planted secrets: in no log or state file, no process's command line.
+  for pw in "$su_pw" "$user_pw" "$redis_pw"; do
+    ! grep -rqa -- "$pw" "$state" || fail "$name: a managed-service password is in $state"
+    ! grep -qa -- "$pw" /proc/[0-9]*/cmdline 2>/dev/null || fail "$name: a managed-service password is on a command line"
+  done
+  "${L[@]}" down "$app" > /dev/null || fail "$name: down"
+  # A bad config key: one positioned error, nothing started.
+  sed -i 's/databaseName: demo/databaseNam: demo/' "$app/ci.yml"
+  local rc=0
+  "${L[@]}" up -d "$app" --listen "127.0.0.1:$port" > "$out" 2>&1 || rc=$?
+  [ $rc -eq 1 ] || fail "$name: up with a bad config key exited $rc"
+  grep -q "ci.yml:1[0-9]:" "$out" && grep -q "databaseNam" "$out" || fail "$name: the bad key's error is not positioned: $(cat "$out")"
+  sed -i 's/databaseNam: demo/databaseName: demo/' "$app/ci.yml"
+  "${L[@]}" down --volumes "$app" > "$out" 2>&1 || fail "$name: down --volumes: $(cat "$out")"
+  grep -q "removed the data of" "$out" || fail "$name: down --volumes removed nothing: $(cat "$out")"
+  [ ! -e "$data" ] || fail "$name: data left after down --volumes: $data"
+  ! pgrep -f "postgres -D|redis-server" >/dev/null || fail "$name: servers left running"
+  echo "up.sh: $name managed services ok"
+}
+
 # UP_CASES="image idle" runs only those cases (default: all).
-cases=" ${UP_CASES:-run detached idle image} "
+cases=" ${UP_CASES:-run detached idle image managed} "
 registry_port=3790
 [[ $cases == *" image "* ]] && start_registry
 port=3710
@@ -430,7 +560,7 @@ for as in root unprivileged; do
   else
     set --
   fi
-  for c in run detached idle image; do
+  for c in run detached idle image managed; do
     [[ $cases == *" $c "* ]] && "${c}_case" $as $port "$@"
     port=$((port + 2))
   done
