@@ -4,8 +4,8 @@
 # Debian packages), builds what the benches run in release mode (each bench builds its own
 # binary), runs each bench and prints its own lines, then a table of the figures
 # (`name=`/`tool=`/`size=` lines: medians and ratios measured side by side in one run).
-# Usage: ./scripts/bench.sh [NAME...]   NAME: exec router net pool supervise wake up spec
-#        hold (default: all). Every bench also runs alone: benches/<script>.sh.
+# Usage: ./scripts/bench.sh [NAME...]   NAME: exec router net pool supervise wake up managed
+#        spec hold (default: all). Every bench also runs alone: benches/<script>.sh.
 # Benchmarks, not tests; not run by CI. Several need root (runc, podman, nginx as a peer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +20,9 @@ declare -A script=(
   [up]="benches/up-vs-compose.sh 4 10"
   [spec]="benches/spec-vs-serde_yaml.sh"
   [hold]="benches/router-hold.sh"
+  [managed]="benches/managed.sh 5"
 )
-order=(exec router net pool supervise wake up spec hold)
+order=(exec router net pool supervise wake up managed spec hold)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${order[@]}")
 for n in "${names[@]}"; do
@@ -29,7 +30,7 @@ for n in "${names[@]}"; do
 done
 
 # The peers (root installs them; otherwise say what is missing and go on).
-pkgs=(busybox-static bubblewrap runc crun podman podman-compose nginx wrk curl uidmap)
+pkgs=(busybox-static bubblewrap runc crun podman podman-compose nginx wrk curl uidmap postgresql redis-server)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
