@@ -9,6 +9,7 @@
 
 use crate::image::ImageStore;
 use crate::Result;
+use oci_spec::image::Descriptor;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -68,6 +69,10 @@ pub struct RegistryOptions {
     /// Do not read an auth file at all.
     pub ignore_auth_file: bool,
 }
+
+/// The most a manifest may be (the distribution spec asks registries to accept at least
+/// 4 MiB).
+const MANIFEST_LIMIT: u64 = 16 << 20;
 
 /// Docker Hub's names for itself: references say `docker.io`, the API lives elsewhere, and
 /// auth files key it by its old index URL.
@@ -210,6 +215,8 @@ pub(crate) fn parse_challenge(h: &str) -> Option<Challenge> {
 /// `Authorization` header to send, if any.
 pub(crate) struct Session {
     agent: ureq::Agent,
+    /// `host[:port]/<repository>`, for messages.
+    repository: String,
     /// `https://host[:port]/v2/<repository>`.
     pub(crate) base: String,
     auth: Option<String>,
@@ -324,6 +331,7 @@ impl Session {
             };
             let mut s = Session {
                 agent,
+                repository: format!("{registry}/{repository}"),
                 base: format!("{scheme}://{registry}/v2/{repository}"),
                 auth: None,
             };
@@ -417,6 +425,72 @@ impl Session {
                 "{registry} asks for `{other}` authentication, which is not supported (Basic and Bearer are)"
             ))),
         }
+    }
+
+    /// The manifest (or index) `reference` names, as bytes, with the `Content-Type` the
+    /// registry gave it.
+    pub(crate) fn manifest(
+        &self,
+        reference: &str,
+        image: &str,
+    ) -> Result<(Vec<u8>, Option<String>)> {
+        let err = |m: String| ImageStore::err(image, m);
+        let resp = self
+            .get(
+                &format!("manifests/{reference}"),
+                Some(&crate::image::manifest_accept()),
+            )
+            .map_err(|e| match *e {
+                ureq::Error::Status(404, _) => err(format!(
+                    "manifest {reference} not found in {}",
+                    self.repository
+                )),
+                ureq::Error::Status(401 | 403, _) => err(format!(
+                    "access to {} denied (private image? give credentials)",
+                    self.repository
+                )),
+                other => err(format!("fetch manifest {reference}: {other}")),
+            })?;
+        let content_type = resp.header("Content-Type").map(str::to_string);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(resp.into_reader(), MANIFEST_LIMIT),
+            &mut bytes,
+        )
+        .map_err(|e| err(format!("read manifest: {e}")))?;
+        Ok((bytes, content_type))
+    }
+
+    /// Downloads the blob `d` describes into `out`, never more than its announced size (plus
+    /// one byte, to notice a longer one); returns the bytes written and their sha256 hex.
+    pub(crate) fn download(
+        &self,
+        d: &Descriptor,
+        out: &mut dyn std::io::Write,
+        image: &str,
+    ) -> Result<(u64, String)> {
+        use sha2::Digest as _;
+        let err = |m: String| ImageStore::err(image, m);
+        let resp = self
+            .get(&format!("blobs/{}", d.digest()), None)
+            .map_err(|e| err(format!("fetch blob {}: {e}", d.digest())))?;
+        let limit = if d.size() > 0 { d.size() + 1 } else { u64::MAX };
+        let mut r = std::io::Read::take(resp.into_reader(), limit);
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut r, &mut buf)
+                .map_err(|e| err(format!("download {}: {e}", d.digest())))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            total += n as u64;
+            out.write_all(&buf[..n])
+                .map_err(|e| err(format!("write blob: {e}")))?;
+        }
+        Ok((total, format!("{:x}", h.finalize())))
     }
 
     /// `GET <base>/<path>` with the session's credentials.

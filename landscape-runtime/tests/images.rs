@@ -30,6 +30,10 @@ fn main() {
             registry_pull_from_real_docker_registry,
         ),
         (
+            "multi_platform_index_gives_this_hosts_image_from_layout_and_registry",
+            multi_platform_index_gives_this_hosts_image_from_layout_and_registry,
+        ),
+        (
             "zstd_layers_made_by_skopeo_run",
             zstd_layers_made_by_skopeo_run,
         ),
@@ -372,6 +376,95 @@ fn registry_pull_from_real_docker_registry() {
     check_image(&rt, &img);
     let err = pull_error(&store, &format!("127.0.0.1:{port}/test/missing:v1"));
     assert!(err.contains("not found"), "{err}");
+}
+
+/// Turns the `latest` image of `layout` into a two-platform image index: an image for
+/// another architecture first (its layer says so), then this host's.
+fn make_multi_platform(layout: &Path) {
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let other = if host == "amd64" { "arm64" } else { "amd64" };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut host_entry = index["manifests"][0].clone();
+    host_entry.as_object_mut().unwrap().remove("annotations");
+    host_entry["platform"] = serde_json::json!({"architecture": host, "os": "linux"});
+    let mut layer = Layer::new();
+    layer
+        .dir("etc")
+        .file("etc/motd", b"wrong platform\n", 0o644);
+    let (ld, ls) = put_blob(layout, &layer.gzip());
+    let config = serde_json::json!({
+        "architecture": other, "os": "linux",
+        "config": {"Cmd": ["cat", "/etc/motd"]},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    });
+    let (cd, cs) = put_blob(layout, config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ls}],
+    });
+    let (md, ms) = put_blob(layout, manifest.to_string().as_bytes());
+    let image_index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+             "platform": {"architecture": other, "os": "linux"}},
+            host_entry,
+        ],
+    });
+    let (id, is) = put_blob(layout, image_index.to_string().as_bytes());
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": id, "size": is,
+                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
+    });
+    std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
+}
+
+fn multi_platform_index_gives_this_hosts_image_from_layout_and_registry() {
+    if !registry_tools(&[]) {
+        return;
+    }
+    let rt = runtime();
+    let dir = TempDir::new("layout");
+    build_layout(dir.path());
+    make_multi_platform(dir.path());
+    let cache = TempDir::new("cache");
+    let store = ImageStore::new(cache.path(), rt.idmap());
+    let r = ImageRef::parse(&format!("oci-layout:{}:latest", dir.path().display())).unwrap();
+    let img = store.resolve(&r, &mut |_| {}).unwrap();
+    check_image(&rt, &img);
+    // The same index in a registry: only this host's blobs are downloaded.
+    let storage = TempDir::new("registry");
+    let (_registry, port) = start_registry(storage.path(), "", "");
+    let dest = format!("127.0.0.1:{port}/test/multi:v1");
+    skopeo_copy(
+        &["--all", "--dest-tls-verify=false"],
+        &format!("oci:{}:latest", dir.path().display()),
+        &format!("docker://{dest}"),
+    );
+    let cache = TempDir::new("cache");
+    let store = ImageStore::new(cache.path(), rt.idmap());
+    let mut events = Vec::new();
+    let img = store
+        .resolve(&ImageRef::parse(&dest).unwrap(), &mut |p| events.push(p))
+        .unwrap();
+    let downloads = events
+        .iter()
+        .filter(|e| matches!(e, Progress::Downloaded { .. }))
+        .count();
+    assert_eq!(
+        downloads, 3,
+        "config + 2 layers of this host's image: {events:?}"
+    );
+    check_image(&rt, &img);
 }
 
 fn hostile_layers_cannot_touch_the_host() {
