@@ -1,5 +1,6 @@
 //! Images for Managed Containers: an OCI image layout directory, an OCI archive (a tar of
-//! a layout), or a pull from a registry (OCI distribution API; HTTPS with the `registry-tls`
+//! a layout), a `docker save` archive, or a pull from a registry (feature `registry`, on by
+//! default: OCI distribution API over hyper-util's client; HTTPS with the `registry-tls`
 //! feature, plain HTTP for loopback and insecure registries; Basic and Bearer-token
 //! authentication, see [`RegistryOptions`]). Every blob is verified against its sha256 digest,
 //! layers are applied in order with whiteouts (`.wh.NAME`, `.wh..wh..opq`), and the result
@@ -15,6 +16,7 @@
 //! (so that image files owned by root are owned by container root); unprivileged, every
 //! file belongs to the runtime's user, which is the container user.
 
+#[cfg(feature = "registry")]
 use crate::registry::{api_host, Session};
 pub use crate::registry::{Credentials, RegistryOptions};
 use crate::{Error, IdMap, Process, Result, User};
@@ -996,6 +998,21 @@ impl ImageStore {
         Ok(())
     }
 
+    #[cfg(not(feature = "registry"))]
+    fn pull(
+        &self,
+        registry: &str,
+        repository: &str,
+        reference: &str,
+        _progress: &mut dyn FnMut(Progress),
+    ) -> Result<Image> {
+        Err(Self::err(
+            &format!("{registry}/{repository}:{reference}"),
+            "pulling from a registry needs the `registry` feature of landscape-runtime (on by default); use an oci-layout:, oci-archive: or docker-archive: image here",
+        ))
+    }
+
+    #[cfg(feature = "registry")]
     fn pull(
         &self,
         registry: &str,
