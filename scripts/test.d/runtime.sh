@@ -8,6 +8,10 @@ cd "$(dirname "$0")/../.."
 # real docker-registry), as root here and below as the unprivileged user.
 echo "== landscape-runtime images with --features registry-tls"
 cargo test -p landscape-runtime --features registry-tls --test images
+# Without the registry client (`--no-default-features`: no hyper stack), the crate and its
+# unit tests still build and pass, and an image reference names the missing feature.
+echo "== landscape-runtime --no-default-features"
+cargo test -p landscape-runtime --no-default-features --lib
 user=landscape-test
 if [ "$(id -u)" -ne 0 ]; then
   echo "runtime.sh: not root; the unprivileged-user run needs root to switch users; skipped"
