@@ -698,7 +698,6 @@ fn enter_network(
     Ok((nl, bridge))
 }
 
-/// A frozen (cgroup v1) process does not act on signals, not even SIGKILL: thaw first.
 /// A new host connected to a durable helper: it sends `adopt`; the helper answers with
 /// `Started` (the instance's pid) and reports to it from now on.
 fn adopt_host(s: UnixStream, pid: Pid) -> Option<Control> {
@@ -759,9 +758,11 @@ fn freeze(req: &Request, init: Pid, frozen: bool) {
     }
 }
 
+/// Thaws the instance's cgroup before it is signalled: a process frozen by the cgroup v1
+/// freezer does not act on signals, not even SIGKILL (the v2 freezer lets SIGKILL through).
 fn thaw(req: &Request) {
     if let Some(cg) = &req.cgroups {
-        let _ = std::fs::write(cg.path("freezer").join("freezer.state"), "THAWED");
+        cg.thaw_now();
     }
 }
 

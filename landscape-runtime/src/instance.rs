@@ -69,7 +69,9 @@ pub struct RuntimeConfig {
     pub helper: HelperBinary,
     /// User whose `/etc/subuid`/`/etc/subgid` range is used when running as root.
     pub subid_user: String,
-    /// Root of the cgroup v1 hierarchies.
+    /// Where cgroups are mounted: cgroup v1 hierarchies, or a cgroup2 mount (then, as an
+    /// unprivileged user, instance cgroups go under the runtime's own delegated cgroup; see
+    /// [`crate::cgroup`]).
     pub cgroup_root: PathBuf,
     /// Helpers kept started and waiting (pre-warmed slots): [`Runtime::spawn`] then skips
     /// the exec of the helper. Each idle slot is one sleeping process. Only useful where
@@ -134,7 +136,7 @@ pub struct Runtime {
     idmap: IdMap,
     /// Whether cgroups are usable, checked on first need (instances without limits never
     /// ask).
-    cgroups: std::sync::OnceLock<std::result::Result<(), String>>,
+    cgroups: std::sync::OnceLock<std::result::Result<cgroup::Hierarchy, String>>,
     counter: AtomicU64,
     pool: std::sync::Arc<std::sync::Mutex<Pool>>,
 }
@@ -261,12 +263,20 @@ impl Runtime {
 
     /// `Ok` when plans become enforced cgroup limits, else the reason they are not.
     pub fn limits_support(&self) -> std::result::Result<(), String> {
-        self.cgroup_support().clone()
+        self.cgroup_support()
+            .as_ref()
+            .map(|_| ())
+            .map_err(Clone::clone)
     }
 
-    fn cgroup_support(&self) -> &std::result::Result<(), String> {
-        self.cgroups
-            .get_or_init(|| cgroup::availability(&self.cfg.cgroup_root))
+    /// The cgroup hierarchy instances with limits get, found and readied once (on cgroup v2
+    /// that may move this process into a leaf cgroup, see [`crate::cgroup`]).
+    fn cgroup_support(&self) -> &std::result::Result<cgroup::Hierarchy, String> {
+        self.cgroups.get_or_init(|| {
+            let h = cgroup::Hierarchy::detect(&self.cfg.cgroup_root)?;
+            h.prepare()?;
+            Ok(h)
+        })
     }
 
     /// Makes `dir` writable by container user `user` (root mode: hands the whole tree to
@@ -318,8 +328,10 @@ impl Runtime {
         // Moving a process into a cgroup v1 hierarchy costs ~10 ms (the kernel waits for an
         // RCU grace period), so instances get cgroups only when they have limits; pass
         // `Limits::default()` for usage and freezing without limits.
-        let cgroups = (spec.limits.is_some() && self.cgroup_support().is_ok())
-            .then(|| Cgroups::new(&self.cfg.cgroup_root, &id));
+        let cgroups = match (&spec.limits, self.cgroup_support()) {
+            (Some(_), Ok(h)) => Some(h.cgroups(&id)),
+            _ => None,
+        };
         let durable = if spec.durable {
             let dir = self.cfg.state_dir.join("durable");
             crate::network::private_dir(&dir)?;

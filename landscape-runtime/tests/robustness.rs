@@ -1,9 +1,12 @@
 //! Robustness and limits: stop semantics, 200 start/stop cycles that leave nothing
-//! behind, cgroup limits (as root), freeze/thaw, usage.
+//! behind, cgroup limits (root with cgroup v1, or a delegated cgroup v2 subtree), freeze/thaw,
+//! usage; the cgroup v2 files on a real cgroup2 mount (the hybrid's own as root here).
 
 mod common;
 use common::*;
+use landscape_runtime::cgroup::{Hierarchy, Version};
 use landscape_runtime::{Error, InstanceSpec, Limits, Output, Process};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn main() {
@@ -46,17 +49,25 @@ fn main() {
             limits_enforced_matches_cgroup_access,
         ),
         (
-            "memory_limit_reports_oom_as_root",
-            memory_limit_reports_oom_as_root,
+            "memory_limit_reports_oom_with_cgroups",
+            memory_limit_reports_oom_with_cgroups,
         ),
-        ("pids_limit_as_root", pids_limit_as_root),
+        ("pids_limit_with_cgroups", pids_limit_with_cgroups),
         (
-            "limit_raised_on_running_instance_as_root",
-            limit_raised_on_running_instance_as_root,
+            "limit_raised_on_running_instance_with_cgroups",
+            limit_raised_on_running_instance_with_cgroups,
         ),
         (
-            "freeze_thaw_and_usage_as_root",
-            freeze_thaw_and_usage_as_root,
+            "freeze_thaw_and_usage_with_cgroups",
+            freeze_thaw_and_usage_with_cgroups,
+        ),
+        (
+            "cgroup_v2_instance_gets_one_directory_in_the_delegated_subtree",
+            cgroup_v2_instance_gets_one_directory_in_the_delegated_subtree,
+        ),
+        (
+            "cgroup_v2_freezer_and_usage_on_a_real_cgroup2_mount_as_root",
+            cgroup_v2_freezer_and_usage_on_a_real_cgroup2_mount_as_root,
         ),
     ]);
 }
@@ -157,12 +168,21 @@ fn leftovers(state_dir: &std::path::Path, prefix: &str) -> Vec<String> {
             }
         }
     }
-    for c in ["memory", "cpu", "cpuacct", "pids", "freezer"] {
-        if let Ok(rd) = std::fs::read_dir(format!("/sys/fs/cgroup/{c}/landscape")) {
+    let mut cgroup_dirs: Vec<PathBuf> = ["memory", "cpu", "cpuacct", "pids", "freezer"]
+        .iter()
+        .map(|c| Path::new("/sys/fs/cgroup").join(c).join("landscape"))
+        .collect();
+    if let Ok(h) = Hierarchy::detect(Path::new("/sys/fs/cgroup")) {
+        if h.version() == Version::V2 {
+            cgroup_dirs.push(h.base().join("landscape"));
+        }
+    }
+    for dir in cgroup_dirs {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
                 if n.starts_with(prefix) {
-                    found.push(format!("cgroup {c}/{n}"));
+                    found.push(format!("cgroup {}/{n}", dir.display()));
                 }
             }
         }
@@ -260,6 +280,9 @@ fn limits_enforced_matches_cgroup_access() {
                 !(is_root() && cgroup_v1_mounted()),
                 "root with cgroup v1 mounted must enforce limits: {reason}"
             );
+            if let Ok(h) = Hierarchy::detect(Path::new("/sys/fs/cgroup")) {
+                panic!("{h:?} is usable, yet the runtime says: {reason}");
+            }
         }
     }
     inst.stop(Duration::from_secs(5)).unwrap();
@@ -272,20 +295,20 @@ fn cgroup_v1_mounted() -> bool {
         .all(|c| std::path::Path::new(&format!("/sys/fs/cgroup/{c}/cgroup.procs")).exists())
 }
 
-fn root_with_cgroups() -> bool {
-    if !is_root() {
-        println!("skipped: cgroup limits need root on this machine (cgroup v1, nothing delegated)");
-        return false;
+/// Whether this user may enforce limits here (root with cgroup v1, or a delegated cgroup v2
+/// subtree); prints why not.
+fn cgroups_here() -> bool {
+    match Hierarchy::detect(Path::new("/sys/fs/cgroup")) {
+        Ok(_) => true,
+        Err(reason) => {
+            println!("skipped: cgroup limits are not usable here: {reason}");
+            false
+        }
     }
-    if !cgroup_v1_mounted() {
-        println!("skipped: no cgroup v1 controllers under /sys/fs/cgroup (this runtime enforces limits with cgroup v1 only)");
-        return false;
-    }
-    true
 }
 
-fn memory_limit_reports_oom_as_root() {
-    if !root_with_cgroups() {
+fn memory_limit_reports_oom_with_cgroups() {
+    if !cgroups_here() {
         return;
     }
     let rt = runtime();
@@ -313,8 +336,8 @@ fn memory_limit_reports_oom_as_root() {
     assert_eq!(out, "survived");
 }
 
-fn pids_limit_as_root() {
-    if !root_with_cgroups() {
+fn pids_limit_with_cgroups() {
+    if !cgroups_here() {
         return;
     }
     let rt = runtime();
@@ -336,8 +359,8 @@ fn pids_limit_as_root() {
     assert_eq!(out, "started 12");
 }
 
-fn limit_raised_on_running_instance_as_root() {
-    if !root_with_cgroups() {
+fn limit_raised_on_running_instance_with_cgroups() {
+    if !cgroups_here() {
         return;
     }
     let rt = runtime();
@@ -354,22 +377,25 @@ fn limit_raised_on_running_instance_as_root() {
             .trim()
             .to_string()
     };
-    assert_eq!(
-        read("memory", "memory.limit_in_bytes"),
-        (32u64 << 20).to_string()
-    );
-    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    let (memory, cpu, half, one) = match cg.version() {
+        Version::V1 => (
+            "memory.limit_in_bytes",
+            "cpu.cfs_quota_us",
+            "50000",
+            "100000",
+        ),
+        Version::V2 => ("memory.max", "cpu.max", "50000 100000", "100000 100000"),
+    };
+    assert_eq!(read("memory", memory), (32u64 << 20).to_string());
+    assert_eq!(read("cpu", cpu), half);
     inst.set_limits(&Limits {
         memory_bytes: Some(256 << 20),
         cpu_cores: Some(1.0),
         pids: Some(100),
     })
     .unwrap();
-    assert_eq!(
-        read("memory", "memory.limit_in_bytes"),
-        (256u64 << 20).to_string()
-    );
-    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "100000");
+    assert_eq!(read("memory", memory), (256u64 << 20).to_string());
+    assert_eq!(read("cpu", cpu), one);
     std::fs::write(app.path().join("go"), "").unwrap();
     let exit = inst.wait().unwrap();
     assert!(exit.success() && !exit.oom_killed, "{exit:?}");
@@ -379,8 +405,8 @@ fn limit_raised_on_running_instance_as_root() {
     );
 }
 
-fn freeze_thaw_and_usage_as_root() {
-    if !root_with_cgroups() {
+fn freeze_thaw_and_usage_with_cgroups() {
+    if !cgroups_here() {
         return;
     }
     let rt = runtime();
@@ -396,14 +422,17 @@ fn freeze_thaw_and_usage_as_root() {
     .expect("usage grows");
     inst.freeze().unwrap();
     let frozen = inst.usage().unwrap().cpu_time_ns;
-    let state = std::fs::read_to_string(
-        inst.cgroups()
-            .unwrap()
-            .path("freezer")
-            .join("freezer.state"),
-    )
-    .unwrap();
-    assert_eq!(state.trim(), "FROZEN");
+    let cg = inst.cgroups().unwrap();
+    match cg.version() {
+        Version::V1 => {
+            let state = std::fs::read_to_string(cg.path("freezer").join("freezer.state")).unwrap();
+            assert_eq!(state.trim(), "FROZEN");
+        }
+        Version::V2 => {
+            let events = std::fs::read_to_string(cg.path("").join("cgroup.events")).unwrap();
+            assert!(events.lines().any(|l| l == "frozen 1"), "{events}");
+        }
+    }
     inst.thaw().unwrap();
     poll(Duration::from_secs(10), || {
         (inst.usage().unwrap().cpu_time_ns > frozen).then_some(())
@@ -651,4 +680,129 @@ fn a_dead_fork_server_is_reported_and_replaced_by_re_exec() {
         "{text}"
     );
     assert!(text.contains("children=[]"), "{text}");
+}
+
+/// The cgroup2 mount: `/sys/fs/cgroup` on a unified machine, else a hybrid's own (usually
+/// `/sys/fs/cgroup/unified`, without controllers) from /proc/self/mountinfo.
+fn cgroup2_mount() -> Option<PathBuf> {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() {
+        return Some(PathBuf::from("/sys/fs/cgroup"));
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if right.split(' ').next() != Some("cgroup2") {
+            return None;
+        }
+        left.split(' ').nth(4).map(PathBuf::from)
+    })
+}
+
+fn cgroup_v2_instance_gets_one_directory_in_the_delegated_subtree() {
+    if !Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() {
+        println!("skipped: /sys/fs/cgroup is not a cgroup2 mount here (cgroup v1 or hybrid); the v1 tests above cover this machine");
+        return;
+    }
+    if !cgroups_here() {
+        return;
+    }
+    let h = Hierarchy::detect(Path::new("/sys/fs/cgroup")).unwrap();
+    assert_eq!(h.version(), Version::V2);
+    let rt = runtime();
+    let (_app, mut inst) = spawn_ready(
+        &rt,
+        "touch ready; sleep 1000",
+        Some(Limits {
+            memory_bytes: Some(48 << 20),
+            cpu_cores: Some(0.25),
+            pids: Some(32),
+        }),
+    );
+    let cg = inst.cgroups().unwrap().clone();
+    assert_eq!(cg.version(), Version::V2);
+    let dir = cg.path("");
+    assert_eq!(dir.parent(), Some(h.base().join("landscape").as_path()));
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("memory.max"), (48u64 << 20).to_string());
+    assert_eq!(read("cpu.max"), "25000 100000");
+    assert_eq!(read("pids.max"), "32");
+    // The instance's init is in it (as the host sees it: the path from the mount).
+    let rel = dir
+        .strip_prefix("/sys/fs/cgroup")
+        .unwrap()
+        .display()
+        .to_string();
+    let init_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", inst.pid())).unwrap();
+    assert!(
+        init_cgroup.lines().any(|l| l == format!("0::/{rel}")),
+        "{init_cgroup} (wanted 0::/{rel})"
+    );
+    // The base holds no processes any more (the runtime's own moved into `host` where
+    // there were any): its controllers reach the instances.
+    let base_procs = std::fs::read_to_string(h.base().join("cgroup.procs")).unwrap();
+    assert!(
+        h.base() == Path::new("/sys/fs/cgroup") || base_procs.trim().is_empty(),
+        "{base_procs}"
+    );
+    let usage = inst.usage().unwrap();
+    assert!(
+        usage.memory_current > 0 && usage.pids_current >= 2,
+        "{usage:?}"
+    );
+    inst.stop(Duration::from_secs(5)).unwrap();
+    poll(Duration::from_secs(10), || (!dir.exists()).then_some(()))
+        .expect("the instance's cgroup is removed");
+}
+
+fn cgroup_v2_freezer_and_usage_on_a_real_cgroup2_mount_as_root() {
+    let Some(mount) = cgroup2_mount() else {
+        println!("skipped: no cgroup2 mount on this machine");
+        return;
+    };
+    if !is_root() {
+        println!("skipped: writing to {} needs root here", mount.display());
+        return;
+    }
+    // A real kernel's cgroup v2 files, driven through the module's own handle (on a hybrid
+    // mount without controllers: no limits, but the freezer, cpu.stat and cgroup.procs are
+    // the core's).
+    let cg = Hierarchy::v2_at(&mount).cgroups(&format!("v2core-{}", std::process::id()));
+    cg.create(&Limits::default()).unwrap();
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cg.add(child.id() as i32).unwrap();
+        let procs = std::fs::read_to_string(cg.path("").join("cgroup.procs")).unwrap();
+        assert_eq!(procs.trim(), child.id().to_string());
+        let busy = poll(Duration::from_secs(10), || {
+            let u = cg.usage();
+            (u.cpu_time_ns > 0).then_some(u)
+        })
+        .expect("cpu.stat usage_usec grows");
+        assert!(busy.cpu_time_ns > 0, "{busy:?}");
+        cg.freeze(true).unwrap();
+        let events = std::fs::read_to_string(cg.path("").join("cgroup.events")).unwrap();
+        assert!(events.lines().any(|l| l == "frozen 1"), "{events}");
+        let frozen = cg.usage().cpu_time_ns;
+        cg.freeze(false).unwrap();
+        poll(Duration::from_secs(10), || {
+            (cg.usage().cpu_time_ns > frozen).then_some(())
+        })
+        .expect("cpu time grows again after thaw");
+        assert!(!cg.oom_killed());
+    }));
+    let _ = child.kill();
+    let _ = child.wait();
+    cg.remove().unwrap();
+    assert!(!cg.path("").exists());
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }

@@ -177,7 +177,7 @@ k apply examples/sample/ci.yml >"$tmp/secret.out" 2>"$tmp/secret.err"; rc=$?
 set -e
 [ "$rc" = 1 ] && grep -q "create secret generic vault --from-literal=SAMPLE_API_TOKEN=" "$tmp/secret.err" \
   || { cat "$tmp/secret.err" >&2; fail "apply with a missing secret value: rc=$rc"; }
-if tail -n +$((before + 1)) "$tmp/api.log" | grep -q "/jobs/"; then fail "a Job was applied without the secret"; fi
+if grep -q "/jobs/" <<<"$(tail -n +$((before + 1)) "$tmp/api.log")"; then fail "a Job was applied without the secret"; fi
 # An API server that does not answer: exit 2, an error naming the object.
 sed -i "s#127.0.0.1:$port#127.0.0.1:9#" "$tmp/kubeconfig"
 set +e

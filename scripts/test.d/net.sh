@@ -90,7 +90,9 @@ ADMIN=$(wait_for_line "$WORK/router.log" '^admin listening on ' | awk '{print $4
 [ "$(curl -fsS "http://$ADDR/")" = frontend-root ] || fail "/ did not reach the frontend"
 [ "$(curl -fsS "http://$ADDR/api/x/y")" = api-x ] || fail "/api/x/y was not stripped to /x/y"
 [ "$(curl -fsS -H 'Host: ws1-3000-frontend.dev.example' "http://$ADDR/")" = frontend-root ] || fail "public-port host route"
-curl -fsS "http://$ADMIN/metrics" | grep -q 'landscape_router_requests_total{route="backend:8080/api",status="200"} 1' \
+# (Into a variable first: `grep -q` ending the pipe early would fail curl's write.)
+metrics=$(curl -fsS "http://$ADMIN/metrics")
+grep -qF 'landscape_router_requests_total{route="backend:8080/api",status="200"} 1' <<<"$metrics" \
   || fail "metrics do not count the /api request"
 
 # SIGHUP: the file changes, the table swaps; the old prefix is gone, the new one works.
@@ -180,7 +182,7 @@ CURL=(curl -fsS --cacert "$WORK/ca.pem" --resolve "localhost:$PORT:127.0.0.1")
 [ "$("${CURL[@]}" --http1.1 -o /dev/null -w '%{http_version}' "https://localhost:$PORT/")" = 1.1 ] \
   || fail "ALPN did not pick http/1.1"
 [ "$("${CURL[@]}" "https://localhost:$PORT/ext/y")" = api-x ] || fail "/ext/y via the https target"
-"${CURL[@]}" -D - -o /dev/null "https://localhost:$PORT/ext/y" | grep -qi "^x-seen-host: localhost:$TLS_UP_PORT" \
+grep -qi "^x-seen-host: localhost:$TLS_UP_PORT" <<<"$("${CURL[@]}" -D - -o /dev/null "https://localhost:$PORT/ext/y")" \
   || fail "the https target did not get its own host as Host"
 # Without the CA the client refuses the router's certificate.
 curl -s -o /dev/null --resolve "localhost:$PORT:127.0.0.1" "https://localhost:$PORT/" \

@@ -65,11 +65,11 @@ run_case() {
   # The secret reached the process (its hash is in the answer) ...
   local want
   want=$(printf '%s' "$secret" | sha256sum | cut -c1-12)
-  curl -s --max-time 5 "http://127.0.0.1:$port/" | grep -q "$want" || fail "$name: api did not get the secret"
+  grep -q "$want" <<<"$(curl -s --max-time 5 "http://127.0.0.1:$port/")" || fail "$name: api did not get the secret"
   # ... and no log file, output or ps line (api prints it on purpose: redacted).
   grep -q "api: starting with token \*\*\*" "$out" || fail "$name: the redacted startup line is missing"
   ! grep -q "$secret" "$out" || fail "$name: secret in the output"
-  ! ps -eo args | grep -v grep | grep -q "$secret" || fail "$name: secret in ps"
+  ! grep -qF -- "$secret" <<<"$(ps -eo args)" || fail "$name: secret in ps"
   local logs
   logs=$(find /run/landscape /tmp -path '*landscape*' -name '*.log*' -newer "$key" 2>/dev/null || true)
   [ -n "$logs" ] || fail "$name: no log files found"
