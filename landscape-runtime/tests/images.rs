@@ -490,6 +490,14 @@ fn http_server(
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut c) = conn else { continue };
+            // A TLS ClientHello (the registry-tls client tries HTTPS first): answer as a
+            // plain HTTP server does (400, close) instead of waiting for a line that never
+            // comes.
+            let mut first = [0u8; 1];
+            if c.peek(&mut first).is_ok_and(|n| n == 1) && first[0] == 0x16 {
+                let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+                continue;
+            }
             let mut r = std::io::BufReader::new(c.try_clone().unwrap());
             let mut line = String::new();
             let _ = r.read_line(&mut line);
