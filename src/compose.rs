@@ -435,6 +435,39 @@ fn managed_context(
     ctx
 }
 
+/// A Managed Service's provider and the context of its calls.
+type ManagedService = (Arc<dyn rt::managed::Provider>, rt::managed::ManagedContext);
+
+/// Every Managed Service of `model` with its provider and context (see
+/// [`managed_context`]); an unknown provider is an error naming the service.
+fn managed_services(
+    runtime: &Arc<Runtime>,
+    model: &spec::Landscape,
+    env: &BTreeMap<String, Vec<(String, String)>>,
+    opts: &UpOptions,
+) -> Result<Vec<ManagedService>, UpError> {
+    let up = spec::upgrade(model);
+    up.landscape
+        .services()
+        .filter(|s| s.kind() == ServiceKind::ManagedService)
+        .map(|svc| {
+            let provider = opts
+                .providers
+                .for_service(svc)
+                .map_err(managed_error(&svc.name.value))?;
+            Ok((provider, managed_context(runtime, svc, env, opts)))
+        })
+        .collect()
+}
+
+/// [`UpError::Managed`] for `service`.
+fn managed_error(service: &str) -> impl Fn(rt::managed::Error) -> UpError + '_ {
+    move |source| UpError::Managed {
+        service: service.to_string(),
+        source,
+    }
+}
+
 /// Provisions every Managed Service of `model` (idempotent: a provisioned one is found
 /// again by its resource id in its data directory) and returns the definitions of the
 /// servers to supervise.
@@ -444,26 +477,17 @@ async fn provision_managed(
     env: &BTreeMap<String, Vec<(String, String)>>,
     opts: &UpOptions,
 ) -> Result<(Vec<ServiceDef>, Vec<ManagedRun>), UpError> {
-    let up = spec::upgrade(model);
     let mut defs = Vec::new();
     let mut runs = Vec::new();
-    for svc in up
-        .landscape
-        .services()
-        .filter(|s| s.kind() == ServiceKind::ManagedService)
-    {
-        let service = svc.name.value.clone();
-        let fail = |source| UpError::Managed {
-            service: service.clone(),
-            source,
+    for (provider, ctx) in managed_services(runtime, model, env, opts)? {
+        let (resource, def) = {
+            let fail = managed_error(&ctx.service);
+            ctx.ensure_data_dir().map_err(&fail)?;
+            let resource = provider.provision(&ctx).await.map_err(&fail)?;
+            let def = provider.service_def(&ctx, &resource).await.map_err(&fail)?;
+            (resource, def)
         };
-        let provider = opts.providers.for_service(svc).map_err(fail)?;
-        let ctx = managed_context(runtime, svc, env, opts);
-        ctx.ensure_data_dir().map_err(fail)?;
-        let resource = provider.provision(&ctx).await.map_err(fail)?;
-        if let Some(def) = provider.service_def(&ctx, &resource).await.map_err(fail)? {
-            defs.push(def);
-        }
+        defs.extend(def);
         runs.push(ManagedRun {
             provider,
             ctx,
@@ -481,24 +505,14 @@ pub async fn deprovision(
     model: &spec::Landscape,
     opts: &UpOptions,
 ) -> Result<Vec<String>, UpError> {
-    let up = spec::upgrade(model);
     let mut gone = Vec::new();
-    let env = BTreeMap::new();
-    for svc in up
-        .landscape
-        .services()
-        .filter(|s| s.kind() == ServiceKind::ManagedService)
-    {
-        let service = svc.name.value.clone();
-        let fail = |source| UpError::Managed {
-            service: service.clone(),
-            source,
-        };
-        let provider = opts.providers.for_service(svc).map_err(fail)?;
-        let ctx = managed_context(&runtime, svc, &env, opts);
+    for (provider, ctx) in managed_services(&runtime, model, &BTreeMap::new(), opts)? {
         if ctx.data_dir.exists() {
-            provider.deprovision(&ctx).await.map_err(fail)?;
-            gone.push(service);
+            provider
+                .deprovision(&ctx)
+                .await
+                .map_err(managed_error(&ctx.service))?;
+            gone.push(ctx.service.clone());
         }
     }
     Ok(gone)
