@@ -26,6 +26,8 @@
 //! design). Traffic goes only to 127.0.0.1 and to addresses inside the network this program
 //! creates.
 
+mod common;
+use common::{load, median, ms, quantile};
 use landscape_runtime::{Instance, InstanceSpec, Network, NetworkConfig, Output, Process, Runtime};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
@@ -209,34 +211,6 @@ fn runtime() -> Res<Runtime> {
     Runtime::with_defaults().map_err(|e| format!("runtime: {e}"))
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    quantile(v, 0.5)
-}
-
-/// The `q` quantile (nearest rank; the median of an even count is the mean of the middle
-/// two).
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if q == 0.5 && n % 2 == 0 {
-        return (v[n / 2 - 1] + v[n / 2]) / 2.0;
-    }
-    v[((n as f64 * q).ceil() as usize).clamp(1, n) - 1]
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(","))
-        .unwrap_or_default()
-}
-
 /// Mode `start`: spawn + wait of `/bin/true`, plain against attached.
 fn start(rounds: usize) -> Res<()> {
     let rt = runtime()?;
@@ -316,8 +290,8 @@ fn pool(rounds: usize) -> Res<()> {
         spec.network = Some(net.attachment(addr));
         spec
     };
-    let logs = std::env::temp_dir().join(format!("netbench-pool-{}", std::process::id()));
-    let _logs = DirGuard(logs.clone());
+    let tmp = TempDir::new()?;
+    let logs = tmp.path.join("logs");
     let one = |handout: &mut Vec<f64>, cold: &mut Vec<f64>| -> Res<()> {
         let a = net.allocate().map_err(|e| e.to_string())?;
         let b = net.allocate().map_err(|e| e.to_string())?;
@@ -378,15 +352,6 @@ fn pool(rounds: usize) -> Res<()> {
     println!("ratio={:.3}", hm / cm);
     println!("pool_load={}", load());
     Ok(())
-}
-
-/// Removes a directory when dropped.
-struct DirGuard(PathBuf);
-
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Per-instance spawn and stop times of one batch.

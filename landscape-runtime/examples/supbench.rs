@@ -15,6 +15,8 @@
 //! Everything it starts is ended: the supervisors shut down (instances, network), the
 //! killed host's replicas by the adopting supervisor, temporary directories removed.
 
+mod common;
+use common::{load, median, ms};
 use landscape_runtime::supervisor::{EventKind, ReplicaState};
 use landscape_runtime::{Backoff, Process, Runtime, ServiceDef, Supervisor, SupervisorConfig};
 use landscape_runtime::{InstanceSpec, ProbeConfig};
@@ -66,29 +68,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 0 {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    } else {
-        v[n / 2]
-    }
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(","))
-        .unwrap_or_default()
 }
 
 /// Removes a directory when dropped.
