@@ -4,14 +4,15 @@
 # Debian packages), builds what the benches run in release mode (each bench builds its own
 # binary), runs each bench and prints its own lines, then a table of the figures
 # (`name=`/`tool=`/`size=` lines: medians and ratios measured side by side in one run).
-# Usage: ./scripts/bench.sh [NAME...]   NAME: exec router net pool supervise wake up managed
-#        spec hold (default: all). Every bench also runs alone: benches/<script>.sh.
+# Usage: ./scripts/bench.sh [NAME...]   NAME: exec cold router net pool supervise wake up
+#        managed spec hold (default: all). Every bench also runs alone: benches/<script>.sh.
 # Benchmarks, not tests; not run by CI. Several need root (runc, podman, nginx as a peer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 declare -A script=(
   [exec]="benches/exec-vs-others.sh 200"
+  [cold]="benches/cold-start.sh 300"
   [router]="benches/router-vs-nginx.sh"
   [net]="benches/net-attach.sh 200"
   [pool]="benches/pool.sh 200"
@@ -22,7 +23,7 @@ declare -A script=(
   [hold]="benches/router-hold.sh"
   [managed]="benches/managed.sh 5"
 )
-order=(exec router net pool supervise wake up managed spec hold)
+order=(exec cold router net pool supervise wake up managed spec hold)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${order[@]}")
 for n in "${names[@]}"; do

@@ -20,6 +20,12 @@
 //!   cold [`Runtime::spawn`] of the same attached `sleep 1000` (both until they return with
 //!   the command running). Target: hand-out ≤ 1 ms.
 //!
+//! * `cold`: the cold start as a host sees it: [`Runtime::spawn`] + wait of `/bin/true`
+//!   with every namespace, an overlay root over a busybox root filesystem (`ROOTFS`, env
+//!   `NETBENCH_ROOTFS`, default the host's), the app directory bound and attached to a
+//!   network, against the fork + exec floor: `std::process::Command` + wait of the same
+//!   binary on the host, from the same process. Target: ≤ 2× the floor.
+//!
 //! Everything it starts is ended on every path: instances and the network by their
 //! `Drop`, the host httpd and the temporary docroot by guards; SIGINT, SIGTERM and SIGHUP
 //! run the same clean-up (the network's holder would otherwise outlive this process, by
@@ -36,7 +42,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: netbench start|attach|connect|pool [ROUNDS]";
+const USAGE: &str = "usage: netbench start|attach|connect|pool|cold [ROUNDS]";
 
 fn main() -> ExitCode {
     landscape_runtime::init();
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
         "attach" => attach(rounds),
         "connect" => connect(rounds),
         "pool" => pool(rounds),
+        "cold" => cold(rounds),
         other => {
             eprintln!("netbench: unknown mode {other:?}; {USAGE}");
             return ExitCode::from(2);
@@ -278,6 +285,86 @@ fn start(rounds: usize) -> Res<()> {
     println!("net_added_ms={:.3}", n - p);
     println!("ratio={:.3}", n / p);
     println!("start_load={}", load());
+    Ok(())
+}
+
+/// Mode `cold`: spawn + wait of `/bin/true` in a full instance (overlay root, app
+/// directory, network) against fork + exec + wait of the same binary on the host.
+fn cold(rounds: usize) -> Res<()> {
+    let rt = runtime()?;
+    let net = Net::create(&rt, "cold")?;
+    let tmp = TempDir::new()?;
+    let app = tmp.path.join("app");
+    std::fs::create_dir(&app).map_err(|e| format!("create {}: {e}", app.display()))?;
+    rt.adopt_dir(&app, landscape_runtime::User::default())
+        .map_err(|e| format!("app directory: {e}"))?;
+    let rootfs = std::env::var_os("NETBENCH_ROOTFS").map(PathBuf::from);
+    let host_true = match &rootfs {
+        Some(r) => r.join("bin/true"),
+        None => PathBuf::from("/bin/true"),
+    };
+    let spec_for = |net_addr: Option<Ipv4Addr>| {
+        let mut spec = InstanceSpec::new("nb-cold", Process::argv(["/bin/true"]));
+        if let Some(r) = &rootfs {
+            spec.rootfs = landscape_runtime::Rootfs::Dir(r.clone());
+        }
+        spec.app_dir = Some(app.clone());
+        spec.network = net_addr.map(|a| net.attachment(a));
+        spec
+    };
+    let run_floor = || -> Res<f64> {
+        let t = Instant::now();
+        let st = std::process::Command::new(&host_true)
+            .status()
+            .map_err(|e| format!("{} on the host: {e}", host_true.display()))?;
+        let d = ms(t.elapsed());
+        if !st.success() {
+            return Err(format!("{} on the host failed: {st}", host_true.display()));
+        }
+        Ok(d)
+    };
+    let run_inst = |attached: bool| -> Res<f64> {
+        let t = Instant::now();
+        let addr = if attached {
+            Some(net.allocate().map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let exit = rt
+            .spawn(&spec_for(addr), Output::Null)
+            .and_then(|mut i| i.wait())
+            .map_err(|e| format!("/bin/true in an instance: {e}"));
+        if let Some(a) = addr {
+            net.release(a);
+        }
+        let d = ms(t.elapsed());
+        let exit = exit?;
+        if !exit.success() {
+            return Err(format!("/bin/true in an instance failed: {exit:?}"));
+        }
+        Ok(d)
+    };
+    for _ in 0..5 {
+        run_floor()?;
+        run_inst(false)?;
+        run_inst(true)?;
+    }
+    let (mut floor, mut plain, mut netted) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        floor.push(run_floor()?);
+        plain.push(run_inst(false)?);
+        netted.push(run_inst(true)?);
+    }
+    let (f, p, n) = (median(&mut floor), median(&mut plain), median(&mut netted));
+    println!("cold_rounds={rounds}");
+    println!("cold_floor_p50_ms={f:.3}");
+    println!("cold_instance_p50_ms={p:.3}");
+    println!("cold_attached_p50_ms={n:.3}");
+    println!("cold_instance_p90_ms={:.3}", quantile(&mut plain, 0.9));
+    println!("cold_attached_p90_ms={:.3}", quantile(&mut netted, 0.9));
+    println!("cold_instance_vs_floor={:.3}", p / f);
+    println!("ratio={:.3}", n / f);
+    println!("cold_load={}", load());
     Ok(())
 }
 
