@@ -72,6 +72,11 @@ pub struct RegistryOptions {
     pub auth_file: Option<PathBuf>,
     /// Do not read an auth file at all.
     pub ignore_auth_file: bool,
+    /// The longest a connection to a registry (or to where it redirects) may take to be
+    /// ready: TCP connect plus, over HTTPS, the TLS handshake (default 30 s). A server that
+    /// accepts but never completes a handshake — a plain-HTTP server tried over HTTPS first
+    /// — fails the attempt then.
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 /// Docker Hub's names for itself: references say `docker.io`, the API lives elsewhere, and

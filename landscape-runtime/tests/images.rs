@@ -55,6 +55,11 @@ fn main() {
             "registry_pull_with_bearer_token",
             registry_pull_with_bearer_token,
         ),
+        #[cfg(feature = "registry-tls")]
+        (
+            "a_silent_server_fails_at_the_connect_deadline",
+            a_silent_server_fails_at_the_connect_deadline,
+        ),
         #[cfg(not(feature = "registry-tls"))]
         (
             "https_registry_without_the_feature_names_it",
@@ -1023,6 +1028,38 @@ fn https_registry_without_the_feature_names_it() {
     // A remote registry is refused before any connection, naming the feature.
     let err = pull_error(&store, "ghcr.io/org/app:v1");
     assert!(err.contains("registry-tls"), "{err}");
+}
+
+/// A server that accepts a connection and never says a word (a plain-HTTP server waiting
+/// for a request line that a TLS ClientHello never ends, or a stuck proxy): the HTTPS
+/// attempt ends at the connection deadline (`RegistryOptions::connect_timeout`), not at the
+/// 300 s read deadline, and the error says so. Its plain-HTTP fallback (loopback) is closed
+/// at once.
+#[cfg(feature = "registry-tls")]
+fn a_silent_server_fails_at_the_connect_deadline() {
+    use landscape_runtime::image::RegistryOptions;
+    let rt = runtime();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        // The HTTPS attempt: held open, unanswered, until the client gives up on it.
+        let (mut first, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        while std::io::Read::read(&mut first, &mut buf).is_ok_and(|n| n > 0) {}
+        // The plain-HTTP attempt: closed unanswered.
+        drop(listener.accept().unwrap());
+    });
+    let cache = TempDir::new("cache");
+    let store = ImageStore::new(cache.path(), rt.idmap()).with_registry(RegistryOptions {
+        connect_timeout: Some(std::time::Duration::from_millis(300)),
+        ..Default::default()
+    });
+    let err = pull_error(&store, &format!("127.0.0.1:{port}/test/busybox:v1"));
+    assert!(
+        err.contains("no connection and TLS handshake within 0.3 s"),
+        "{err}"
+    );
+    server.join().unwrap();
 }
 
 /// The test image recompressed by skopeo with zstd (what `zstd` and `zstd:chunked` images on

@@ -5,8 +5,11 @@
 //!
 //! Redirects (registries send blob downloads to object stores) are followed up to
 //! [`MAX_REDIRECTS`] times; the `Authorization` header is only sent again to the same origin.
-//! Every wait has a deadline: [`CONNECT_TIMEOUT`] to connect, [`READ_TIMEOUT`] for response
-//! headers and for each piece of a body.
+//! Every wait has a deadline: [`CONNECT_TIMEOUT`] (or `RegistryOptions::connect_timeout`) to
+//! connect (TCP and, over HTTPS, the TLS
+//! handshake: a plain-HTTP server that never answers a ClientHello fails the HTTPS attempt
+//! then, not after [`READ_TIMEOUT`]), [`READ_TIMEOUT`] for response headers and for each
+//! piece of a body.
 
 use super::{is_loopback, RegistryOptions};
 use crate::image::ImageStore;
@@ -27,7 +30,8 @@ use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
-/// The longest a TCP connect may take.
+/// The longest a connection may take to be ready: TCP connect plus, over HTTPS, the TLS
+/// handshake.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait for response headers, and for each next piece of a body.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(300);
@@ -41,9 +45,56 @@ const TOKEN_LIMIT: usize = 1 << 20;
 const AGENT: &str = concat!("landscape-runtime/", env!("CARGO_PKG_VERSION"));
 
 #[cfg(feature = "registry-tls")]
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Inner = hyper_rustls::HttpsConnector<HttpConnector>;
 #[cfg(not(feature = "registry-tls"))]
-type Connector = HttpConnector;
+type Inner = HttpConnector;
+type Connector = Deadline<Inner>;
+
+/// A connector whose connections must be ready (connected and, over HTTPS, through the TLS
+/// handshake) within `limit`.
+#[derive(Clone)]
+struct Deadline<C> {
+    inner: C,
+    limit: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower_service::Service<Uri> for Deadline<C>
+where
+    C: tower_service::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = std::result::Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let limit = self.limit;
+        let tls = if uri.scheme_str() == Some("https") {
+            " and TLS handshake"
+        } else {
+            ""
+        };
+        let what = format!("no connection{tls} within {} s", limit.as_secs_f64());
+        let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(r) => r.map_err(Into::into),
+                Err(_) => Err(what.into()),
+            }
+        })
+    }
+}
 
 /// The HTTP client and the runtime it runs on.
 struct Http {
@@ -173,6 +224,7 @@ fn query_escape(s: &str) -> String {
 
 impl Http {
     fn new(opts: &RegistryOptions) -> Result<Http> {
+        let limit = opts.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -194,6 +246,10 @@ impl Http {
         let connector = {
             let _ = opts;
             http
+        };
+        let connector = Deadline {
+            inner: connector,
+            limit,
         };
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Http {
@@ -411,7 +467,13 @@ impl Session {
             let reply = match http.block_on(http.get(&root, None, None)) {
                 Ok(r) => r,
                 Err(e) => {
-                    last = e;
+                    // Both attempts failed: each one's reason (the HTTPS one is usually
+                    // the story; the plain-HTTP one says whether anything listens).
+                    last = if last.is_empty() {
+                        e
+                    } else {
+                        format!("{last}; then {e}")
+                    };
                     continue;
                 }
             };
