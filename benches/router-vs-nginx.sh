@@ -21,13 +21,17 @@
 # Not run by CI. Install once (Debian):  apt-get install -y nginx wrk
 # The router is built here (release) unless LANDSCAPE_BIN names a binary
 #   (e.g. LANDSCAPE_BIN=target/release/examples/landscape, run with `router` as first argument)
-# Knobs: RUNS (default 5), DURATION (seconds, default 10), CONNS (default 50).
+# Knobs: RUNS (default 5), DURATION (seconds, default 10), CONNS (default 50), BODY (response
+# body bytes, default 612). CONNS and BODY may be lists ("1 32 256", "612 65536"): every
+# combination is measured with the same servers, and each prints its lines plus
+#   name=router-c<CONNS>-b<BODY> ratio=<cpu landscape/nginx> p99_ratio=<p99 landscape/nginx>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-50}
+BODY=${BODY:-612}
 BIN=${LANDSCAPE_BIN:-target/release/examples/router}
 [ -n "${LANDSCAPE_BIN:-}" ] || cargo build -q --release -p landscape-net --example router
 for tool in nginx wrk taskset; do
@@ -56,7 +60,10 @@ UP_PORT=$(free_port); NGX_PORT=$(free_port); LS_PORT=$(free_port)
 
 mkdir -p "$WORK/www" "$WORK/up" "$WORK/px"
 chmod 755 "$WORK"  # nginx workers may run as another user
-head -c 612 /dev/zero | tr '\0' 'x' > "$WORK/www/index.html"
+for b in $BODY; do
+  case $b in '' | *[!0-9]*) echo "router-vs-nginx: BODY must be numbers, got '$BODY'" >&2; exit 2 ;; esac
+  head -c "$b" /dev/zero | tr '\0' 'x' > "$WORK/www/b$b.html"
+done
 
 common_conf() {
   cat <<EOF
@@ -153,11 +160,12 @@ cpu_ticks() {
 
 # Runs wrk against a port while sampling the proxy's CPU; prints "cpu_us_per_req rps p99_ms".
 measure() {
-  local port=$1 pid=$2 before after out reqs rps p99 unit
+  local port=$1 pid=$2 conns=$3 body=$4 before after out reqs rps p99 unit url
+  url="http://127.0.0.1:$port/b$body.html"
   # Warm-up: fill connection pools.
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$port/" > /dev/null
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d1s "$url" > /dev/null
   before=$(cpu_ticks "$pid")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$url")
   after=$(cpu_ticks "$pid")
   if echo "$out" | grep -q "Non-2xx"; then echo "non-2xx responses from port $port:" >&2; echo "$out" >&2; exit 1; fi
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -172,16 +180,24 @@ measure() {
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 : > "$WORK/nginx.txt"; : > "$WORK/landscape.txt"
+for conns in $CONNS; do
+for body in $BODY; do
+: > "$WORK/nginx.txt"; : > "$WORK/landscape.txt"
+echo "router-vs-nginx: $conns connections, $body-byte body, $RUNS runs of ${DURATION}s, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for i in $(seq 1 "$RUNS"); do
-  n=$(measure "$NGX_PORT" "$NGX_MASTER"); echo "run $i nginx     cpu_us_per_req rps p99_ms = $n" >&2; echo "$n" >> "$WORK/nginx.txt"
-  l=$(measure "$LS_PORT" "$LS_PID");      echo "run $i landscape cpu_us_per_req rps p99_ms = $l" >&2; echo "$l" >> "$WORK/landscape.txt"
+  n=$(measure "$NGX_PORT" "$NGX_MASTER" "$conns" "$body"); echo "run $i nginx     cpu_us_per_req rps p99_ms = $n" >&2; echo "$n" >> "$WORK/nginx.txt"
+  l=$(measure "$LS_PORT" "$LS_PID" "$conns" "$body");      echo "run $i landscape cpu_us_per_req rps p99_ms = $l" >&2; echo "$l" >> "$WORK/landscape.txt"
 done
 
 for name in nginx landscape; do
   c=$(awk '{print $1}' "$WORK/$name.txt" | median)
   r=$(awk '{print $2}' "$WORK/$name.txt" | median)
   p=$(awk '{print $3}' "$WORK/$name.txt" | median)
-  echo "proxy=$name cpu_us_per_req=$c rps=$r p99_ms=$p"
-  eval "cpu_$name=$c"
+  echo "proxy=$name conns=$conns body=$body cpu_us_per_req=$c rps=$r p99_ms=$p"
+  eval "cpu_$name=$c p99_$name=$p"
 done
 awk -v l="$cpu_landscape" -v n="$cpu_nginx" 'BEGIN { printf "ratio_cpu=%.3f\n", l / n }'
+awk -v l="$cpu_landscape" -v n="$cpu_nginx" -v lp="$p99_landscape" -v np="$p99_nginx" -v c="$conns" -v b="$body" \
+  'BEGIN { printf "name=router-c%s-b%s ratio=%.3f p99_ratio=%.3f\n", c, b, l / n, (np > 0 ? lp / np : 0) }'
+done
+done

@@ -68,16 +68,27 @@ fn write_file(p: &Path, content: &str) -> R<()> {
     std::fs::write(p, content).map_err(|e| format!("write {}: {e}", p.display()))
 }
 
+/// An attached instance's two pipes with its helper: `ready` is written once the network
+/// namespace exists, `go` answers once the veth pair is in it.
+pub(crate) struct NetPipes {
+    pub ready: Option<OwnedFd>,
+    pub go: Option<OwnedFd>,
+}
+
 /// Entry of the cloned child; never returns.
 pub(crate) fn child_main(
     req: &Request,
     go: OwnedFd,
     report: OwnedFd,
     ready: OwnedFd,
-    net_ready: Option<OwnedFd>,
+    net: NetPipes,
     assign: Option<OwnedFd>,
     seccomp: Option<&seccompiler::BpfProgram>,
 ) -> ! {
+    let NetPipes {
+        ready: net_ready,
+        go: net_go,
+    } = net;
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     // The network namespace first, while the helper writes the id maps: creating one is
     // the most expensive step of a start, and needs no ids (the child of a clone into a
@@ -85,7 +96,8 @@ pub(crate) fn child_main(
     let net = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("create the network namespace: {e}"))
         .and_then(|()| sys::loopback_up().map_err(|e| format!("bring up loopback: {e}")));
-    // Attached instances: the helper now creates the veth pair into this namespace.
+    // Attached instances: the helper now creates the veth pair into this namespace, while
+    // this process builds the root filesystem.
     if let Some(w) = net_ready {
         let _ = File::from(w).write_all(b"n");
     }
@@ -96,7 +108,7 @@ pub(crate) fn child_main(
     }
     drop(go);
     let mut report = File::from(report);
-    if let Err(msg) = net.and_then(|()| setup(req)) {
+    if let Err(msg) = net.and_then(|()| setup(req, net_go)) {
         let _ = report.write_all(format!("E{}\n", msg.replace('\n', " ")).as_bytes());
         sys::exit_now(1);
     }
@@ -169,11 +181,11 @@ fn configure_network(att: &crate::network::Attachment) -> R<()> {
     Ok(())
 }
 
-fn setup(req: &Request) -> R<()> {
+/// Builds the instance's root filesystem and pivots into it; for an attached instance,
+/// once the root is built, waits on `net_go` for the helper's veth pair and configures
+/// `eth0`.
+fn setup(req: &Request, net_go: Option<OwnedFd>) -> R<()> {
     let spec = &req.spec;
-    if let Some(att) = &spec.network {
-        configure_network(att).map_err(|e| format!("landscape network: {e}"))?;
-    }
     if !req.keep_stdin {
         let null = File::options()
             .read(true)
@@ -466,6 +478,13 @@ fn setup(req: &Request) -> R<()> {
             )
             .map_err(|e| format!("read-only root: {e}"))?;
         }
+    }
+    if let (Some(att), Some(r)) = (&spec.network, net_go) {
+        let mut b = [0u8; 1];
+        if !matches!(File::from(r).read(&mut b), Ok(1)) {
+            return Err("landscape network: the helper did not attach the instance".into());
+        }
+        configure_network(att).map_err(|e| format!("landscape network: {e}"))?;
     }
     nix::unistd::sethostname(&hostname).map_err(|e| format!("sethostname: {e}"))?;
     nix::unistd::chdir(&root).map_err(|e| format!("chdir {}: {e}", root.display()))?;

@@ -689,7 +689,7 @@ impl Runtime {
             }
         };
         let exit = crate::helper::supervise(&req, None, &mut emit);
-        crate::helper::remove_veth();
+        crate::helper::teardown();
         Ok(exit)
     }
 }
