@@ -34,8 +34,12 @@ const MAX_HEADERS: usize = 100;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Head and body bytes gathered into one write to the client at most.
 const COALESCE: usize = 32 * 1024;
-/// Spare room for each read of a body.
-const READ_CHUNK: usize = 16 * 1024;
+/// Spare room for each read of a body: a 64 KiB body takes one read and one write per side
+/// on loopback (with 16 KiB, four of each: 0.83 of nginx's CPU per request at 32
+/// connections instead of 0.63). Between requests the buffers go back to [`IDLE_BUF`].
+const READ_CHUNK: usize = 64 * 1024;
+/// The most a connection's read buffers keep while it waits for its next request.
+const IDLE_BUF: usize = 16 * 1024;
 /// Headers named in `Connection` that are dropped, at most (more: hyper path).
 const MAX_NAMED: usize = 8;
 
@@ -71,6 +75,14 @@ impl InBuf {
 
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// An empty buffer grown past `max` (by a body) gives its room back.
+    fn trim(&mut self, max: usize) {
+        if self.is_empty() && self.v.capacity() > max {
+            self.v = Vec::with_capacity(max.min(8192));
+            self.pos = 0;
+        }
     }
 
     fn consume(&mut self, n: usize) {
@@ -977,6 +989,8 @@ where
             let _ = io.shutdown().await;
             return Lean::Done;
         }
+        b.inb.trim(IDLE_BUF);
+        b.ubuf.trim(IDLE_BUF);
         wait_start = tokio::time::Instant::now();
     }
 }
@@ -1264,6 +1278,25 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_buffer_grown_by_a_body_gives_its_room_back_when_empty() {
+        let mut b = InBuf::with_capacity(4096);
+        b.v.extend_from_slice(&vec![7u8; READ_CHUNK]);
+        assert!(b.v.capacity() >= READ_CHUNK);
+        // Not while it holds unconsumed bytes.
+        b.trim(IDLE_BUF);
+        assert_eq!(b.len(), READ_CHUNK);
+        b.consume(READ_CHUNK);
+        b.trim(IDLE_BUF);
+        assert!(b.is_empty());
+        assert!(b.v.capacity() <= IDLE_BUF, "{}", b.v.capacity());
+        // A small buffer is left alone.
+        let mut small = InBuf::with_capacity(4096);
+        let cap = small.v.capacity();
+        small.trim(IDLE_BUF);
+        assert_eq!(small.v.capacity(), cap);
     }
 
     #[test]
