@@ -14,6 +14,8 @@
 # timed beside it as tool=landscape-dynamic unless LANDSCAPE_DYNAMIC=none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 runs=${1:-200}
 
 busybox=$(command -v busybox || true)
@@ -78,15 +80,7 @@ fi
 command -v bwrap >/dev/null && have_bwrap=1
 podman_runs=${PODMAN_RUNS:-$((runs < 30 ? runs : 30))}
 if [ "$(id -u)" -eq 0 ] && command -v podman >/dev/null && command -v runc >/dev/null; then
-  # Explicit ulimits: podman's defaults exceed this machine's hard limits (runc then fails
-  # with "error setting rlimits").
-  cat > "$work/containers.conf" <<CONF
-[containers]
-default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-CONF
-  export CONTAINERS_CONF=$work/containers.conf
+  podman_conf "$work"
   if tar -C "$rootfs" -cf "$work/rootfs.tar" . && podman import -q "$work/rootfs.tar" "$podman_image" >/dev/null &&
      out=$(podman run --rm --network none "$podman_image" /bin/true 2>&1); then
     have_podman=1

@@ -13,6 +13,8 @@
 # Usage: benches/up-vs-compose.sh [ROUNDS] [SIZES...]   (default: 2 rounds of 4 and 1 of 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 rounds=${1:-2}
 shift || true
 sizes=("$@")
@@ -47,16 +49,7 @@ for a in $("$work/rootfs/bin/busybox" --list); do
   [ "$a" = busybox ] || ln -sf busybox "$work/rootfs/bin/$a"
 done
 tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
-# Explicit ulimits (podman's defaults exceed this machine's hard limits: runc then fails
-# with "error setting rlimits"); nofile = the hard limit here.
-nofile=$(ulimit -Hn)
-cat > "$work/containers.conf" <<CONF
-[containers]
-default_ulimits = ["nofile=$nofile:$nofile", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-CONF
-export CONTAINERS_CONF=$work/containers.conf
+podman_conf "$work"  # runc, explicit ulimits (benches/lib.sh)
 podman import -q "$work/rootfs.tar" "$image" >/dev/null
 
 now() { date +%s.%N; }
