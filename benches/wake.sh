@@ -6,6 +6,8 @@
 # Prints key=value lines, then:
 #   name=wake-frozen  added_ms=<median first request after freeze - median warm request>
 #   name=wake-stopped added_ms=<median first request after stop - median warm request>
+#   name=wake-stopped-pool added_ms=<the same with `up --pool 1`: the replica comes back
+#                                    from a pre-warmed instance instead of a cold start>
 # Benchmark, not a test; not run by CI. Traffic only to 127.0.0.1.
 # Usage: benches/wake.sh [ROUNDS]   (default 15)
 set -euo pipefail
@@ -44,8 +46,8 @@ wait_state() { # STATE
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
-run() { # MODE FLAGS...
-  local mode=$1; shift
+run() { # LABEL MODE FLAGS...
+  local label=$1 mode=$2; shift 2
   "$L" up -d "$work/app" --listen "127.0.0.1:$port" --no-egress "$@" >/dev/null 2>&1
   local warm=() cold=() i
   for i in $(seq 1 "$rounds"); do
@@ -57,10 +59,11 @@ run() { # MODE FLAGS...
   local w c
   w=$(printf '%s\n' "${warm[@]}" | median)
   c=$(printf '%s\n' "${cold[@]}" | median)
-  echo "${mode}_warm_p50_ms=$(awk -v x="$w" 'BEGIN {printf "%.3f", x * 1000}')"
-  echo "${mode}_first_p50_ms=$(awk -v x="$c" 'BEGIN {printf "%.3f", x * 1000}')"
-  echo "name=wake-$mode added_ms=$(awk -v c="$c" -v w="$w" 'BEGIN {printf "%.3f", (c - w) * 1000}')"
+  echo "${label//-/_}_warm_p50_ms=$(awk -v x="$w" 'BEGIN {printf "%.3f", x * 1000}')"
+  echo "${label//-/_}_first_p50_ms=$(awk -v x="$c" 'BEGIN {printf "%.3f", x * 1000}')"
+  echo "name=wake-$label added_ms=$(awk -v c="$c" -v w="$w" 'BEGIN {printf "%.3f", (c - w) * 1000}')"
 }
 echo "wake: $rounds rounds, load average $(cut -d' ' -f1-3 /proc/loadavg), uid $(id -u)" >&2
-run frozen --freeze-after 100ms
-run stopped --stop-after 100ms
+run frozen frozen --freeze-after 100ms
+run stopped stopped --stop-after 100ms
+run stopped-pool stopped --stop-after 100ms --pool 1
