@@ -38,17 +38,8 @@ pub struct Args {
     /// Allow binding ports below 1024 (Managed Container policy).
     #[arg(long)]
     privileged_ports: bool,
-    /// Image cache directory (default $TMPDIR/landscape-images-<uid>).
-    #[arg(long, value_name = "DIR")]
-    image_cache: Option<PathBuf>,
-    /// Trust this CA (PEM) for HTTPS registries, besides the system's (repeatable). HTTPS
-    /// registries need the `tls` feature; credentials come from $REGISTRY_AUTH_FILE or
-    /// ~/.docker/config.json.
-    #[arg(long = "registry-ca", value_name = "FILE")]
-    registry_ca: Vec<PathBuf>,
-    /// Allow plain HTTP to this registry (`host:port`; loopback registries always may).
-    #[arg(long = "registry-insecure", value_name = "HOST")]
-    registry_insecure: Vec<String>,
+    #[command(flatten)]
+    images: ImageArgs,
     /// The command and its arguments (default: the image's entrypoint + cmd).
     #[arg(
         trailing_var_arg = true,
@@ -61,6 +52,54 @@ pub struct Args {
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("landscape exec: {msg}");
     ExitCode::from(2)
+}
+
+/// Where images come from: the options `landscape exec` and `landscape up` share.
+#[derive(clap::Args, Clone)]
+pub struct ImageArgs {
+    /// Image cache directory (default $TMPDIR/landscape-images-<uid>, shared by
+    /// `landscape exec` and `landscape up`).
+    #[arg(long, value_name = "DIR")]
+    pub image_cache: Option<PathBuf>,
+    /// Trust this CA (PEM) for HTTPS registries, besides the system's (repeatable). HTTPS
+    /// registries need the `tls` feature; credentials come from $REGISTRY_AUTH_FILE or
+    /// ~/.docker/config.json.
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    pub registry_ca: Vec<PathBuf>,
+    /// Allow plain HTTP to this registry (`host:port`; loopback registries always may).
+    #[arg(long = "registry-insecure", value_name = "HOST")]
+    pub registry_insecure: Vec<String>,
+}
+
+impl ImageArgs {
+    /// The image cache directory.
+    pub fn cache(&self) -> PathBuf {
+        self.image_cache
+            .clone()
+            .unwrap_or_else(image::default_cache_dir)
+    }
+
+    /// How registries are reached.
+    pub fn registry(&self) -> image::RegistryOptions {
+        image::RegistryOptions {
+            ca_files: self.registry_ca.clone(),
+            insecure: self.registry_insecure.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The same options on another `landscape` command line.
+    pub fn forward(&self, cmd: &mut std::process::Command) {
+        if let Some(c) = &self.image_cache {
+            cmd.arg("--image-cache").arg(c);
+        }
+        for c in &self.registry_ca {
+            cmd.arg("--registry-ca").arg(c);
+        }
+        for r in &self.registry_insecure {
+            cmd.arg("--registry-insecure").arg(r);
+        }
+    }
 }
 
 /// Runs `landscape exec`.
@@ -81,16 +120,8 @@ pub fn run(args: Args) -> ExitCode {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
-        let cache = args
-            .image_cache
-            .clone()
-            .unwrap_or_else(image::default_cache_dir);
-        let store =
-            image::ImageStore::new(cache, runtime.idmap()).with_registry(image::RegistryOptions {
-                ca_files: args.registry_ca.clone(),
-                insecure: args.registry_insecure.clone(),
-                ..Default::default()
-            });
+        let store = image::ImageStore::new(args.images.cache(), runtime.idmap())
+            .with_registry(args.images.registry());
         let mut report = |p: image::Progress| eprintln!("landscape exec: {p}");
         let img = match store.resolve(&reference, &mut report) {
             Ok(i) => i,

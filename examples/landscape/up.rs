@@ -52,17 +52,9 @@ pub struct Args {
     /// Seconds to wait for every replica to be ready.
     #[arg(long, default_value_t = 120)]
     ready_timeout: u64,
-    /// Image cache directory for Managed Containers' images (default
-    /// $TMPDIR/landscape-images-<uid>, shared with `landscape exec`).
-    #[arg(long, value_name = "DIR")]
-    image_cache: Option<PathBuf>,
-    /// Trust this CA (PEM) for HTTPS registries, besides the system's (repeatable);
-    /// credentials come from $REGISTRY_AUTH_FILE or ~/.docker/config.json.
-    #[arg(long = "registry-ca", value_name = "FILE")]
-    registry_ca: Vec<PathBuf>,
-    /// Allow plain HTTP to this registry (`host:port`; loopback registries always may).
-    #[arg(long = "registry-insecure", value_name = "HOST")]
-    registry_insecure: Vec<String>,
+    /// Where Managed Containers' images come from.
+    #[command(flatten)]
+    images: crate::exec::ImageArgs,
     /// Vault store directory [default: $LANDSCAPE_VAULT_DIR, else ~/.local/share/landscape/vault].
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
@@ -367,15 +359,7 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
     if a.pool > 0 {
         cmd.arg("--pool").arg(a.pool.to_string());
     }
-    if let Some(c) = &a.image_cache {
-        cmd.arg("--image-cache").arg(c);
-    }
-    for c in &a.registry_ca {
-        cmd.arg("--registry-ca").arg(c);
-    }
-    for r in &a.registry_insecure {
-        cmd.arg("--registry-insecure").arg(r);
-    }
+    a.images.forward(&mut cmd);
     if let Some(s) = &a.store {
         cmd.arg("--store").arg(s);
     }
@@ -690,11 +674,8 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
     opts.run_tests = !a.skip_tests;
     opts.egress = !a.no_egress;
     opts.pool = a.pool;
-    if let Some(c) = &a.image_cache {
-        opts.image_cache = c.clone();
-    }
-    opts.registry.ca_files = a.registry_ca.clone();
-    opts.registry.insecure = a.registry_insecure.clone();
+    opts.image_cache = a.images.cache();
+    opts.registry = a.images.registry();
     opts.idle.default = landscape::compose::IdlePolicy {
         freeze_after: a.freeze_after,
         stop_after: a.stop_after,
