@@ -377,10 +377,7 @@ fn registry_pull_from_real_docker_registry() {
     let mut events = Vec::new();
     let r = ImageRef::parse(&format!("127.0.0.1:{port}/test/busybox:v1")).unwrap();
     let img = store.resolve(&r, &mut |p| events.push(p)).unwrap();
-    let downloads = events
-        .iter()
-        .filter(|e| matches!(e, Progress::Downloaded { .. }))
-        .count();
+    let downloads = downloads(&events);
     assert_eq!(downloads, 3, "config + 2 layers: {events:?}");
     check_image(&rt, &img);
     let err = pull_error(&store, &format!("127.0.0.1:{port}/test/missing:v1"));
@@ -465,10 +462,7 @@ fn multi_platform_index_gives_this_hosts_image_from_layout_and_registry() {
     let img = store
         .resolve(&ImageRef::parse(&dest).unwrap(), &mut |p| events.push(p))
         .unwrap();
-    let downloads = events
-        .iter()
-        .filter(|e| matches!(e, Progress::Downloaded { .. }))
-        .count();
+    let downloads = downloads(&events);
     assert_eq!(
         downloads, 3,
         "config + 2 layers of this host's image: {events:?}"
@@ -621,10 +615,7 @@ fn blob_redirects_are_followed_without_the_password() {
     let mut events = Vec::new();
     let r = ImageRef::parse(&format!("{registry}/test/app:v1")).unwrap();
     let img = store.resolve(&r, &mut |p| events.push(p)).unwrap();
-    let downloads = events
-        .iter()
-        .filter(|e| matches!(e, Progress::Downloaded { .. }))
-        .count();
+    let downloads = downloads(&events);
     assert_eq!(downloads, 3, "config + 2 layers: {events:?}");
     check_image(&rt, &img);
     let store_seen = store_seen.lock().unwrap();
@@ -687,6 +678,14 @@ fn hostile_layers_cannot_touch_the_host() {
         &mut |_| {},
     );
     assert!(!host.path().join("planted").exists());
+}
+
+/// How many blobs a pull downloaded.
+fn downloads(events: &[Progress]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Progress::Downloaded { .. }))
+        .count()
 }
 
 /// The error of pulling `reference` (which must fail).
@@ -856,10 +855,7 @@ fn registry_pull_over_https_with_basic_auth() {
     // The CA trusted and the right password: pulled over HTTPS, verified, runs.
     let (img, events, _cache) = pull(opts(Some(("alice", "s3cret")), true));
     let img = img.unwrap();
-    let downloads = events
-        .iter()
-        .filter(|e| matches!(e, Progress::Downloaded { .. }))
-        .count();
+    let downloads = downloads(&events);
     assert_eq!(downloads, 3, "config + 2 layers: {events:?}");
     check_image(&rt, &img);
     // No credentials: named as the problem.
