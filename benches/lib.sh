@@ -15,3 +15,14 @@ runtime = "runc"
 CONF
   export CONTAINERS_CONF=$1/containers.conf
 }
+
+# landscape_cli: sets L to the `landscape` CLI to time: $LANDSCAPE_BIN when set (a CLI built
+# beforehand), else the release example, built here.
+landscape_cli() {
+  if [ -n "${LANDSCAPE_BIN:-}" ]; then
+    L=$LANDSCAPE_BIN
+  else
+    cargo build -q --release --example landscape
+    L=$PWD/target/release/examples/landscape
+  fi
+}

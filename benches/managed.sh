@@ -13,6 +13,8 @@
 # Usage: benches/managed.sh [ROUNDS]   (default 5; env LANDSCAPE_BIN=a built CLI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 rounds=${1:-5}
 case $rounds in '' | *[!0-9]*) echo "managed: ROUNDS must be a number" >&2; exit 2 ;; esac
 [ "$(id -u)" -eq 0 ] || { echo "managed: run as root (the floor starts postgres as its own user)" >&2; exit 2; }
@@ -20,12 +22,7 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 [ -x "$pgbin/pg_ctl" ] && command -v redis-server >/dev/null \
   || { echo "managed: apt-get install postgresql redis-server" >&2; exit 2; }
 # LANDSCAPE_BIN: a CLI built beforehand (default: build the release example here).
-if [ -n "${LANDSCAPE_BIN:-}" ]; then
-  L=$LANDSCAPE_BIN
-else
-  cargo build -q --release --example landscape
-  L=$PWD/target/release/examples/landscape
-fi
+landscape_cli
 work=$(mktemp -d /tmp/landscape-managed-bench.XXXXXX)
 chmod 755 "$work"
 pgport=3795 redisport=3796

@@ -24,12 +24,7 @@ for t in podman podman-compose busybox curl; do
   command -v "$t" >/dev/null || { echo "up-vs-compose: $t missing (apt-get install podman podman-compose busybox-static curl)" >&2; exit 2; }
 done
 # LANDSCAPE_BIN: a CLI built beforehand (default: build the release example here).
-if [ -n "${LANDSCAPE_BIN:-}" ]; then
-  L=$LANDSCAPE_BIN
-else
-  cargo build -q --release --example landscape
-  L=$PWD/target/release/examples/landscape
-fi
+landscape_cli
 work=$(mktemp -d /tmp/landscape-vs-compose.XXXXXX)
 chmod 755 "$work"
 image=localhost/landscape-bench-busybox:1
