@@ -137,7 +137,6 @@ pub struct Runtime {
     /// Whether cgroups are usable, checked on first need (instances without limits never
     /// ask).
     cgroups: std::sync::OnceLock<std::result::Result<cgroup::Hierarchy, String>>,
-    counter: AtomicU64,
     pool: std::sync::Arc<std::sync::Mutex<Pool>>,
 }
 
@@ -229,7 +228,6 @@ impl Runtime {
             cfg,
             idmap,
             cgroups: std::sync::OnceLock::new(),
-            counter: AtomicU64::new(0),
             pool: Default::default(),
         };
         for _ in 0..rt.cfg.prewarm {
@@ -323,7 +321,11 @@ impl Runtime {
 
     fn request(&self, spec: &InstanceSpec, keep_stdin: bool) -> Result<Request> {
         spec.validate()?;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // One count per process, not per runtime: two runtimes of one host (or one after
+        // another) never give two instances the same id, hence the same cgroups, socket
+        // and pipes (a finished instance's cgroups are removed after its exit is reported).
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{}-{n}", spec.name, std::process::id());
         // Moving a process into a cgroup v1 hierarchy costs ~10 ms (the kernel waits for an
         // RCU grace period), so instances get cgroups only when they have limits; pass
