@@ -210,22 +210,6 @@ pub(crate) fn serve(sock: UnixStream) -> i32 {
     0
 }
 
-/// The veth pair left to remove after the exit is reported: netlink socket (in the
-/// landscape network), bridge-end name, instance id.
-static VETH: std::sync::Mutex<Option<(crate::netlink::Netlink, String, String)>> =
-    std::sync::Mutex::new(None);
-
-/// Removes the veth pair of the instance that has just ended, if any (see
-/// `run_child_blocked`).
-fn remove_veth() {
-    let left = VETH.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some((mut nl, veth, id)) = left {
-        if let Err(e) = nl.delete(&veth) {
-            tracing::warn!(instance = %id, "remove veth {veth}: {e}");
-        }
-    }
-}
-
 /// The host's end of the helper protocol, as seen by the helper.
 pub(crate) struct Control {
     fd: OwnedFd,
@@ -272,40 +256,63 @@ fn supervise_inner(
             let mut exit = exit;
             exit.oom_killed = cg.oom_killed();
             // Removed once init has left them ([`teardown`], after the exit is reported).
-            *LEFTOVER_CGROUPS.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((cg.clone(), req.id.clone()));
+            leftover().cgroups = Some((cg.clone(), req.id.clone()));
             exit
         }
         None => exit,
     }
 }
 
-/// The mount namespace of the instance that has just ended (see [`teardown`]).
-static LEFTOVER_MOUNTS: std::sync::Mutex<Option<OwnedFd>> = std::sync::Mutex::new(None);
-/// The cgroups of the instance that has just ended, and its id.
-static LEFTOVER_CGROUPS: std::sync::Mutex<Option<(Cgroups, String)>> = std::sync::Mutex::new(None);
+/// What is left of the instance that has just ended once its exit has been reported (its
+/// init is reaped), for [`teardown`].
+struct Leftover {
+    /// Its mount namespace, held so that init's exit did not wait for the kernel to
+    /// unmount the instance's root (RCU grace periods, 0.3–0.4 ms).
+    mounts: Option<OwnedFd>,
+    /// Its cgroups and its id.
+    cgroups: Option<(Cgroups, String)>,
+    /// The bridge end of its veth pair: netlink socket (in the landscape network), the
+    /// veth's name, the instance id.
+    veth: Option<(crate::netlink::Netlink, String, String)>,
+}
 
-/// What is left of the instance that has just ended, once its exit has been reported
-/// (its init is reaped): its mount namespace, held here so that init's exit did not wait
-/// for the kernel to unmount its root (RCU grace periods, 0.3–0.4 ms; released here, after
-/// the report), its cgroups and its veth pair.
+static LEFTOVER: std::sync::Mutex<Leftover> = std::sync::Mutex::new(Leftover {
+    mounts: None,
+    cgroups: None,
+    veth: None,
+});
+
+fn leftover() -> std::sync::MutexGuard<'static, Leftover> {
+    LEFTOVER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Releases what is left of the instance that has just ended, after its exit has been
+/// reported: its mount namespace (the kernel unmounts its root now), its cgroups (init
+/// has left them) and its veth pair.
 pub(crate) fn teardown() {
-    drop(
-        LEFTOVER_MOUNTS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(),
+    let Leftover {
+        mounts,
+        cgroups,
+        veth,
+    } = std::mem::replace(
+        &mut *leftover(),
+        Leftover {
+            mounts: None,
+            cgroups: None,
+            veth: None,
+        },
     );
-    let cgroups = LEFTOVER_CGROUPS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    drop(mounts);
     if let Some((cg, id)) = cgroups {
         if let Err(e) = cg.remove() {
             tracing::warn!(instance = %id, "{e}");
         }
     }
-    remove_veth();
+    if let Some((mut nl, veth, id)) = veth {
+        if let Err(e) = nl.delete(&veth) {
+            tracing::warn!(instance = %id, "remove veth {veth}: {e}");
+        }
+    }
 }
 
 fn run_child(req: &Request, control: Option<&mut Control>, emit: &mut dyn FnMut(&Event)) -> Exit {
@@ -339,6 +346,14 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Exit> {
         .map_err(|e| Exit::failed(format!("create pipe: {e}")))
 }
 
+/// A pipe when `wanted`, else none.
+fn pipe_if(wanted: bool) -> Result<(Option<OwnedFd>, Option<OwnedFd>), Exit> {
+    if !wanted {
+        return Ok((None, None));
+    }
+    pipe().map(|(r, w)| (Some(r), Some(w)))
+}
+
 fn run_child_blocked(
     req: &Request,
     mut control: Option<&mut Control>,
@@ -362,15 +377,13 @@ fn run_child_blocked(
     // Attached instances only: the instance writes one byte once its network namespace
     // exists; this process answers on the second pipe once the veth pair is there (created
     // while the instance builds its root filesystem).
-    let (net_r, net_w) = match (&net, pipe()) {
-        (None, _) => (None, None),
-        (Some(_), Ok((r, w))) => (Some(r), Some(w)),
-        (Some(_), Err(e)) => return e,
+    let (net_r, net_w) = match pipe_if(net.is_some()) {
+        Ok(p) => p,
+        Err(e) => return e,
     };
-    let (netgo_r, netgo_w) = match (&net, pipe()) {
-        (None, _) => (None, None),
-        (Some(_), Ok((r, w))) => (Some(r), Some(w)),
-        (Some(_), Err(e)) => return e,
+    let (netgo_r, netgo_w) = match pipe_if(net.is_some()) {
+        Ok(p) => p,
+        Err(e) => return e,
     };
     let (go_r, go_w) = match pipe() {
         Ok(p) => p,
@@ -387,10 +400,9 @@ fn run_child_blocked(
         Err(e) => return e,
     };
     // Parked instances: the spec they are handed out with.
-    let (assign_r, assign_w) = match (req.parked, pipe()) {
-        (false, _) => (None, None),
-        (true, Ok((r, w))) => (Some(r), Some(w)),
-        (true, Err(e)) => return e,
+    let (assign_r, assign_w) = match pipe_if(req.parked) {
+        Ok(p) => p,
+        Err(e) => return e,
     };
     // The network namespace is not created by this clone: the child creates it first
     // thing (it has every capability in its new user namespace, with or without id maps),
@@ -426,7 +438,7 @@ fn run_child_blocked(
     // Held until the exit is reported: the kernel then unmounts the instance's root here,
     // not in init's exit (which the exit report waits for).
     if let Ok(ns) = File::open(format!("/proc/{}/ns/mnt", pid.as_raw())) {
-        *LEFTOVER_MOUNTS.lock().unwrap_or_else(|e| e.into_inner()) = Some(ns.into());
+        leftover().mounts = Some(ns.into());
     }
     drop(go_r);
     drop(rep_w);
@@ -674,11 +686,10 @@ fn run_child_blocked(
     // The bridge end of the veth pair: deleting it removes the pair now rather than when
     // the kernel gets round to the instance's dead network namespace. The kernel takes
     // tens of milliseconds for it, so it is done once the exit has been reported
-    // ([`remove_veth`]); veth names are unique per attachment, so the next instance at
-    // this address does not wait for it.
+    // ([`teardown`]); veth names are unique per attachment, so the next instance at this
+    // address does not wait for it.
     if let (Some((nl, _)), Some(att)) = (net.take(), &req.spec.network) {
-        *VETH.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((nl, att.veth.clone(), req.id.clone()));
+        leftover().veth = Some((nl, att.veth.clone(), req.id.clone()));
     }
     let mut exit = Exit::default();
     for line in String::from_utf8_lossy(&report).lines() {
