@@ -1090,16 +1090,30 @@ impl Landscape {
     }
 
     /// Waits until every replica is ready; on timeout, the error names the replicas that
-    /// are not, with their state and last exit.
+    /// are not, with their state and last exit. A service that the idle policy has
+    /// frozen or put to sleep counts as up: it is parked only once all its replicas were
+    /// ready, and on a slow host that can happen before the last service is ready.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), UpError> {
         let mut events = self.sup.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let status = self.sup.status();
+            let parked = |service: &str| {
+                matches!(
+                    self.sup.power(service),
+                    Some(rt::Power::Frozen | rt::Power::Asleep)
+                )
+            };
             let pending: Vec<String> = status
                 .replicas
                 .iter()
-                .filter(|r| r.state != rt::ReplicaState::Ready)
+                .filter(|r| {
+                    let resting = matches!(
+                        r.state,
+                        rt::ReplicaState::Frozen | rt::ReplicaState::Stopped
+                    );
+                    r.state != rt::ReplicaState::Ready && !(resting && parked(&r.service))
+                })
                 .map(|r| {
                     format!(
                         "{}-{} is {:?}{}",

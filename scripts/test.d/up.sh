@@ -270,6 +270,51 @@ idle_case() {
   [ "${st%% *}" = ready ] || fail "$name: s2 not ready after its wake: $st"
   "${L[@]}" down "$app" > /dev/null || fail "$name: down"
   ! pgrep -f "busybox httpd -f -p 3000 -h /tmp/w" >/dev/null || fail "$name: processes left after down"
+
+  # A service parked by the idle policy before the last one is ready still counts as up:
+  # `fast` freezes while `slow` waits for a file the test creates only once it has seen
+  # `fast` frozen, so `up -d` must return once `slow` is ready.
+  local park="$work/$name-park/park"
+  mkdir -p "$park"
+  cat > "$park/ci.yml" <<'YAML'
+schemaVersion: v0.4
+run:
+  fast:
+    steps:
+      - command: mkdir -p /tmp/w && echo fast > /tmp/w/index.html && exec busybox httpd -f -p 3000 -h /tmp/w
+    network:
+      ports:
+        - port: 3000
+      paths:
+        - port: 3000
+          path: /fast
+          stripPath: true
+  slow:
+    steps:
+      - command: until [ -e go ]; do sleep 0.05; done; mkdir -p /tmp/w && echo slow > /tmp/w/index.html && exec busybox httpd -f -p 3000 -h /tmp/w
+    network:
+      ports:
+        - port: 3000
+      paths:
+        - port: 3000
+          path: /slow
+          stripPath: true
+YAML
+  if [ ${#as[@]} -gt 0 ]; then chown -R "$user:$user" "$work/$name-park"; fi
+  local park_out="$work/$name-park.out"
+  "${L[@]}" up -d "$park" --listen "127.0.0.1:$port" --freeze-after 100ms --ready-timeout 30 > "$park_out" 2>&1 &
+  local up_pid=$!
+  park_state() { "${L[@]}" ps "$park" --format json 2>/dev/null | python3 -c 'import json,sys; r=[x for x in json.load(sys.stdin) if x["service"] == sys.argv[1]][0]; print(r["state"])' "$1" 2>/dev/null; }
+  deadline=$((SECONDS + 20))
+  until st=$(park_state fast) && [ "$st" = frozen ]; do
+    [ $SECONDS -lt $deadline ] || { kill "$up_pid" 2>/dev/null; fail "$name: fast never froze while slow started ($st)"; }
+    sleep 0.05
+  done
+  touch "$park/go"
+  wait "$up_pid" || fail "$name: up -d did not count a parked service as up: $(cat "$park_out")"
+  [ "$(curl -s -f --max-time 5 "http://127.0.0.1:$port/slow/")" = slow ] || fail "$name: slow does not answer"
+  [ "$(curl -s -f --max-time 5 "http://127.0.0.1:$port/fast/")" = fast ] || fail "$name: the parked service does not wake"
+  "${L[@]}" down "$park" > /dev/null || fail "$name: down of the parked landscape"
   echo "up.sh: $name off-when-unused ok"
 }
 
