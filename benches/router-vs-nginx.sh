@@ -21,6 +21,10 @@
 # Not run by CI. Install once (Debian):  apt-get install -y nginx wrk
 # The router is built here (release) unless LANDSCAPE_BIN names a binary
 #   (e.g. LANDSCAPE_BIN=target/release/examples/landscape, run with `router` as first argument)
+# SYSCALLS=1 adds one counted run per proxy and combination (perf stat on the proxy's
+# process, root or perf_event_paranoid <= 0): system calls and epoll waits per request,
+#   proxy=<name> conns=<c> body=<b> syscalls_per_req=<x> epoll_waits_per_req=<y> task_us_per_req=<z>
+# (task time under perf is not the primary figure; the counts are exact).
 # Knobs: RUNS (default 5), DURATION (seconds, default 10), CONNS (default 50), BODY (response
 # body bytes, default 612). CONNS and BODY may be lists ("1 32 256", "612 65536"): every
 # combination is measured with the same servers, and each prints its lines plus
@@ -37,6 +41,9 @@ BIN=${LANDSCAPE_BIN:-target/release/examples/router}
 for tool in nginx wrk taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y nginx wrk util-linux" >&2; exit 2; }
 done
+if [ "${SYSCALLS:-0}" = 1 ] && ! command -v perf >/dev/null; then
+  echo "SYSCALLS=1 needs perf: apt-get install -y linux-perf" >&2; exit 2
+fi
 [ -x "$BIN" ] || { echo "missing $BIN: cargo build --release -p landscape-net --example router" >&2; exit 2; }
 SUB=()
 case "$BIN" in */landscape) SUB=(router) ;; esac
@@ -177,6 +184,20 @@ measure() {
     'BEGIN { printf "%.3f %.0f %s\n", d * 1e6 / t / r, rps, p }'
 }
 
+# One run under perf stat: "syscalls epoll_waits task_us" per request.
+count_syscalls() {
+  local port=$1 pid=$2 conns=$3 body=$4 reqs url="http://127.0.0.1:$1/b$4.html"
+  perf stat -x, -o "$WORK/perf.csv" \
+    -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,task-clock \
+    -p "$pid" -- taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" "$url" > "$WORK/perf.wrk"
+  reqs=$(awk '/requests in/ {print $1}' "$WORK/perf.wrk")
+  awk -F, -v r="$reqs" '
+    $3 == "raw_syscalls:sys_enter" { s = $1 }
+    $3 ~ /epoll_p?wait$/ { e += $1 }
+    $3 == "task-clock" { t = $1 }
+    END { printf "%.3f %.3f %.3f\n", s / r, e / r, t * 1000 / r }' "$WORK/perf.csv"
+}
+
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 : > "$WORK/nginx.txt"; : > "$WORK/landscape.txt"
@@ -199,5 +220,13 @@ done
 awk -v l="$cpu_landscape" -v n="$cpu_nginx" 'BEGIN { printf "ratio_cpu=%.3f\n", l / n }'
 awk -v l="$cpu_landscape" -v n="$cpu_nginx" -v lp="$p99_landscape" -v np="$p99_nginx" -v c="$conns" -v b="$body" \
   'BEGIN { printf "name=router-c%s-b%s ratio=%.3f p99_ratio=%.3f\n", c, b, l / n, (np > 0 ? lp / np : 0) }'
+if [ "${SYSCALLS:-0}" = 1 ]; then
+  # The nginx worker (the master only waits) and the router itself.
+  for who in "nginx $NGX_PORT $(pgrep -P "$NGX_MASTER" | head -n1)" "landscape $LS_PORT $LS_PID"; do
+    set -- $who
+    read -r sc ew tu < <(count_syscalls "$2" "$3" "$conns" "$body")
+    echo "proxy=$1 conns=$conns body=$body syscalls_per_req=$sc epoll_waits_per_req=$ew task_us_per_req=$tu"
+  done
+fi
 done
 done
