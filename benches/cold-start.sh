@@ -6,6 +6,8 @@
 # + wait of the same busybox `/bin/true` on the host, from the same process, interleaved
 # (netbench's `cold` mode, release build). Prints netbench's lines and
 #   name=cold-start ratio=<attached / floor> instance_ratio=<unattached / floor>
+# Then netbench's `ns` mode: what the kernel alone charges per namespace kind (raw clone +
+# exit + wait), `ns_<set>_p50_ms` lines and `ns_network_ms`.
 # Target (issue #15): ratio <= 2. `landscape exec`'s start from a shell, which adds the
 # CLI's own exec, is benches/exec-vs-others.sh. Benchmark, not a test; runs as root or
 # unprivileged. Traffic: none (the instances run /bin/true). Needs: busybox-static.
@@ -35,3 +37,4 @@ out=$(NETBENCH_ROOTFS=$rootfs target/release/examples/netbench cold "$rounds")
 echo "$out"
 val() { sed -n "s/^$1=//p" <<<"$out"; }
 echo "name=cold-start ratio=$(val ratio) instance_ratio=$(val cold_instance_vs_floor) floor_ms=$(val cold_floor_p50_ms)"
+target/release/examples/netbench ns "$rounds"

@@ -26,6 +26,12 @@
 //!   network, against the fork + exec floor: `std::process::Command` + wait of the same
 //!   binary on the host, from the same process. Target: ≤ 2× the floor.
 //!
+//! * `ns`: what each namespace costs the kernel alone, without the runtime: a raw
+//!   `clone(flags)` whose child exits at once, + `waitpid`, for no new namespace, a user
+//!   namespace alone and with each other kind, every kind, and every kind but the network
+//!   (`ns_<set>_p50_ms`; `ns_network_ms` = every kind − every kind but the network). The
+//!   sets are interleaved, rotating their order every round.
+//!
 //! Everything it starts is ended on every path: instances and the network by their
 //! `Drop`, the host httpd and the temporary docroot by guards; SIGINT, SIGTERM and SIGHUP
 //! run the same clean-up (the network's holder would otherwise outlive this process, by
@@ -42,7 +48,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: netbench start|attach|connect|pool|cold [ROUNDS]";
+const USAGE: &str = "usage: netbench start|attach|connect|pool|cold|ns [ROUNDS]";
 
 fn main() -> ExitCode {
     landscape_runtime::init();
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
         "connect" => connect(rounds),
         "pool" => pool(rounds),
         "cold" => cold(rounds),
+        "ns" => ns(rounds),
         other => {
             eprintln!("netbench: unknown mode {other:?}; {USAGE}");
             return ExitCode::from(2);
@@ -365,6 +372,81 @@ fn cold(rounds: usize) -> Res<()> {
     println!("cold_instance_vs_floor={:.3}", p / f);
     println!("ratio={:.3}", n / f);
     println!("cold_load={}", load());
+    Ok(())
+}
+
+/// Mode `ns`: raw clone + exit + wait per set of namespace flags.
+fn ns(rounds: usize) -> Res<()> {
+    use libc::{
+        CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER,
+        CLONE_NEWUTS,
+    };
+    let all = CLONE_NEWUSER
+        | CLONE_NEWNS
+        | CLONE_NEWPID
+        | CLONE_NEWNET
+        | CLONE_NEWIPC
+        | CLONE_NEWUTS
+        | CLONE_NEWCGROUP;
+    let sets: [(&str, libc::c_int); 10] = [
+        ("none", 0),
+        ("user", CLONE_NEWUSER),
+        ("user_mount", CLONE_NEWUSER | CLONE_NEWNS),
+        ("user_pid", CLONE_NEWUSER | CLONE_NEWPID),
+        ("user_ipc", CLONE_NEWUSER | CLONE_NEWIPC),
+        ("user_uts", CLONE_NEWUSER | CLONE_NEWUTS),
+        ("user_cgroup", CLONE_NEWUSER | CLONE_NEWCGROUP),
+        ("user_network", CLONE_NEWUSER | CLONE_NEWNET),
+        ("all", all),
+        ("all_but_network", all & !CLONE_NEWNET),
+    ];
+    let once = |flags: libc::c_int| -> Res<f64> {
+        let t = Instant::now();
+        // SAFETY: a raw clone without CLONE_VM is a fork; the child only calls exit_group.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if pid == 0 {
+            // SAFETY: the child exits at once, touching nothing.
+            unsafe { libc::syscall(libc::SYS_exit_group, 0) };
+        }
+        if pid < 0 {
+            return Err(format!(
+                "clone({flags:#x}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut st = 0;
+        // SAFETY: waits for the child just made.
+        if unsafe { libc::waitpid(pid as libc::pid_t, &mut st, 0) } < 0 {
+            return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
+        }
+        Ok(ms(t.elapsed()))
+    };
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); sets.len()];
+    for round in 0..rounds + 5 {
+        for k in 0..sets.len() {
+            let i = (k + round) % sets.len();
+            let d = once(sets[i].1)?;
+            if round >= 5 {
+                times[i].push(d);
+            }
+        }
+    }
+    let p50: Vec<f64> = times.iter_mut().map(|v| median(v)).collect();
+    println!("ns_rounds={rounds}");
+    for ((name, _), m) in sets.iter().zip(&p50) {
+        println!("ns_{name}_p50_ms={m:.3}");
+    }
+    println!("ns_network_ms={:.3}", p50[8] - p50[9]);
+    println!("ns_load={}", load());
     Ok(())
 }
 
