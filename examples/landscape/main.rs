@@ -74,7 +74,13 @@ fn main() -> ExitCode {
         Command::Vault(a) => vault::run(a),
         Command::Router(a) => router::run(a),
         Command::Exec(a) => exec::run(a),
-        Command::Up(a) => up::run(a),
+        Command::Up(a) => {
+            let code = up::run(a);
+            // Nothing of the runtime outlives the command: helpers still tearing down
+            // and the fork server are waited for.
+            landscape::runtime::shutdown(std::time::Duration::from_secs(10));
+            code
+        }
         Command::Ps(a) => ctl::ps(a),
         Command::Logs(a) => ctl::logs(a),
         Command::Scale(a) => ctl::scale(a),

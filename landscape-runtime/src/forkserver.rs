@@ -70,6 +70,20 @@ pub fn pid() -> Option<i32> {
         .map(|s| s.pid)
 }
 
+/// Stops the fork server and reaps it (at most `timeout`): its socket is shut down, so it
+/// reads EOF and exits. Later spawns re-execute the host binary. True when it is gone
+/// (or there was none).
+pub(crate) fn stop(timeout: std::time::Duration) -> bool {
+    let Some(server) = SERVER.get() else {
+        return true;
+    };
+    if !server.alive.swap(false, Ordering::Relaxed) {
+        return true;
+    }
+    let _ = nix::sys::socket::shutdown(server.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    crate::sys::wait_child_exit(server.pid, timeout)
+}
+
 /// Asks the fork server for a helper serving the other end of `helper`, writing the
 /// instance's output to `out` and `err`. `Err` when there is no server or it is gone (it
 /// is then reaped and marked dead, with a warning; the caller falls back to

@@ -1173,6 +1173,12 @@ impl Drop for Instance {
             let _ = self.command("kill");
             let _ = self.wait();
         }
+        // A forked helper tears down after its report; `crate::settle` waits for it.
+        if matches!(self.helper, HelperProc::Forked) {
+            if let Ok(s) = self.writer.try_clone() {
+                crate::settle::keep(s);
+            }
+        }
     }
 }
 

@@ -49,6 +49,7 @@ mod plan;
 mod registry;
 pub mod seccomp;
 mod service;
+mod settle;
 mod spec;
 pub mod supervisor;
 mod sys;
@@ -105,6 +106,27 @@ pub fn init_with(options: InitOptions) {
     if options.fork_server {
         forkserver::start();
     }
+}
+
+/// Waits until the helper of every ended instance has finished its tear-down and exited,
+/// at most `timeout`; true when none is left. [`Instance::wait`] returns as soon as the
+/// exit is known, and the helper then releases the instance's mount namespace, cgroups
+/// and veth pair; call this where "nothing is left" must hold (after stopping a
+/// landscape, before reusing its resources).
+pub fn settle(timeout: std::time::Duration) -> bool {
+    settle::settle(timeout)
+}
+
+/// For a host that is about to exit: [`settle`], then stops the fork server and reaps it,
+/// so that no process of the runtime outlives the host (otherwise the fork server dies
+/// with the host, a moment later, and helpers still tearing down would be left to PID 1).
+/// Instances started afterwards re-execute the host binary. True when all are gone
+/// within `timeout`.
+pub fn shutdown(timeout: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    let settled = settle::settle(timeout);
+    let stopped = forkserver::stop(timeout.saturating_sub(start.elapsed()));
+    settled && stopped
 }
 
 /// Pid of this process's fork server while it runs (`None`: none was started, or it

@@ -1433,6 +1433,12 @@ impl Supervisor {
             s.ready_tx.send_replace(Vec::new());
         }
         self.inner.drain_pool();
+        // The helpers release their instances' mounts, cgroups and veth pairs after the
+        // exits are reported: "stopped" means they are done (and the veths are gone
+        // before the network is).
+        if !crate::settle(self.inner.cfg.stop_grace + Duration::from_secs(5)) {
+            tracing::warn!(landscape = %self.inner.cfg.network.name, "helpers still tearing down after the stop");
+        }
         self.inner.network.shutdown();
         if let Some(p) = &self.inner.cfg.records {
             let _ = std::fs::remove_file(p);

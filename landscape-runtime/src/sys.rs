@@ -224,6 +224,44 @@ pub(crate) fn ignore_sigchld(ignore: bool) {
     unsafe { libc::signal(libc::SIGCHLD, action) };
 }
 
+/// Waits at most `timeout` for the exit of `pid`, a child of this process, and reaps it:
+/// a pidfd polled for the exit (Linux 5.3+), else `waitpid(WNOHANG)` every millisecond.
+/// True when it was reaped (or is no longer this process's child).
+pub(crate) fn wait_child_exit(pid: i32, timeout: std::time::Duration) -> bool {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let p = nix::unistd::Pid::from_raw(pid);
+    let deadline = std::time::Instant::now() + timeout;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
+    let pidfd = (pidfd >= 0).then(|| {
+        // SAFETY: a descriptor just returned by pidfd_open, owned by nothing else.
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd) }
+    });
+    loop {
+        match waitpid(p, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(_) | Err(_) => return true,
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match &pidfd {
+            Some(fd) => {
+                let mut pfd = libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(fd),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = left.as_millis().min(i32::MAX as u128) as i32;
+                // SAFETY: one valid pollfd for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, ms) };
+            }
+            None => std::thread::sleep(left.min(std::time::Duration::from_millis(1))),
+        }
+    }
+}
+
 /// Number of threads of the calling process (from `/proc/self/status`).
 pub(crate) fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")

@@ -17,6 +17,9 @@ fn main() {
     if std::env::var_os("LANDSCAPE_RT_TEST_FORK_SERVER_DIES").is_some() {
         host_whose_fork_server_dies();
     }
+    if std::env::var_os("LANDSCAPE_RT_TEST_SHUTDOWN").is_some() {
+        host_that_shuts_down();
+    }
     run(&[
         (
             "fork_server_serves_spawns_and_leaks_no_descriptors",
@@ -25,6 +28,10 @@ fn main() {
         (
             "a_dead_fork_server_is_reported_and_replaced_by_re_exec",
             a_dead_fork_server_is_reported_and_replaced_by_re_exec,
+        ),
+        (
+            "shutdown_waits_for_tearing_down_helpers_and_reaps_the_fork_server",
+            shutdown_waits_for_tearing_down_helpers_and_reaps_the_fork_server,
         ),
         (
             "instances_die_with_their_host",
@@ -680,6 +687,67 @@ fn a_dead_fork_server_is_reported_and_replaced_by_re_exec() {
         "{text}"
     );
     assert!(text.contains("children=[]"), "{text}");
+}
+
+/// A host (this binary again, so that the test binary keeps its fork server) that starts
+/// and stops six instances, then settles and shuts the runtime down; prints what it saw.
+fn host_that_shuts_down() -> ! {
+    let server = landscape_runtime::fork_server_pid().expect("a fork server");
+    let rt = runtime();
+    let mut helpers = Vec::new();
+    let mut instances = Vec::new();
+    for i in 0..6 {
+        let spec = InstanceSpec::new(format!("sd{i}"), Process::argv(["sleep", "1000"]));
+        let inst = rt.spawn(&spec, Output::Null).expect("spawn");
+        helpers.push(ppid_of(inst.pid()).expect("the helper of a running instance"));
+        instances.push(inst);
+    }
+    let forked = helpers.iter().all(|h| ppid_of(*h) == Some(server));
+    for mut inst in instances {
+        inst.stop(Duration::from_secs(5)).expect("stop");
+    }
+    let settled = landscape_runtime::settle(Duration::from_secs(20));
+    // A helper's socket closes as it exits: its pid goes within moments of that.
+    let helpers_gone = poll(Duration::from_secs(5), || {
+        helpers
+            .iter()
+            .all(|h| !Path::new(&format!("/proc/{h}")).exists())
+            .then_some(())
+    })
+    .is_some();
+    let shut = landscape_runtime::shutdown(Duration::from_secs(20));
+    // Reaped by the shutdown itself, so gone at once, with no zombie left to this host.
+    let server_gone = !Path::new(&format!("/proc/{server}")).exists();
+    let server_after = landscape_runtime::fork_server_pid();
+    let (exit, out) = sh(&rt, None, "echo after-shutdown");
+    let children = children_of(std::process::id() as i32);
+    println!(
+        "forked={forked} settled={settled} helpers_gone={helpers_gone} shut={shut} \
+         server_gone={server_gone} server_after={server_after:?} after={}:{} children={children:?}",
+        exit.success(),
+        out.trim()
+    );
+    std::process::exit(0)
+}
+
+fn shutdown_waits_for_tearing_down_helpers_and_reaps_the_fork_server() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("LANDSCAPE_RT_TEST_SHUTDOWN", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(
+            "forked=true settled=true helpers_gone=true shut=true server_gone=true \
+             server_after=None after=true:after-shutdown children=[]"
+        ),
+        "{text}"
+    );
 }
 
 /// The cgroup2 mount: `/sys/fs/cgroup` on a unified machine, else a hybrid's own (usually
