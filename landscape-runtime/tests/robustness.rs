@@ -671,17 +671,24 @@ fn host_whose_fork_server_dies() -> ! {
     std::process::exit(0)
 }
 
-fn a_dead_fork_server_is_reported_and_replaced_by_re_exec() {
+/// Runs this binary again as the host `var` selects; asserts it succeeded, returns its
+/// standard output.
+fn sub_host(var: &str) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("LANDSCAPE_RT_TEST_FORK_SERVER_DIES", "1")
+        .env(var, "1")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    text
+}
+
+fn a_dead_fork_server_is_reported_and_replaced_by_re_exec() {
+    let text = sub_host("LANDSCAPE_RT_TEST_FORK_SERVER_DIES");
     assert!(
         text.contains("exit=true out=still-works server_after=None"),
         "{text}"
@@ -731,16 +738,7 @@ fn host_that_shuts_down() -> ! {
 }
 
 fn shutdown_waits_for_tearing_down_helpers_and_reaps_the_fork_server() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("LANDSCAPE_RT_TEST_SHUTDOWN", "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = sub_host("LANDSCAPE_RT_TEST_SHUTDOWN");
     assert!(
         text.contains(
             "forked=true settled=true helpers_gone=true shut=true server_gone=true \
