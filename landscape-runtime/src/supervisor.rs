@@ -1419,7 +1419,8 @@ impl Supervisor {
     }
 
     /// Stops every replica (in parallel; each leaves the DNS answers and the load balancer
-    /// before it is signalled) and removes the network. Idempotent.
+    /// before it is signalled), waits for their helpers' tear-down ([`crate::settle`]) and
+    /// removes the network. Idempotent.
     pub fn shutdown(&self) {
         if self.inner.shut.swap(true, Ordering::SeqCst) {
             return;
