@@ -706,7 +706,7 @@ impl Network {
         addr: std::net::SocketAddrV4,
         timeout: std::time::Duration,
     ) -> std::io::Result<std::net::TcpStream> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use nix::poll::{poll, PollFd, PollFlags};
         use std::os::fd::AsFd;
         let fd = self.tcp_socket().map_err(std::io::Error::other)?;
         let sa = nix::sys::socket::SockaddrIn::from(addr);
@@ -714,12 +714,8 @@ impl Network {
             Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
             Err(e) => return Err(e.into()),
         }
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
-        let n = poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        )?;
+        let n = poll(&mut fds, crate::sys::poll_timeout(timeout))?;
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

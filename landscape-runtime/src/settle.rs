@@ -9,7 +9,7 @@
 //! is kept here when its [`crate::Instance`] is dropped; the helper's exit closes its end
 //! (POLLHUP here), and [`settle`] waits for every one.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,38 +28,32 @@ fn put_back(v: Vec<UnixStream>) {
 /// Polls `socks` for up to `timeout` (zero: a check) and removes those whose helper has
 /// exited (its end closed). Returns when none is left or the time is up.
 fn reap(socks: &mut Vec<UnixStream>, timeout: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags};
     let deadline = Instant::now() + timeout;
-    loop {
-        if socks.is_empty() {
-            return;
-        }
+    while !socks.is_empty() {
         // Only POLLHUP (always reported) is of interest: a helper may have written more
         // than was read, which must not count as its exit.
-        let mut fds: Vec<libc::pollfd> = socks
+        let mut fds: Vec<PollFd> = socks
             .iter()
-            .map(|s| libc::pollfd {
-                fd: s.as_raw_fd(),
-                events: 0,
-                revents: 0,
-            })
+            .map(|s| PollFd::new(s.as_fd(), PollFlags::empty()))
             .collect();
         let left = deadline.saturating_duration_since(Instant::now());
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: `fds` is a valid array of pollfd for the duration of the call, and every
-        // descriptor in it is owned by `socks`, which outlives the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
-        }
-        let mut i = 0;
-        socks.retain(|_| {
-            let gone = fds[i].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
-            i += 1;
-            !gone
-        });
+        let n = match poll(&mut fds, crate::sys::poll_timeout(left)) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        };
+        let gone: Vec<bool> = fds
+            .iter()
+            .map(|f| {
+                f.revents().is_some_and(|r| {
+                    r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+                })
+            })
+            .collect();
+        drop(fds);
+        let mut gone = gone.into_iter();
+        socks.retain(|_| !gone.next().unwrap_or(false));
         if n == 0 || Instant::now() >= deadline {
             return;
         }

@@ -224,11 +224,19 @@ pub(crate) fn ignore_sigchld(ignore: bool) {
     unsafe { libc::signal(libc::SIGCHLD, action) };
 }
 
+/// `d` as a poll timeout (whole milliseconds, at most `PollTimeout::MAX`).
+pub(crate) fn poll_timeout(d: std::time::Duration) -> nix::poll::PollTimeout {
+    let ms = d.as_millis().min(i32::MAX as u128) as i32;
+    nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX)
+}
+
 /// Waits at most `timeout` for the exit of `pid`, a child of this process, and reaps it:
 /// a pidfd polled for the exit (Linux 5.3+), else `waitpid(WNOHANG)` every millisecond.
 /// True when it was reaped (or is no longer this process's child).
 pub(crate) fn wait_child_exit(pid: i32, timeout: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags};
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use std::os::fd::AsFd;
     let p = nix::unistd::Pid::from_raw(pid);
     let deadline = std::time::Instant::now() + timeout;
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
@@ -248,14 +256,8 @@ pub(crate) fn wait_child_exit(pid: i32, timeout: std::time::Duration) -> bool {
         }
         match &pidfd {
             Some(fd) => {
-                let mut pfd = libc::pollfd {
-                    fd: std::os::fd::AsRawFd::as_raw_fd(fd),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                let ms = left.as_millis().min(i32::MAX as u128) as i32;
-                // SAFETY: one valid pollfd for the duration of the call.
-                unsafe { libc::poll(&mut pfd, 1, ms) };
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, poll_timeout(left));
             }
             None => std::thread::sleep(left.min(std::time::Duration::from_millis(1))),
         }
