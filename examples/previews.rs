@@ -57,7 +57,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (i, branch) in ["main", "feature"].into_iter().enumerate() {
             let dir = work.join(branch);
             copy_dir(&app, &dir)?;
-            runtime.adopt_dir(&dir, Default::default())?;
             let mut opts = UpOptions::new(
                 format!("preview-{branch}"),
                 dir,

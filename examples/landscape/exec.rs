@@ -164,9 +164,6 @@ pub fn run(args: Args) -> ExitCode {
             Ok(a) if a.is_dir() => a,
             _ => return fail(format!("--app {}: not a directory", app.display())),
         };
-        if let Err(e) = ensure_writable(&runtime, &app, spec.user) {
-            return fail(e);
-        }
         spec.app_dir = Some(app.clone());
         for m in &args.mounts {
             let Some((ws, mp)) = m.split_once(':') else {
@@ -226,19 +223,6 @@ fn parse_user(s: &str) -> Result<User, String> {
         (Ok(uid), Ok(gid)) => Ok(User { uid, gid }),
         _ => Err(format!("--user {s:?}: expected UID[:GID] (numbers)")),
     }
-}
-
-/// As root, container ids map to a subordinate range: hand the app directory to the
-/// container user when it belongs to host root (which is unmapped inside).
-fn ensure_writable(runtime: &Runtime, app: &std::path::Path, user: User) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(app).map_err(|e| format!("--app {}: {e}", app.display()))?;
-    if meta.uid() == 0 && matches!(runtime.idmap(), landscape::runtime::IdMap::Range { .. }) {
-        runtime
-            .adopt_dir(app, user)
-            .map_err(|e| format!("--app {}: {e}", app.display()))?;
-    }
-    Ok(())
 }
 
 /// Hook that must run first in `main`: the runtime's helper-process entry point. No fork

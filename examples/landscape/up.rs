@@ -652,9 +652,6 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
         Ok(r) => Arc::new(r),
         Err(e) => return fail(2, &e.to_string()),
     };
-    if let Err(e) = runtime.adopt_dir(&dir, Default::default()) {
-        return fail(2, &e.to_string());
-    }
     let (name, state, sock) = locate(&dir);
     if let Err(e) = private_dir(&state) {
         return fail(2, &e);

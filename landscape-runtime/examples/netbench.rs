@@ -303,8 +303,6 @@ fn cold(rounds: usize) -> Res<()> {
     let tmp = TempDir::new()?;
     let app = tmp.path.join("app");
     std::fs::create_dir(&app).map_err(|e| format!("create {}: {e}", app.display()))?;
-    rt.adopt_dir(&app, landscape_runtime::User::default())
-        .map_err(|e| format!("app directory: {e}"))?;
     let rootfs = std::env::var_os("NETBENCH_ROOTFS").map(PathBuf::from);
     let host_true = match &rootfs {
         Some(r) => r.join("bin/true"),

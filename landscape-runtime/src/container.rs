@@ -16,7 +16,7 @@ use nix::unistd::{Gid, Pid, Uid};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -75,7 +75,9 @@ pub(crate) struct NetPipes {
     pub go: Option<OwnedFd>,
 }
 
-/// Entry of the cloned child; never returns.
+/// Entry of the cloned child; never returns. (Its arguments are the descriptors of the
+/// hand-over with the helper, each with its own role.)
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn child_main(
     req: &Request,
     go: OwnedFd,
@@ -84,6 +86,7 @@ pub(crate) fn child_main(
     net: NetPipes,
     assign: Option<OwnedFd>,
     seccomp: Option<&seccompiler::BpfProgram>,
+    app_tree: Option<OwnedFd>,
 ) -> ! {
     let NetPipes {
         ready: net_ready,
@@ -108,7 +111,7 @@ pub(crate) fn child_main(
     }
     drop(go);
     let mut report = File::from(report);
-    if let Err(msg) = net.and_then(|()| setup(req, net_go)) {
+    if let Err(msg) = net.and_then(|()| setup(req, net_go, app_tree)) {
         let _ = report.write_all(format!("E{}\n", msg.replace('\n', " ")).as_bytes());
         sys::exit_now(1);
     }
@@ -183,8 +186,9 @@ fn configure_network(att: &crate::network::Attachment) -> R<()> {
 
 /// Builds the instance's root filesystem and pivots into it; for an attached instance,
 /// once the root is built, waits on `net_go` for the helper's veth pair and configures
-/// `eth0`.
-fn setup(req: &Request, net_go: Option<OwnedFd>) -> R<()> {
+/// `eth0`. `app_tree`: the app directory as an idmapped detached mount (root mode), attached
+/// instead of a plain bind.
+fn setup(req: &Request, net_go: Option<OwnedFd>, app_tree: Option<OwnedFd>) -> R<()> {
     let spec = &req.spec;
     if !req.keep_stdin {
         let null = File::options()
@@ -197,7 +201,8 @@ fn setup(req: &Request, net_go: Option<OwnedFd>) -> R<()> {
     // Bind sources are opened before switching to the container's ids: the runtime may
     // reach directories (e.g. 0700 temp dirs) that the mapped id cannot traverse.
     let mut sources = Vec::new();
-    if let Some(app) = &spec.app_dir {
+    let app_tree = app_tree.map(|t| (t, APP_MOUNT_PATH));
+    if let (Some(app), None) = (&spec.app_dir, &app_tree) {
         sources.push((open_path(app)?, APP_MOUNT_PATH.to_string(), false, true));
     }
     for m in &spec.mounts {
@@ -401,6 +406,12 @@ fn setup(req: &Request, net_go: Option<OwnedFd>) -> R<()> {
         Some("mode=1777"),
     )?;
     // App directory and volume mounts.
+    // (The app directory first: volumes may be mounted inside it.)
+    if let Some((tree, target)) = app_tree {
+        let t = root.join(target.trim_start_matches('/'));
+        mkdirs(&t, 0o755)?;
+        sys::move_mount(tree.as_fd(), &t).map_err(|e| format!("mount {target}: {e}"))?;
+    }
     for (fd, target, read_only, is_dir) in &sources {
         let t = root.join(target.trim_start_matches('/'));
         if *is_dir {

@@ -407,6 +407,10 @@ fn run_child_blocked(
     // The network namespace is not created by this clone: the child creates it first
     // thing (it has every capability in its new user namespace, with or without id maps),
     // while this process writes its id maps.
+    let app_tree = match app_tree(req) {
+        Ok(t) => t,
+        Err(e) => return Exit::failed(e),
+    };
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -425,7 +429,7 @@ fn run_child_blocked(
                 ready: net_w,
                 go: netgo_r,
             };
-            container::child_main(req, go_r, rep_w, ready_w, net, assign_r, seccomp)
+            container::child_main(req, go_r, rep_w, ready_w, net, assign_r, seccomp, app_tree)
         }
         Ok(sys::Forked::Parent(pid)) => Pid::from_raw(pid),
         Err(e) => {
@@ -446,6 +450,7 @@ fn run_child_blocked(
     drop(net_w);
     drop(netgo_r);
     drop(assign_r);
+    drop(app_tree);
     let kill_child = |why: String| {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
@@ -852,4 +857,52 @@ fn ensure_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o711)
         .create(dir)
+}
+
+/// Root mode: the instance's app directory as a detached idmapped mount
+/// ([`sys::idmapped_tree`]) in which the directory's owner shows as the container user, and
+/// what the instance creates is stored under the owner's ids: the host's checkout keeps
+/// its owner (host root is unmapped inside the instance, so a plain bind would leave it
+/// read-only there). For a directory of host root's (owner or group), which must not
+/// receive files of host root's from the instance (a set-uid binary, say), and where the
+/// kernel or the filesystem cannot idmap, the tree is handed to the container user's host
+/// ids instead ([`crate::Runtime::adopt_dir`]) and bound
+/// plainly (`None`). Unprivileged (the container user is the runtime's own uid) and
+/// without an app directory: `None`.
+fn app_tree(req: &Request) -> Result<Option<OwnedFd>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let (crate::IdMap::Range { .. }, Some(app)) = (&req.idmap, &req.spec.app_dir) else {
+        return Ok(None);
+    };
+    if req.spec.network.as_ref().is_some_and(|a| a.nested) {
+        return Ok(None);
+    }
+    let user = req.spec.user;
+    let (Some(uid), Some(gid)) = (
+        req.idmap.host_uid(user.uid, user.uid),
+        req.idmap.host_gid(user.gid, user.gid),
+    ) else {
+        return Ok(None);
+    };
+    let meta =
+        std::fs::metadata(app).map_err(|e| format!("app directory {}: {e}", app.display()))?;
+    // Never for a directory of host root's (owner or group): what the instance creates
+    // would be host root's, set-uid bits included.
+    let tree = if meta.uid() == 0 || meta.gid() == 0 {
+        Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+    } else {
+        sys::user_namespace(
+            &format!("{} {uid} 1\n", meta.uid()),
+            &format!("{} {gid} 1\n", meta.gid()),
+        )
+        .and_then(|ns| sys::idmapped_tree(app, ns.as_fd()))
+    };
+    match tree {
+        Ok(t) => Ok(Some(t)),
+        Err(_) => {
+            crate::instance::hand_over_tree(app, Some(uid), Some(gid))
+                .map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+    }
 }

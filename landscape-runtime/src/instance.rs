@@ -277,44 +277,23 @@ impl Runtime {
         })
     }
 
-    /// Makes `dir` writable by container user `user` (root mode: hands the whole tree to
-    /// the mapped subordinate id, since host root is unmapped inside — a checkout owned by
-    /// another user included; symbolic links are not followed; unprivileged: a no-op, the
-    /// runtime's own files are the container user's).
+    /// Makes `dir` writable by container user `user` by changing its owner: root mode hands
+    /// the whole tree to the mapped subordinate id (host root is unmapped inside; symbolic
+    /// links are not followed; entries that already belong to the user are left);
+    /// unprivileged, a no-op (the runtime's own files are the container user's).
+    ///
+    /// For directories the runtime owns, such as a managed service's data. An instance's
+    /// **app directory needs none of this**: in root mode the runtime binds it through an
+    /// idmapped mount that shows its owner as the container user and stores what the
+    /// instance writes under the owner's ids, so a checkout keeps its owner. (Only a
+    /// directory of host root's, and where the kernel or the filesystem cannot idmap —
+    /// before Linux 5.12, NFS, tmpfs before 6.3 — does the instance's start hand the app
+    /// directory over like this instead.)
     pub fn adopt_dir(&self, dir: &Path, user: crate::User) -> Result<()> {
         if let IdMap::Range { .. } = self.idmap {
             let uid = self.idmap.host_uid(user.uid, user.uid);
             let gid = self.idmap.host_gid(user.gid, user.gid);
-            // The whole tree (a checkout owned by another user included), without
-            // following symbolic links; entries that already belong to the user are left.
-            let mut todo = vec![dir.to_path_buf()];
-            while let Some(p) = todo.pop() {
-                use std::os::unix::fs::MetadataExt;
-                let meta = std::fs::symlink_metadata(&p)
-                    .map_err(|e| Error::io(format!("inspect {}", p.display()), e))?;
-                if uid.is_some_and(|u| u != meta.uid()) || gid.is_some_and(|g| g != meta.gid()) {
-                    nix::unistd::fchownat(
-                        nix::fcntl::AT_FDCWD,
-                        &p,
-                        uid.map(nix::unistd::Uid::from_raw),
-                        gid.map(nix::unistd::Gid::from_raw),
-                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| {
-                        Error::nix(format!("chown {} to the container user", p.display()), e)
-                    })?;
-                }
-                if meta.is_dir() {
-                    for e in std::fs::read_dir(&p)
-                        .map_err(|e| Error::io(format!("read {}", p.display()), e))?
-                    {
-                        todo.push(
-                            e.map_err(|e| Error::io(format!("read {}", p.display()), e))?
-                                .path(),
-                        );
-                    }
-                }
-            }
+            hand_over_tree(dir, uid, gid)?;
         }
         Ok(())
     }
@@ -1224,4 +1203,36 @@ impl Instance {
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
+}
+
+/// Changes the owner of every entry of the tree at `dir` that is not `uid`/`gid` already,
+/// without following symbolic links ([`Runtime::adopt_dir`]).
+pub(crate) fn hand_over_tree(dir: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&p)
+            .map_err(|e| Error::io(format!("inspect {}", p.display()), e))?;
+        if uid.is_some_and(|u| u != meta.uid()) || gid.is_some_and(|g| g != meta.gid()) {
+            nix::unistd::fchownat(
+                nix::fcntl::AT_FDCWD,
+                &p,
+                uid.map(nix::unistd::Uid::from_raw),
+                gid.map(nix::unistd::Gid::from_raw),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| Error::nix(format!("chown {} to the container user", p.display()), e))?;
+        }
+        if meta.is_dir() {
+            for e in
+                std::fs::read_dir(&p).map_err(|e| Error::io(format!("read {}", p.display()), e))?
+            {
+                todo.push(
+                    e.map_err(|e| Error::io(format!("read {}", p.display()), e))?
+                        .path(),
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -20,7 +20,6 @@
 //!     let runtime = Runtime::with_defaults()?;
 //!     let app = std::env::temp_dir().join(format!("my-app-{}", std::process::id()));
 //!     std::fs::create_dir_all(&app)?;
-//!     runtime.adopt_dir(&app, Default::default())?;
 //!     let mut spec = InstanceSpec::new("web", Process::shell("echo hi > /home/user/app/out"));
 //!     spec.app_dir = Some(app.clone());
 //!     let exit = runtime.spawn(&spec, Output::Inherit)?.wait()?;

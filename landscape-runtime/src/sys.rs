@@ -491,3 +491,163 @@ pub(crate) fn pids_in_namespace_of(init: i32) -> Option<Vec<i32>> {
             .collect(),
     )
 }
+
+/// A user namespace whose id maps are `uid_map` and `gid_map` (the contents of
+/// `/proc/PID/uid_map` and `gid_map`), as an open descriptor of it: the namespace of an
+/// idmapped mount ([`idmapped_tree`]). The caller must hold `CAP_SETUID`/`CAP_SETGID` in
+/// the current user namespace (root). A short-lived process is cloned into the new
+/// namespace (sharing this process's memory, on a stack of its own, making only two
+/// system calls), which exits once the maps are written and the namespace is open; safe
+/// in a multi-threaded process, like `posix_spawn`'s child.
+pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    const STACK: usize = 64 * 1024;
+    extern "C" fn hold(arg: *mut libc::c_void) -> libc::c_int {
+        let fd = arg as usize as libc::c_int;
+        let mut b = 0u8;
+        // SAFETY: read(2) of one byte into a local; _exit(2) ends this process without
+        // touching the memory it shares with its parent.
+        unsafe {
+            libc::read(fd, &mut b as *mut u8 as *mut libc::c_void, 1);
+            libc::_exit(0)
+        }
+    }
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: a fresh anonymous private mapping; checked before use.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the child runs `hold` on the top of the mapping above, which is unmapped
+    // only after the child has been reaped (below); `hold` uses nothing but its argument
+    // (a descriptor number) and its own stack. Without CLONE_FILES/FS/SIGHAND/THREAD it
+    // has its own descriptor table (a copy holding the pipe), credentials and signals.
+    let pid = unsafe {
+        let top = (stack as *mut u8).add(STACK) as *mut libc::c_void;
+        libc::clone(
+            hold,
+            top,
+            libc::CLONE_VM | libc::CLONE_NEWUSER | libc::SIGCHLD,
+            r.as_raw_fd() as usize as *mut libc::c_void,
+        )
+    };
+    let cloned = if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid)
+    };
+    let result = cloned.and_then(|pid| {
+        let proc_ = format!("/proc/{pid}");
+        let opened = std::fs::write(format!("{proc_}/uid_map"), uid_map)
+            .and_then(|()| std::fs::write(format!("{proc_}/gid_map"), gid_map))
+            .and_then(|()| std::fs::File::open(format!("{proc_}/ns/user")));
+        // Let it go (a byte, or SIGKILL when the byte cannot be written), then reap it.
+        if nix::unistd::write(&w, b"x") != Ok(1) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        while let Err(nix::errno::Errno::EINTR) =
+            nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)
+        {}
+        opened.map(std::os::fd::OwnedFd::from)
+    });
+    // SAFETY: the mapping made above; its only other user, the child, has exited (waitpid
+    // returns once it has, also when SIGCHLD is ignored and it is reaped by the kernel),
+    // or was never created.
+    unsafe { libc::munmap(stack, STACK) };
+    result
+}
+
+/// `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` of `path`, made an idmapped mount with the
+/// id maps of `userns` (`mount_setattr(MOUNT_ATTR_IDMAP)`, every submount too): a detached
+/// copy of the tree in which an id `X` on disk shows as what `X` maps to in `userns`, and
+/// files created through it are stored with the reverse mapping. Attach it with
+/// [`move_mount`]. Needs Linux 5.12+, a filesystem that supports idmapped mounts (ext4,
+/// xfs, btrfs, tmpfs since 6.3, ...) and root; the error says which is missing.
+pub(crate) fn idmapped_tree(
+    path: &std::path::Path,
+    userns: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    /// The kernel's `struct mount_attr` (version 0, 32 bytes).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_tree with a NUL-terminated path that lives for the call; the result is
+    // a new descriptor owned right below.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint,
+        )
+    })?;
+    // SAFETY: the descriptor open_tree just returned, owned by nothing else.
+    let tree = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr reads `attr` (its size passed) through a valid pointer; the
+    // empty path is NUL-terminated and static.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(tree)
+}
+
+/// Attaches the detached mount `tree` (from [`idmapped_tree`]) at `target`
+/// (`move_mount(MOVE_MOUNT_F_EMPTY_PATH)`).
+pub(crate) fn move_mount(
+    tree: std::os::fd::BorrowedFd<'_>,
+    target: &std::path::Path,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let t = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: move_mount with a descriptor, two NUL-terminated paths living for the
+    // call, and flags.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(|_| ())
+}

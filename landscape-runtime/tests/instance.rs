@@ -46,8 +46,8 @@ fn main() {
     }
     run(&[
         (
-            "adopt_dir_hands_over_a_tree_owned_by_another_user",
-            adopt_dir_hands_over_a_tree_owned_by_another_user,
+            "app_dir_keeps_its_owner_and_adopt_dir_hands_over_a_tree",
+            app_dir_keeps_its_owner_and_adopt_dir_hands_over_a_tree,
         ),
         (
             "a_durable_instance_outlives_a_killed_host_and_is_adopted",
@@ -777,7 +777,8 @@ fn a_durable_instance_outlives_a_killed_host_and_is_adopted() {
     assert!(e.contains("ended while no host supervised it"), "{e}");
 }
 
-fn adopt_dir_hands_over_a_tree_owned_by_another_user() {
+fn app_dir_keeps_its_owner_and_adopt_dir_hands_over_a_tree() {
+    use std::os::unix::fs::MetadataExt;
     let rt = runtime();
     let app = TempDir::new("foreign-tree");
     let sub = app.path().join("src/deep");
@@ -785,28 +786,77 @@ fn adopt_dir_hands_over_a_tree_owned_by_another_user() {
     std::fs::write(sub.join("file.txt"), "old\n").unwrap();
     std::os::unix::fs::symlink("/etc", app.path().join("etc-link")).unwrap();
     let root = nix::unistd::geteuid().is_root();
+    // As root, a checkout that belongs to some other user (uid/gid 4242); unprivileged,
+    // the runtime's own files.
+    let (owner, group) = if root {
+        (4242, 4242)
+    } else {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    };
+    let tree = [
+        app.path().to_path_buf(),
+        app.path().join("src"),
+        sub.clone(),
+        sub.join("file.txt"),
+    ];
     if root {
-        // A checkout that belongs to some other user (uid/gid 4242).
-        for p in [
-            app.path().to_path_buf(),
-            app.path().join("src"),
-            sub.clone(),
-            sub.join("file.txt"),
-        ] {
-            std::os::unix::fs::chown(&p, Some(4242), Some(4242)).unwrap();
+        for p in &tree {
+            std::os::unix::fs::chown(p, Some(owner), Some(group)).unwrap();
         }
     }
-    rt.adopt_dir(app.path(), Default::default()).unwrap();
+    // No adopt_dir: the container user (0:0) sees the checkout as its own and writes it,
+    // and the host's files keep their owner; what it creates is stored under the owner's
+    // ids (root mode: an idmapped mount).
     let (exit, out) = sh(
         &rt,
         Some(app.path()),
-        "echo new >> /home/user/app/src/deep/file.txt && mkdir /home/user/app/src/deep/built && cat /home/user/app/src/deep/file.txt",
+        "cd /home/user/app/src/deep && echo new >> file.txt && mkdir built && echo x > built/made \
+         && echo \"owner $(stat -c %u:%g file.txt) $(stat -c %u built/made)\" && cat file.txt",
     );
     assert!(exit.success(), "{exit:?}: {out}");
+    assert!(
+        out.contains("owner 0:0 0"),
+        "inside, the files are the user's: {out}"
+    );
     assert!(out.contains("old") && out.contains("new"), "{out}");
-    // The link itself is not followed: /etc keeps its owner.
-    use std::os::unix::fs::MetadataExt;
+    for p in tree
+        .iter()
+        .cloned()
+        .chain([sub.join("built"), sub.join("built/made")])
+    {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (owner, group),
+            "{} keeps (or gets) the checkout's owner",
+            p.display()
+        );
+    }
+    // adopt_dir (for the runtime's own directories): as root the tree goes to the mapped
+    // container user; the link itself is not followed: /etc keeps its owner.
+    rt.adopt_dir(app.path(), Default::default()).unwrap();
+    let expect = if root {
+        rt.idmap().host_uid(0, 0).unwrap()
+    } else {
+        owner
+    };
+    assert_eq!(
+        std::fs::metadata(sub.join("built/made")).unwrap().uid(),
+        expect
+    );
     assert_eq!(std::fs::metadata("/etc").unwrap().uid(), 0);
+    let (exit, out) = sh(
+        &rt,
+        Some(app.path()),
+        "echo again >> /home/user/app/src/deep/file.txt",
+    );
+    assert!(
+        exit.success(),
+        "an adopted tree stays writable: {exit:?}: {out}"
+    );
 }
 
 fn a_parked_instance_runs_its_assigned_command_under_its_name() {

@@ -43,6 +43,9 @@ run_case() {
   local secret
   secret="planted-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   if [ ${#as[@]} -gt 0 ]; then chown -R "$user:$user" "$home" "$work/$name"; fi
+  # The checkout belongs to a user also when root runs it: it must keep its owner, files
+  # the services write included (root: an idmapped mount, no chown).
+  chown -R "$user:$user" "$app"
   local envs=(env -i PATH=/usr/bin:/bin HOME="$home" TMPDIR=/tmp)
   printf '%s' "$secret" | "${as[@]}" "${envs[@]}" "$work/landscape" vault --store "$store" --key-file "$key" set SAMPLE_API_TOKEN >/dev/null
   out="$work/$name.out"
@@ -97,6 +100,10 @@ run_case() {
   ! pgrep -f "$app" >/dev/null || fail "$name: processes left: $(pgrep -af "$app")"
   ! pgrep -f "python3 (api|web|worker).py" >/dev/null || fail "$name: service processes left"
   grep -q "landscape up: stopped" "$out" || fail "$name: no clean stop"
+  [ -f "$app/build/index.html" ] || fail "$name: prepare did not write build/index.html"
+  local moved
+  moved=$(find "$app" \( ! -user "$user" -o ! -group "$user" \) -printf '%u:%g %p\n' | head -5)
+  [ -z "$moved" ] || fail "$name: the checkout changed owner: $moved"
   echo "up.sh: $name ok"
 }
 
