@@ -248,6 +248,47 @@ struct ImageUse {
 
 /// Checks that `model` can be run here; returns the services to supervise and the images
 /// they need (resolved by [`pull_images`], applied by [`use_images`]).
+/// Refuses a landscape with more replicas (with the pool) than its network has addresses
+/// for, naming the largest service: they would crash-loop on "all addresses in use".
+fn check_capacity(model: &spec::Landscape, opts: &UpOptions) -> Result<(), UpError> {
+    let net = rt::network::NetworkConfig::new(opts.name.clone());
+    let cap = u64::from(net.capacity());
+    let mut total = opts.pool as u64;
+    let mut largest: Option<(u64, &str, spec::Pos)> = None;
+    for svc in model.services() {
+        if matches!(svc.kind(), ServiceKind::HeadlessRoute) {
+            continue;
+        }
+        let n = svc
+            .replicas
+            .as_ref()
+            .map_or(1, |r| u64::from(r.value.max(1)));
+        total += n;
+        let at = svc
+            .replicas
+            .as_ref()
+            .map_or(svc.name.span.start, |r| r.span.start);
+        if largest.is_none_or(|(m, _, _)| n > m) {
+            largest = Some((n, &svc.name.value, at));
+        }
+    }
+    match largest {
+        Some((n, name, at)) if total > cap => Err(UpError::Invalid(format!(
+            "the landscape runs {total} replicas in all{}, but its network ({}/{}) has addresses for {cap}; the largest is service {name:?} with {n} (line {}:{}): lower `replicas`",
+            if opts.pool > 0 {
+                format!(" (with {} kept for the pool)", opts.pool)
+            } else {
+                String::new()
+            },
+            net.subnet,
+            net.prefix,
+            at.line,
+            at.col
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn plan_services(
     model: &spec::Landscape,
     env: &BTreeMap<String, Vec<(String, String)>>,
@@ -259,6 +300,7 @@ fn plan_services(
     // Every name the landscape's DNS will answer (DNS is case-insensitive): the service,
     // and `service-N` per replica; two services must not claim one.
     let mut claimed: BTreeMap<String, (String, spec::Pos)> = BTreeMap::new();
+    check_capacity(&up.landscape, opts)?;
     for svc in up.landscape.services() {
         let name = &svc.name.value;
         let at = svc.name.span.start;

@@ -388,6 +388,13 @@ pub fn scale(a: ScaleArgs) -> ExitCode {
     let mut wanted = Vec::new();
     for s in &specs {
         match s.split_once('=').map(|(k, v)| (k, v.parse::<u32>())) {
+            Some((k, Ok(_))) if wanted.iter().any(|(w, _)| w == k) => {
+                return fail(
+                    "scale",
+                    2,
+                    &format!("{k:?} is given twice; give each service one count"),
+                )
+            }
             Some((k, Ok(n))) if !k.is_empty() => wanted.push((k.to_string(), n)),
             _ => {
                 return fail(

@@ -84,6 +84,13 @@ impl NetworkConfig {
         }
     }
 
+    /// How many instances a network of this shape has addresses for (the subnet's hosts
+    /// without the network and broadcast addresses and the three the runtime keeps: 251
+    /// on a /24). Prefixes outside 16-29 (refused by [`Network::create`]) count as /29.
+    pub fn capacity(&self) -> u32 {
+        (1u32 << (32 - self.prefix.clamp(16, 29))) - 1 - FIRST_HOST
+    }
+
     fn validate(&self) -> Result<()> {
         let label_ok = !self.name.is_empty()
             && self.name.len() <= 63
@@ -561,6 +568,12 @@ impl Network {
     /// The bridge's address: gateway and DNS server of every instance.
     pub fn gateway(&self) -> Ipv4Addr {
         gateway_of(&self.cfg)
+    }
+
+    /// How many instances the network has addresses for (the subnet's hosts without the
+    /// network and broadcast addresses and the ones the runtime keeps: 251 on a /24).
+    pub fn capacity(&self) -> u32 {
+        self.cfg.capacity()
     }
 
     /// Takes the lowest free instance address.

@@ -904,6 +904,13 @@ impl Supervisor {
                     )));
                 }
             }
+            let others: u64 = running.iter().map(|s| u64::from(s.def.replicas)).sum();
+            let new: u64 = services.iter().map(|d| u64::from(d.replicas)).sum();
+            let what = match services.as_slice() {
+                [one] => format!("service {:?}: {} replicas", one.name, one.replicas),
+                _ => format!("{new} replicas"),
+            };
+            self.check_capacity(&what, others + new, others)?;
         }
         for def in services {
             let (ready_tx, _) = watch::channel(Vec::new());
@@ -985,6 +992,19 @@ impl Supervisor {
     pub fn scale(&self, service: &str, replicas: u32) -> Result<()> {
         let removed = {
             let mut services = lock(&self.inner.services);
+            if !services.iter().any(|s| s.def.name == service) {
+                return Err(unknown_service(service));
+            }
+            let others: u64 = services
+                .iter()
+                .filter(|s| s.def.name != service)
+                .map(|s| u64::from(s.def.replicas))
+                .sum();
+            self.check_capacity(
+                &format!("service {service:?}: {replicas} replicas"),
+                others + u64::from(replicas),
+                others,
+            )?;
             let svc = services
                 .iter_mut()
                 .find(|s| s.def.name == service)
@@ -1354,6 +1374,12 @@ impl Supervisor {
                 )));
             }
         }
+        let total: u64 = services.iter().map(|d| u64::from(d.replicas)).sum();
+        self.check_capacity(
+            &format!("the edited landscape's {total} replicas"),
+            total,
+            0,
+        )?;
         let mut applied = Applied::default();
         let current = self.services();
         let gone: Vec<String> = current
@@ -1450,6 +1476,41 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+impl Supervisor {
+    /// Refuses a change that would leave the landscape with `total` replicas (with the
+    /// pool's parked instances) when the network has no address for each: checked before
+    /// anything starts, so the extra replicas do not crash-loop on "all addresses in use".
+    /// `what` names the change and `others` the replicas it keeps elsewhere.
+    fn check_capacity(&self, what: &str, total: u64, others: u64) -> Result<()> {
+        let net = &self.inner.network;
+        let cap = u64::from(net.capacity());
+        let pool = self.inner.cfg.pool as u64;
+        if total + pool <= cap {
+            return Ok(());
+        }
+        let cfg = net.config();
+        let mut taken = Vec::new();
+        if others > 0 {
+            taken.push(format!("{others} taken by other replicas"));
+        }
+        if pool > 0 {
+            taken.push(format!("{pool} kept for the pool"));
+        }
+        let taken = if taken.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", taken.join(", "))
+        };
+        let why = format!(
+            "{what} would make {total} in all, more than the {cap} addresses of the landscape network {}/{}{taken}; use at most {} here",
+            cfg.subnet,
+            cfg.prefix,
+            cap.saturating_sub(others + pool)
+        );
+        Err(Error::InvalidSpec(why))
     }
 }
 

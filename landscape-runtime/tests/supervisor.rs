@@ -315,6 +315,28 @@ fn scale_adds_and_removes_replicas_without_touching_others() {
         .unwrap_err()
         .to_string()
         .contains("nope"));
+    // More replicas than the network has addresses: refused before anything starts.
+    let e = l.sup.scale("api", 100_000).unwrap_err().to_string();
+    assert!(
+        e.contains("100000 replicas")
+            && e.contains("more than the 251 addresses of the landscape network 10.88.0.0/24"),
+        "{e}"
+    );
+    assert!(e.contains("use at most 251 here"), "{e}");
+    let r = replicas(&l.sup, "api");
+    assert_eq!(
+        (r.len(), r[0].pid),
+        (1, first),
+        "a refused scale changed nothing"
+    );
+    let e = l.sup.start(vec![web("big", 251)]).unwrap_err().to_string();
+    assert!(
+        e.contains("service \"big\": 251 replicas") && e.contains("(1 taken by other replicas)"),
+        "{e}"
+    );
+    assert!(e.contains("use at most 250 here"), "{e}");
+    assert!(!l.sup.services().iter().any(|d| d.name == "big"));
+    assert_eq!(replicas(&l.sup, "api").len(), 1);
 }
 
 fn plan_change_applies_without_restart() {

@@ -125,6 +125,13 @@ set +e
 set -e
 [ $code -eq 1 ] && grep -q 'services "api" (line 3:3) and "api-1" (line 7:3) both claim the name "api-1"' "$work/bad.out" \
   && ! pgrep -f "sleep 100" >/dev/null || { cat "$work/bad.out"; echo "up.sh: FAILED: name collision"; exit 1; }
+# More replicas than the landscape network has addresses: refused before anything starts.
+printf 'schemaVersion: v0.4\nprepare:\n  steps:\n    - command: touch prepared\nrun:\n  web:\n    steps:\n      - command: sleep 100\n  api:\n    replicas: 300\n    steps:\n      - command: sleep 100\n' > "$bad/ci.yml"
+set +e
+"$work/landscape" up "$bad" --listen 127.0.0.1:0 > "$work/bad.out" 2>&1; code=$?
+set -e
+[ $code -eq 1 ] && grep -q 'runs 301 replicas in all, but its network (10.88.0.0/24) has addresses for 251; the largest is service "api" with 300 (line 10:15)' "$work/bad.out" \
+  && [ ! -e "$bad/prepared" ] && ! pgrep -f "sleep 100" >/dev/null || { cat "$work/bad.out"; echo "up.sh: FAILED: too many replicas"; exit 1; }
 echo "up.sh: bad input ok"
 
 # gen_ten DIR [VERSION_OF_S3]: a generated 10-service landscape, s0..s9, each busybox
