@@ -313,12 +313,30 @@ pub fn logs(a: LogsArgs) -> ExitCode {
         if !wanted(&replica) {
             continue;
         }
-        for f in std::fs::read_dir(entry.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let Ok(text) = std::fs::read_to_string(f.path()) else {
+        // Oldest file first (rotated files are older the higher their number), so that
+        // lines stamped with the same millisecond keep the order they were written in.
+        let mut files: Vec<(std::time::SystemTime, std::cmp::Reverse<u32>, PathBuf)> =
+            std::fs::read_dir(entry.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|f| {
+                    let path = f.path();
+                    let mtime = f
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    let n = path
+                        .extension()
+                        .and_then(|e| e.to_str())
+                        .and_then(|e| e.parse().ok())
+                        .unwrap_or(0);
+                    (mtime, std::cmp::Reverse(n), path)
+                })
+                .collect();
+        files.sort();
+        for (_, _, f) in files {
+            let Ok(text) = std::fs::read_to_string(&f) else {
                 continue;
             };
             for l in text
@@ -332,7 +350,8 @@ pub fn logs(a: LogsArgs) -> ExitCode {
             }
         }
     }
-    lines.sort();
+    // Stable: by time and replica only, each replica's lines in their written order.
+    lines.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     let mut out = std::io::stdout().lock();
     let show = |out: &mut std::io::StdoutLock, ts: &str, who: &str, text: &str| {
         if a.timestamps {

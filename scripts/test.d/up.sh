@@ -137,15 +137,17 @@ echo "up.sh: bad input ok"
 # gen_ten DIR [VERSION_OF_S3]: a generated 10-service landscape, s0..s9, each busybox
 # httpd answering its name at /sN/ (stripPath).
 gen_ten() {
-  local dir=$1 v3=${2:-v1} i body
+  local dir=$1 v3=${2:-v1} i body burst
   mkdir -p "$dir"
   { echo "schemaVersion: v0.4"; echo "run:"
     for i in $(seq 0 9); do
       body="s$i"; [ "$i" -eq 3 ] && body="s3-$v3"
+      # s0 first prints a burst of lines (one millisecond): `logs` keeps their order.
+      burst=""; [ "$i" -eq 0 ] && burst="for w in zulu alpha mike bravo; do echo order-\$w; done && "
       cat <<YAML
   s$i:
     steps:
-      - command: mkdir -p /tmp/w && echo $body > /tmp/w/index.html && exec busybox httpd -f -p 3000 -h /tmp/w
+      - command: ${burst}mkdir -p /tmp/w && echo $body > /tmp/w/index.html && exec busybox httpd -f -p 3000 -h /tmp/w
     network:
       ports:
         - port: 3000
@@ -236,6 +238,8 @@ PY
   [ "$pids_before" = "$pids_after" ] || fail "$name: re-adoption changed replicas: $pids_before -> $pids_after"
   [ "$(curl -s --max-time 5 "http://127.0.0.1:$port/s5/")" = s5 ] || fail "$name: /s5/ after re-adoption"
   out="$work/adopt.out"
+  [ "$("${L[@]}" logs "$app" s0 | grep -o 'order-[a-z]*' | tr '\n' ' ')" = "order-zulu order-alpha order-mike order-bravo " ] \
+    || fail "$name: logs reordered lines: $("${L[@]}" logs "$app" s0 --timestamps)"
   "${L[@]}" logs "$app" s3 --timestamps > "$work/logs.out" || fail "$name: logs"
   # busybox httpd logs nothing; the files exist and the command answers for a known service.
   "${L[@]}" logs "$app" nope > /dev/null 2>&1 && fail "$name: logs of an unknown service succeeded"
