@@ -248,6 +248,36 @@ struct ImageUse {
 
 /// Checks that `model` can be run here; returns the services to supervise and the images
 /// they need (resolved by [`pull_images`], applied by [`use_images`]).
+/// Why `up` gives up on a crash-looping replica: its last exit and output.
+fn crash_loop_message(r: &rt::supervisor::ReplicaStatus) -> String {
+    let mut msg = format!(
+        "service {:?}: replica {} keeps crashing (crash loop{}, {} restarts)",
+        r.service,
+        r.replica,
+        r.last_exit
+            .as_ref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default(),
+        r.restarts
+    );
+    if !r.last_lines.is_empty() {
+        msg.push_str("; its last lines:");
+        for l in r.last_lines.iter().rev().take(10).rev() {
+            msg.push_str("\n    ");
+            msg.push_str(l);
+        }
+    }
+    msg
+}
+
+/// A replica state as `ps` and the control API spell it (`crash-loop`).
+fn state_name(state: rt::ReplicaState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{state:?}"))
+}
+
 /// Refuses a landscape with more replicas (with the pool) than its network has addresses
 /// for, naming the largest service: they would crash-loop on "all addresses in use".
 fn check_capacity(model: &spec::Landscape, opts: &UpOptions) -> Result<(), UpError> {
@@ -1138,6 +1168,9 @@ impl Landscape {
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), UpError> {
         let mut events = self.sup.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        // Restart counts of the crash-looping replicas once all others were up.
+        let mut settled: Option<BTreeMap<(String, u32), u32>> = None;
+        let mut looping: std::collections::BTreeSet<(String, u32)> = Default::default();
         loop {
             let status = self.sup.status();
             let parked = |service: &str| {
@@ -1146,7 +1179,7 @@ impl Landscape {
                     Some(rt::Power::Frozen | rt::Power::Asleep)
                 )
             };
-            let pending: Vec<String> = status
+            let waiting: Vec<&rt::supervisor::ReplicaStatus> = status
                 .replicas
                 .iter()
                 .filter(|r| {
@@ -1156,12 +1189,15 @@ impl Landscape {
                     );
                     r.state != rt::ReplicaState::Ready && !(resting && parked(&r.service))
                 })
+                .collect();
+            let pending: Vec<String> = waiting
+                .iter()
                 .map(|r| {
                     format!(
-                        "{}-{} is {:?}{}",
+                        "{}-{} is {}{}",
                         r.service,
                         r.replica,
-                        r.state,
+                        state_name(r.state),
                         r.last_exit
                             .as_ref()
                             .map(|e| format!(" (last exit: {e})"))
@@ -1169,6 +1205,37 @@ impl Landscape {
                     )
                 })
                 .collect();
+            // A replica that keeps crashing once everything else is up (so it is not waiting
+            // for a service that starts slower) will not come up by waiting: say so, with
+            // its last exit and output.
+            // (A replica counts as looping from its first `crash-loop` until it is ready:
+            // between two crashes it is restarting or starting.)
+            for r in &status.replicas {
+                let key = (r.service.clone(), r.replica);
+                match r.state {
+                    rt::ReplicaState::CrashLoop => {
+                        looping.insert(key);
+                    }
+                    rt::ReplicaState::Ready => {
+                        looping.remove(&key);
+                    }
+                    _ => {}
+                }
+            }
+            let key = |r: &rt::supervisor::ReplicaStatus| (r.service.clone(), r.replica);
+            if !waiting.is_empty() && waiting.iter().all(|r| looping.contains(&key(r))) {
+                let base = settled.get_or_insert_with(BTreeMap::new);
+                for r in &waiting {
+                    // Two more crashes: the second comes from a start made after all
+                    // others were up (the first may be a try begun before).
+                    let seen = *base.entry(key(r)).or_insert(r.restarts);
+                    if r.restarts >= seen + 2 {
+                        return Err(UpError::Invalid(crash_loop_message(r)));
+                    }
+                }
+            } else {
+                settled = None;
+            }
             if pending.is_empty() {
                 self.came_up
                     .store(true, std::sync::atomic::Ordering::SeqCst);

@@ -18,9 +18,11 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_NEWNEIGH: u16 = 28;
 
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
+const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 
@@ -32,6 +34,13 @@ const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_PID: u16 = 19;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
+const IFLA_INFO_SLAVE_KIND: u16 = 4;
+const IFLA_INFO_SLAVE_DATA: u16 = 5;
+const IFLA_BRPORT_UNICAST_FLOOD: u16 = 9;
+const NDA_LLADDR: u16 = 2;
+const NUD_NOARP: u16 = 0x40;
+const NTF_MASTER: u8 = 0x04;
+const AF_BRIDGE: u8 = 7;
 const VETH_INFO_PEER: u16 = 1;
 
 const IFA_ADDRESS: u16 = 1;
@@ -273,6 +282,40 @@ impl Netlink {
         m.attr(IFLA_MASTER, &master.to_ne_bytes());
         self.call(m, &format!("attach interface {index} to the bridge"), false)
             .map(drop)
+    }
+
+    /// Whether the bridge sends frames for destinations it has not learned (unknown
+    /// unicast) to bridge port `index` as well (`bridge link set dev X flood on|off`).
+    pub(crate) fn set_port_unicast_flood(&mut self, index: u32, on: bool) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWLINK, 0);
+        m.ifinfo(index as i32, 0, 0);
+        let li = m.begin(IFLA_LINKINFO);
+        m.attr_str(IFLA_INFO_SLAVE_KIND, "bridge");
+        let data = m.begin(IFLA_INFO_SLAVE_DATA);
+        m.attr(IFLA_BRPORT_UNICAST_FLOOD, &[u8::from(on)]);
+        m.end(data);
+        m.end(li);
+        self.call(m, &format!("set flooding of bridge port {index}"), false)
+            .map(drop)
+    }
+
+    /// A static entry of the bridge's forwarding database: frames for `mac` go to bridge
+    /// port `index`, learned or not (`bridge fdb replace MAC dev X master static`).
+    pub(crate) fn add_static_fdb(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
+        // struct ndmsg: family, 3 bytes padding, ifindex, state, flags, type.
+        m.buf.extend_from_slice(&[AF_BRIDGE, 0, 0, 0]);
+        m.buf.extend_from_slice(&(index as i32).to_ne_bytes());
+        m.buf.extend_from_slice(&NUD_NOARP.to_ne_bytes());
+        m.buf.push(NTF_MASTER);
+        m.buf.push(0);
+        m.attr(NDA_LLADDR, &mac);
+        self.call(
+            m,
+            &format!("add a forwarding entry on bridge port {index}"),
+            false,
+        )
+        .map(drop)
     }
 
     /// Deletes interface `name` (`Ok(false)` when there is none).

@@ -1065,6 +1065,20 @@ fn egress_up(tap: &str, server: Ipv4Addr) -> std::result::Result<Forwarder, Stri
     let bridge = nl.index(BRIDGE).map_err(|e| e.to_string())?;
     let idx = nl.index(tap).map_err(|e| e.to_string())?;
     nl.set_master_up(idx, bridge).map_err(|e| e.to_string())?;
+    // Only frames for slirp4netns's own addresses (the gateway, the address before
+    // `server`, and the DNS server) go to it. A frame for an instance that has gone (a
+    // replica between two starts, whose MAC the bridge has forgotten) would otherwise be
+    // flooded to slirp4netns too, which forwards it to the host's network: a probe or a
+    // client of that replica then reaches whatever has its address outside. slirp4netns
+    // answers as 52:55 followed by the IPv4 address; static entries keep its ports known
+    // when egress has been idle longer than the bridge's ageing time.
+    for ip in [Ipv4Addr::from(u32::from(server) - 1), server] {
+        let o = ip.octets();
+        nl.add_static_fdb(idx, [0x52, 0x55, o[0], o[1], o[2], o[3]])
+            .map_err(|e| e.to_string())?;
+    }
+    nl.set_port_unicast_flood(idx, false)
+        .map_err(|e| e.to_string())?;
     let sock = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
         .map_err(|e| format!("DNS forwarding socket: {e}"))?;
     sock.connect((server, 53))

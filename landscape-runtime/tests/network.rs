@@ -409,7 +409,25 @@ fn egress_reaches_the_hosts_loopback_only_when_on() {
         out.trim_end().ends_with("web-1"),
         "by name with egress on: {out}"
     );
+    // A replica that has gone (its veth removed; the bridge still knows its MAC from the
+    // neighbour cache) and an address no instance has are not reached through egress:
+    // frames for them must not be flooded to slirp4netns, which would connect to that
+    // address on the host's network.
     drop(_web);
+    poll(Duration::from_secs(10), || {
+        (on.interfaces().unwrap().len() == ifaces.len()).then_some(())
+    })
+    .expect("the replica's veth is removed");
+    for gone in [addr, Ipv4Addr::new(10, 88, 0, 200)] {
+        let r = on.connect(
+            std::net::SocketAddrV4::new(gone, 3000),
+            Duration::from_secs(1),
+        );
+        assert!(
+            r.is_err(),
+            "{gone}:3000 answered with no instance there: {r:?}"
+        );
+    }
     drop(on);
 
     let off = network(&rt, "noegr", Ipv4Addr::new(10, 88, 0, 0));

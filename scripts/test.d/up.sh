@@ -134,6 +134,38 @@ set -e
   && [ ! -e "$bad/prepared" ] && ! pgrep -f "sleep 100" >/dev/null || { cat "$work/bad.out"; echo "up.sh: FAILED: too many replicas"; exit 1; }
 echo "up.sh: bad input ok"
 
+# A service that keeps crashing once everything else is up: `up` says so with its exit and
+# last lines (not "not ready" after the whole --ready-timeout), nothing left running; one
+# that crashes only until a slower service is up still comes up.
+crash="$work/crash"; mkdir -p "$crash"
+printf 'schemaVersion: v0.4\nrun:\n  boom:\n    steps:\n      - command: echo about to fail; exit 3\n    network:\n      ports:\n        - port: 3000\n' > "$crash/ci.yml"
+set +e
+"$work/landscape" up "$crash" --listen 127.0.0.1:0 --ready-timeout 300 > "$work/crash.out" 2>&1; code=$?
+set -e
+[ $code -eq 1 ] && grep -q 'service "boom": replica 0 keeps crashing (crash loop: exit code 3' "$work/crash.out" \
+  && grep -q '^    about to fail' "$work/crash.out" && ! pgrep -f "^$work/landscape up" >/dev/null \
+  || { cat "$work/crash.out"; echo "up.sh: FAILED: crash loop"; exit 1; }
+cat > "$crash/ci.yml" <<'YAML'
+schemaVersion: v0.4
+run:
+  slow:
+    steps:
+      - command: rm -f /home/user/app/flag; sleep 2; touch /home/user/app/flag; exec busybox httpd -f -p 3000
+    network:
+      ports:
+        - port: 3000
+  late:
+    steps:
+      - command: test -f /home/user/app/flag || exit 1; exec busybox httpd -f -p 3000
+    network:
+      ports:
+        - port: 3000
+YAML
+"$work/landscape" up -d "$crash" --listen 127.0.0.1:0 --ready-timeout 60 > "$work/crash.out" 2>&1 \
+  || { cat "$work/crash.out"; echo "up.sh: FAILED: a service waiting for a slower one"; exit 1; }
+"$work/landscape" down "$crash" > /dev/null
+echo "up.sh: crash loop ok"
+
 # gen_ten DIR [VERSION_OF_S3]: a generated 10-service landscape, s0..s9, each busybox
 # httpd answering its name at /sN/ (stripPath).
 gen_ten() {
