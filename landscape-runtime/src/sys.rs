@@ -57,6 +57,50 @@ pub(crate) fn fork() -> io::Result<Forked> {
     }
 }
 
+/// The stack of a process cloned with `CLONE_VM` ([`vfork_exec`], [`user_namespace`]): an
+/// anonymous private mapping, unmapped when dropped — which the owner does only once the
+/// child no longer runs on it.
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    fn new(len: usize) -> io::Result<ChildStack> {
+        // SAFETY: a fresh anonymous private mapping (no file, no fixed address); the result
+        // is checked before use.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ChildStack { base, len })
+    }
+
+    /// The top of the stack (it grows down; 16-byte aligned, as the mapping is
+    /// page-aligned).
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, a valid pointer to form.
+        unsafe { (self.base as *mut u8).add(self.len) as *mut libc::c_void }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; its owner drops it only once no child runs on
+        // it.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
 /// Runs `f` in a new process that shares the caller's memory until it calls execve or
 /// exits (`clone(CLONE_VM | CLONE_VFORK)` on a stack of its own, as `posix_spawn` does);
 /// returns the process's pid once it has done either (the caller is suspended until
@@ -71,40 +115,25 @@ pub(crate) fn vfork_exec(f: &mut dyn FnMut() -> i32) -> io::Result<i32> {
         let f = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
         f()
     }
-    // SAFETY: a fresh anonymous private mapping (no file, no fixed address); the result
-    // is checked before use.
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    let stack = ChildStack::new(STACK)?;
     let mut f = f;
     // SAFETY: the stack grows down from the end of the mapping (16-byte aligned, as the
     // mapping is page-aligned); the new process runs `trampoline` on it with the pointer
     // to `f`. CLONE_VFORK suspends this process until the child has called execve or
-    // exited, so neither the stack nor `f` is used concurrently or after the munmap below.
-    // Without CLONE_FILES/FS/SIGHAND/THREAD the child has its own descriptors, working
-    // directory, signal handlers, credentials and limits.
+    // exited, so neither the stack nor `f` is used concurrently or after the stack is
+    // dropped below. Without CLONE_FILES/FS/SIGHAND/THREAD the child has its own
+    // descriptors, working directory, signal handlers, credentials and limits.
     let pid = unsafe {
-        let top = (stack as *mut u8).add(STACK) as *mut libc::c_void;
         libc::clone(
             trampoline,
-            top,
+            stack.top(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             &mut f as *mut &mut dyn FnMut() -> i32 as *mut libc::c_void,
         )
     };
     let err = io::Error::last_os_error();
-    // SAFETY: the mapping created above, no longer used by the child (see above).
-    unsafe { libc::munmap(stack, STACK) };
+    // No longer used by the child (see above).
+    drop(stack);
     if pid < 0 {
         Err(err)
     } else {
@@ -513,29 +542,15 @@ pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<std::os
         }
     }
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // SAFETY: a fresh anonymous private mapping; checked before use.
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    let stack = ChildStack::new(STACK)?;
     // SAFETY: the child runs `hold` on the top of the mapping above, which is unmapped
     // only after the child has been reaped (below); `hold` uses nothing but its argument
     // (a descriptor number) and its own stack. Without CLONE_FILES/FS/SIGHAND/THREAD it
     // has its own descriptor table (a copy holding the pipe), credentials and signals.
     let pid = unsafe {
-        let top = (stack as *mut u8).add(STACK) as *mut libc::c_void;
         libc::clone(
             hold,
-            top,
+            stack.top(),
             libc::CLONE_VM | libc::CLONE_NEWUSER | libc::SIGCHLD,
             r.as_raw_fd() as usize as *mut libc::c_void,
         )
@@ -562,10 +577,9 @@ pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<std::os
         {}
         opened.map(std::os::fd::OwnedFd::from)
     });
-    // SAFETY: the mapping made above; its only other user, the child, has exited (waitpid
-    // returns once it has, also when SIGCHLD is ignored and it is reaped by the kernel),
-    // or was never created.
-    unsafe { libc::munmap(stack, STACK) };
+    // Its only other user, the child, has exited (waitpid returns once it has, also when
+    // SIGCHLD is ignored and it is reaped by the kernel), or was never created.
+    drop(stack);
     result
 }
 
