@@ -246,8 +246,6 @@ struct ImageUse {
     image_user: bool,
 }
 
-/// Checks that `model` can be run here; returns the services to supervise and the images
-/// they need (resolved by [`pull_images`], applied by [`use_images`]).
 /// Why `up` gives up on a crash-looping replica: its last exit and output.
 fn crash_loop_message(r: &rt::supervisor::ReplicaStatus) -> String {
     let mut msg = format!(
@@ -319,6 +317,8 @@ fn check_capacity(model: &spec::Landscape, opts: &UpOptions) -> Result<(), UpErr
     }
 }
 
+/// Checks that `model` can be run here; returns the services to supervise and the images
+/// they need (resolved by [`pull_images`], applied by [`use_images`]).
 fn plan_services(
     model: &spec::Landscape,
     env: &BTreeMap<String, Vec<(String, String)>>,
@@ -1000,11 +1000,7 @@ impl Landscape {
         }
         let mut states: BTreeMap<(String, String), usize> = BTreeMap::new();
         for r in self.sup.status().replicas {
-            let state = serde_json::to_value(r.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            *states.entry((r.service, state)).or_default() += 1;
+            *states.entry((r.service, state_name(r.state))).or_default() += 1;
         }
         let _ = writeln!(
             out,

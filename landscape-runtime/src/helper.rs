@@ -866,9 +866,8 @@ fn ensure_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// read-only there). For a directory of host root's (owner or group), which must not
 /// receive files of host root's from the instance (a set-uid binary, say), and where the
 /// kernel or the filesystem cannot idmap, the tree is handed to the container user's host
-/// ids instead ([`crate::Runtime::adopt_dir`]) and bound
-/// plainly (`None`). Unprivileged (the container user is the runtime's own uid) and
-/// without an app directory: `None`.
+/// ids instead ([`crate::Runtime::adopt_dir`]) and bound plainly (`None`). Unprivileged
+/// (the container user is the runtime's own uid) and without an app directory: `None`.
 fn app_tree(req: &Request) -> Result<Option<OwnedFd>, String> {
     use std::os::unix::fs::MetadataExt;
     let (crate::IdMap::Range { .. }, Some(app)) = (&req.idmap, &req.spec.app_dir) else {
