@@ -75,12 +75,15 @@ fn fail(cmd: &str, code: u8, msg: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Splits `[DIR] WORDS...`: the first word is the directory when it holds a ci.yml.
+/// Splits `[DIR] WORDS...`: the first word is the directory when it holds a ci.yml (or
+/// is one).
 fn dir_and_rest(args: &[String]) -> (PathBuf, Vec<String>) {
+    let names_landscape = |w: &str| {
+        let p = Path::new(w);
+        p.join("ci.yml").is_file() || (p.file_name() == Some("ci.yml".as_ref()) && p.is_file())
+    };
     match args.first() {
-        Some(first) if Path::new(first).join("ci.yml").is_file() => {
-            (PathBuf::from(first), args[1..].to_vec())
-        }
+        Some(first) if names_landscape(first) => (PathBuf::from(first), args[1..].to_vec()),
         _ => (PathBuf::from("."), args.to_vec()),
     }
 }
@@ -88,9 +91,8 @@ fn dir_and_rest(args: &[String]) -> (PathBuf, Vec<String>) {
 /// The running landscape of `dir`: its name, state directory and control socket, or the
 /// "not running" message.
 fn running(cmd: &str, dir: &Path) -> Result<(String, PathBuf, PathBuf), ExitCode> {
-    let dir =
-        std::fs::canonicalize(dir).map_err(|e| fail(cmd, 2, &format!("{}: {e}", dir.display())))?;
-    let (name, state, sock) = locate(&dir);
+    let dir = crate::up::landscape_dir(dir).map_err(|e| fail(cmd, 2, &e))?;
+    let (name, state, sock) = locate(&dir).map_err(|e| fail(cmd, 2, &e))?;
     if std::os::unix::net::UnixStream::connect(&sock).is_err() {
         return Err(fail(
             cmd,
@@ -457,11 +459,14 @@ pub fn restart(a: RestartArgs) -> ExitCode {
 
 /// `landscape down`.
 pub fn down(a: DownArgs) -> ExitCode {
-    let dir = match std::fs::canonicalize(&a.dir) {
+    let dir = match crate::up::landscape_dir(&a.dir) {
         Ok(d) => d,
-        Err(e) => return fail("down", 2, &format!("{}: {e}", a.dir.display())),
+        Err(e) => return fail("down", 2, &e),
     };
-    let (name, state, sock) = locate(&dir);
+    let (name, state, sock) = match locate(&dir) {
+        Ok(l) => l,
+        Err(e) => return fail("down", 2, &e),
+    };
     if std::os::unix::net::UnixStream::connect(&sock).is_err()
         && landscape::compose::Landscape::has_record(&state)
     {
@@ -469,26 +474,32 @@ pub fn down(a: DownArgs) -> ExitCode {
         eprintln!(
             "landscape down: {name} has no control process; taking its replicas over to stop them"
         );
-        let adopted = std::env::current_exe()
-            .and_then(|exe| {
-                std::process::Command::new(exe)
-                    .arg("up")
-                    .arg("-d")
-                    .arg(&dir)
-                    .stdout(std::process::Stdio::null())
-                    .status()
-            })
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !adopted {
-            return fail(
-                "down",
-                1,
-                &format!(
-                    "{name}: could not take over its replicas (see {})",
-                    state.join("up.log").display()
-                ),
-            );
+        // Its output (`up`'s start-up lines) is shown only when the take-over fails.
+        let adopted = std::env::current_exe().and_then(|exe| {
+            std::process::Command::new(exe)
+                .arg("up")
+                .arg("-d")
+                .arg(&dir)
+                .stdin(std::process::Stdio::null())
+                .output()
+        });
+        match adopted {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                eprint!("{}", String::from_utf8_lossy(&o.stderr));
+                return fail(
+                    "down",
+                    1,
+                    &format!("{name}: could not take over its replicas to stop them"),
+                );
+            }
+            Err(e) => {
+                return fail(
+                    "down",
+                    1,
+                    &format!("{name}: could not take over its replicas: {e}"),
+                )
+            }
         }
     }
     if std::os::unix::net::UnixStream::connect(&sock).is_err() {
@@ -542,7 +553,10 @@ fn remove_volumes(a: &DownArgs, dir: &Path, name: &str) -> ExitCode {
         Ok(r) => std::sync::Arc::new(r),
         Err(e) => return fail("down", 2, &e.to_string()),
     };
-    let (_, state, _) = locate(dir);
+    let state = match locate(dir) {
+        Ok((_, state, _)) => state,
+        Err(e) => return fail("down", 2, &e),
+    };
     let opts = landscape::compose::UpOptions::new(name, dir.to_path_buf(), state);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

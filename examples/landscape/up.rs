@@ -20,11 +20,11 @@ pub struct Args {
     #[arg(default_value = ".")]
     dir: PathBuf,
     /// The router's listener [default: 127.0.0.1:3000, or the next free port].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr_arg)]
     listen: Option<SocketAddr>,
     /// Serve Prometheus `/metrics` (router requests and latency by route, CPU and memory
     /// per replica) and `/healthz` on this address (e.g. 127.0.0.1:9100).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr_arg)]
     admin: Option<SocketAddr>,
     /// Run in the background: a control process keeps the landscape running; `up`
     /// returns once every replica is ready (exit 1 with the reason when one is not).
@@ -72,15 +72,43 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?}: use a number with s, m, h or d (e.g. 30s, 5m)"))
 }
 
+/// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` or a bare `PORT` (both on 127.0.0.1).
+pub(crate) fn parse_addr_arg(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let port = s
+        .strip_prefix("localhost:")
+        .or_else(|| s.strip_prefix(':'))
+        .unwrap_or(s);
+    port.parse::<u16>()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        .map_err(|_| format!("{s:?}: use IP:PORT (e.g. 127.0.0.1:8080), localhost:PORT or PORT"))
+}
+
+/// Binds each address given on the command line once, so that one in use or not on
+/// this host is an error before anything starts (the landscape binds it again).
+fn check_listen(a: &Args) -> Result<(), String> {
+    if let (Some(l), Some(ad)) = (a.listen, a.admin) {
+        if l == ad {
+            return Err(format!(
+                "--listen and --admin are both {l}; give them two addresses"
+            ));
+        }
+    }
+    for (flag, addr) in [("--listen", a.listen), ("--admin", a.admin)] {
+        if let Some(addr) = addr {
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                return Err(format!("cannot listen on {addr} ({flag}): {e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn fail(code: u8, msg: &str) -> ExitCode {
     eprintln!("landscape up: {msg}");
     ExitCode::from(code)
-}
-
-fn data_home() -> Option<PathBuf> {
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
 }
 
 /// A DNS label from the directory's name, with a short hash of its path (two checkouts
@@ -106,15 +134,52 @@ fn landscape_name(dir: &Path) -> String {
     )
 }
 
-fn state_dir(name: &str) -> PathBuf {
-    let base = if euid() == 0 {
+/// The directory under which each landscape's state directory lives: `/run/landscape`
+/// as root, else `$XDG_RUNTIME_DIR/landscape`, else `$TMPDIR/landscape-<uid>`.
+fn state_base() -> PathBuf {
+    if euid() == 0 {
         PathBuf::from("/run/landscape")
     } else {
         std::env::var_os("XDG_RUNTIME_DIR")
             .map(|d| PathBuf::from(d).join("landscape"))
             .unwrap_or_else(|| std::env::temp_dir().join(format!("landscape-{}", euid())))
+    }
+}
+
+/// Refuses a state base that is not this user's own: one another user made first (in a
+/// shared `/tmp`), one others may write to, or a symbolic link. Its control sockets and
+/// records are trusted (`down` takes over the processes a record names).
+fn check_base(base: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = match std::fs::symlink_metadata(base) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("state directory {}: {e}", base.display())),
     };
-    base.join(name)
+    let me = euid();
+    let why = if m.file_type().is_symlink() {
+        "is a symbolic link".to_string()
+    } else if !m.is_dir() {
+        "is not a directory".to_string()
+    } else if m.uid() != me {
+        format!("belongs to uid {}, not to you (uid {me})", m.uid())
+    } else if m.permissions().mode() & 0o022 != 0 {
+        format!(
+            "may be written by others (mode {:04o})",
+            m.permissions().mode() & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "refusing the state directory {}: it {why}; remove it{}",
+        base.display(),
+        if me == 0 {
+            String::new()
+        } else {
+            ", or set XDG_RUNTIME_DIR to a directory of yours".into()
+        }
+    ))
 }
 
 fn euid() -> u32 {
@@ -213,12 +278,15 @@ pub(crate) fn load(dir: &Path, out: &mut dyn Write) -> Result<Loaded, (u8, Strin
     })
 }
 
-/// Where a landscape directory's state lives: name, state directory, control socket.
-pub(crate) fn locate(dir: &Path) -> (String, PathBuf, PathBuf) {
+/// Where a landscape directory's state lives: name, state directory, control socket; an
+/// error when the directory above it is not this user's own (see [`check_base`]).
+pub(crate) fn locate(dir: &Path) -> Result<(String, PathBuf, PathBuf), String> {
     let name = landscape_name(dir);
-    let state = state_dir(&name);
+    let base = state_base();
+    check_base(&base)?;
+    let state = base.join(&name);
     let sock = state.join("control.sock");
-    (name, state, sock)
+    Ok((name, state, sock))
 }
 
 fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, ExitCode> {
@@ -231,13 +299,32 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, ExitCode> {
     }
 }
 
+/// The landscape directory a command names, absolute: a directory, or a file called
+/// `ci.yml` (its directory); another file is an error.
+pub(crate) fn landscape_dir(arg: &Path) -> Result<PathBuf, String> {
+    let path = std::fs::canonicalize(arg).map_err(|e| format!("{}: {e}", arg.display()))?;
+    if path.is_dir() {
+        return Ok(path);
+    }
+    match (path.file_name(), path.parent()) {
+        (Some(n), Some(parent)) if n == "ci.yml" => Ok(parent.to_path_buf()),
+        _ => Err(format!(
+            "{} is a file; give the landscape directory, the one that holds ci.yml",
+            arg.display()
+        )),
+    }
+}
+
 /// Runs `landscape up`.
 pub fn run(a: Args) -> ExitCode {
-    let dir = match std::fs::canonicalize(&a.dir) {
+    let dir = match landscape_dir(&a.dir) {
         Ok(d) => d,
-        Err(e) => return fail(2, &format!("{}: {e}", a.dir.display())),
+        Err(e) => return fail(2, &e),
     };
-    let (name, state, sock) = locate(&dir);
+    let (name, state, sock) = match locate(&dir) {
+        Ok(l) => l,
+        Err(e) => return fail(2, &e),
+    };
     // Running already (in the background or another terminal): apply the edited file.
     if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
         return match block_on(apply_running(&name, &sock)) {
@@ -245,9 +332,16 @@ pub fn run(a: Args) -> ExitCode {
             Err(code) => code,
         };
     }
-    let loaded = match load(&dir, &mut std::io::stderr()) {
+    // A background control process: the `up -d` that started it has printed the
+    // warnings; its own diagnostics matter only when the file has changed since.
+    let detached = std::env::var_os(DETACHED_ENV).is_some();
+    let mut diags = Vec::new();
+    let mut stderr = std::io::stderr();
+    let out: &mut dyn Write = if detached { &mut diags } else { &mut stderr };
+    let loaded = match load(&dir, out) {
         Ok(l) => l,
         Err((code, msg)) => {
+            eprint!("{}", String::from_utf8_lossy(&diags));
             let msg = if code == 1 {
                 format!("{msg}; nothing was started")
             } else {
@@ -256,6 +350,9 @@ pub fn run(a: Args) -> ExitCode {
             return fail(code, &msg);
         }
     };
+    if let Err(e) = check_listen(&a) {
+        return fail(2, &format!("{e}; nothing was started"));
+    }
     if a.detach {
         return detach(&a, &dir, &name, &state, &sock);
     }
@@ -394,9 +491,19 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
         log_path.display()
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(a.ready_timeout + 600);
+    let stage_line = |l: &str| {
+        let who = l.split(" | ").next().unwrap_or("").trim_start();
+        matches!(who, "pull" | "prepare" | "test")
+    };
+    // The last lines of the output that `progress` did not show (the stages' lines were
+    // shown as they came): services' lines and the reason.
     let tail = |n: usize| {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
+        let start = format!("landscape up: {name} from ");
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !stage_line(l) && !l.starts_with(&start))
+            .collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -412,11 +519,8 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let done = text.rfind('\n').map_or(0, |i| i + 1);
         if done > shown {
-            for l in text[shown..done].lines() {
-                let who = l.split(" | ").next().unwrap_or("").trim_start();
-                if matches!(who, "pull" | "prepare" | "test") {
-                    eprintln!("{l}");
-                }
+            for l in text[shown..done].lines().filter(|l| stage_line(l)) {
+                eprintln!("{l}");
             }
             shown = done;
         }
@@ -424,6 +528,7 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
     loop {
         progress();
         if let Ok(Some(st)) = child.try_wait() {
+            progress();
             eprintln!("{}", tail(30));
             let _ = std::fs::remove_dir_all(state);
             return fail(
@@ -434,6 +539,7 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
+            progress();
             eprintln!("{}", tail(30));
             return fail(1, &format!("{name} did not come up in time; stopped it"));
         }
@@ -487,10 +593,23 @@ fn remove_state(state: &Path) {
     }
 }
 
+/// Writes a small state file, 0600 like the rest of the state directory.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::File::options()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(text.as_bytes())
+}
+
 /// Set in the environment of a background control process (`up -d`).
 const DETACHED_ENV: &str = "LANDSCAPE_UP_DETACHED";
 
-/// Creates `dir` (and parents) with mode 0700.
+/// Creates a state directory `dir` (and parents) with mode 0700, and checks again that
+/// the directory above it is this user's own (another user may have made it meanwhile).
 pub(crate) fn private_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -498,7 +617,8 @@ pub(crate) fn private_dir(dir: &Path) -> Result<(), String> {
         .mode(0o700)
         .create(dir)
         .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    check_base(&state_base())
 }
 
 async fn resolve_env(
@@ -546,14 +666,9 @@ async fn resolve_env(
         }
         return Ok((env, Vec::new()));
     }
-    let default_key = data_home().map(|d| d.join("landscape/vault.key"));
-    let key_file = a.key_file.clone().or_else(|| {
-        if std::env::var_os("LANDSCAPE_VAULT_PASSPHRASE").is_some() {
-            None
-        } else {
-            default_key.filter(|k| k.is_file())
-        }
-    });
+    // Without --key-file: $LANDSCAPE_VAULT_PASSPHRASE, else the default key file (as
+    // `landscape vault` uses them).
+    let key_file = a.key_file.clone();
     let opts = VaultOptions {
         store: a.store.clone(),
         scope: Some(a.scope.clone()),
@@ -652,7 +767,10 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
         Ok(r) => Arc::new(r),
         Err(e) => return fail(2, &e.to_string()),
     };
-    let (name, state, sock) = locate(&dir);
+    let (name, state, sock) = match locate(&dir) {
+        Ok(l) => l,
+        Err(e) => return fail(2, &e),
+    };
     if let Err(e) = private_dir(&state) {
         return fail(2, &e);
     }
@@ -725,16 +843,13 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
     };
     let land = match started {
         Ok(l) => {
-            let _ = std::fs::write(state.join("listen"), l.local_addr().to_string());
+            let _ = write_private(&state.join("listen"), &l.local_addr().to_string());
             Arc::new(l)
         }
         Err(e) => {
+            // A failed step's output has been printed as it came (through the events),
+            // its last lines right above this message.
             let _ = tokio::time::timeout(Duration::from_secs(2), printer_task).await;
-            if let landscape::compose::UpError::Stage(f) = &e {
-                for l in &f.last_lines {
-                    eprintln!("    {l}");
-                }
-            }
             remove_state(&state);
             return fail(1, &format!("{e}; nothing is left running"));
         }

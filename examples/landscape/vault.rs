@@ -18,7 +18,8 @@ pub struct Args {
     /// A shared scope this scope may read (repeatable); deny by default.
     #[arg(long = "share", global = true, value_name = "S")]
     shared: Vec<String>,
-    /// Key file (32 bytes or 64 hex digits) instead of $LANDSCAPE_VAULT_PASSPHRASE.
+    /// Key file (32 bytes or 64 hex digits) [default: $LANDSCAPE_VAULT_PASSPHRASE, else
+    /// the key file ~/.local/share/landscape/vault.key, which the first `set` creates].
     #[arg(long, global = true, value_name = "FILE")]
     key_file: Option<PathBuf>,
     /// Backend: `file` (embedded, default) or `openbao` (token from $BAO_TOKEN).

@@ -131,6 +131,10 @@ fn serve(sock: OwnedFd, host: nix::unistd::Pid) -> ! {
     if nix::unistd::getppid() != host {
         sys::exit_now(0);
     }
+    // A process group of its own, which its helpers and their instances inherit: a Ctrl-C
+    // on the host's terminal reaches the host only, which stops its instances with their
+    // stop signal (SIGTERM), not with the terminal's SIGINT.
+    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
     // Nothing of the host's but this socket: stdin/stdout/stderr become /dev/null (each
     // instance brings its own), every other descriptor inherited at start-up is closed.
     if let Ok(null) = std::fs::File::options()

@@ -113,20 +113,40 @@ pub enum Output {
 
 /// Creates the state directory (0711: the mapped ids must traverse it to reach the mount
 /// point) unless it already exists with that mode.
+/// One another user made (in a shared `/tmp`) or a symbolic link is refused: instance
+/// roots, durable sockets and the network's control socket live under it.
 fn ensure_state_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let what = |verb: &str| format!("{verb} state directory {}", dir.display());
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() && m.permissions().mode() & 0o7777 == 0o711 => return Ok(()),
-        Ok(m) if m.is_dir() => {}
-        _ => std::fs::DirBuilder::new()
+    let refuse = |why: String| {
+        Err(Error::InvalidSpec(format!(
+            "refusing the state directory {}: it {why}; remove it or set another \
+             (RuntimeConfig::state_dir, or TMPDIR)",
+            dir.display()
+        )))
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => return refuse("is a symbolic link".into()),
+        Ok(m) if !m.is_dir() => return refuse("is not a directory".into()),
+        Ok(m) if m.uid() != me => {
+            return refuse(format!("belongs to uid {}, not to uid {me}", m.uid()))
+        }
+        Ok(m) if m.permissions().mode() & 0o7777 == 0o711 => return Ok(()),
+        Ok(_) => {}
+        Err(_) => std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)
             .create(dir)
             .map_err(|e| Error::io(what("create"), e))?,
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
-        .map_err(|e| Error::io(what("chmod"), e))
+        .map_err(|e| Error::io(what("chmod"), e))?;
+    // Made by another user between the look and the create.
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() && m.uid() == me => Ok(()),
+        _ => refuse("changed while it was made".into()),
+    }
 }
 
 /// Starts instances. Cheap to share (`&Runtime` is all an instance needs).
@@ -181,9 +201,13 @@ struct Pool {
 fn start_helper(exe: &Path) -> Result<Warm> {
     let (host, helper) =
         UnixStream::pair().map_err(|e| Error::io("create the helper socket", e))?;
+    use std::os::unix::process::CommandExt;
     let child = std::process::Command::new(exe)
         .env_clear()
         .env(HELPER_ENV, "1")
+        // Like the fork server's helpers: out of the host's process group, so that the
+        // terminal's Ctrl-C is the host's to handle.
+        .process_group(0)
         .stdin(std::process::Stdio::from(OwnedFd::from(helper)))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

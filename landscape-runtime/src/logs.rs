@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -241,12 +241,9 @@ impl Logs {
                 let mut buf = Vec::new();
                 loop {
                     buf.clear();
-                    match r.read_until(b'\n', &mut buf) {
+                    match read_line(&mut r, &mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
-                    }
-                    if buf.last() == Some(&b'\n') {
-                        buf.pop();
                     }
                     let raw = String::from_utf8_lossy(&buf);
                     let text = match &redact {
@@ -278,6 +275,45 @@ impl Logs {
     }
 }
 
+/// Longest line kept: a process that writes without newlines (a progress bar, binary
+/// output) must not make the host buffer without bound. The rest of a longer line is
+/// dropped (after [`CUT`]), not split, so that a secret is never cut in two parts that
+/// redaction would not recognise.
+pub const MAX_LINE: usize = 256 << 10;
+
+/// Ends a line cut at [`MAX_LINE`].
+pub const CUT: &str = " [… cut: line longer than 256 KiB]";
+
+/// Reads one line without its newline into `buf`, at most [`MAX_LINE`] bytes of it (then
+/// [`CUT`] is appended and the rest of the line skipped); `Ok(0)` at end of file.
+fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let n = r.by_ref().take(MAX_LINE as u64).read_until(b'\n', buf)?;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(n);
+    }
+    if n == MAX_LINE {
+        // Skip to the end of the line, in bounded pieces.
+        let mut rest = Vec::new();
+        loop {
+            rest.clear();
+            let m = r.by_ref().take(64 << 10).read_until(b'\n', &mut rest)?;
+            if m == 0 || rest.last() == Some(&b'\n') {
+                break;
+            }
+        }
+        // A character cut in the middle is dropped rather than shown as U+FFFD.
+        let valid = match std::str::from_utf8(buf) {
+            Ok(_) => buf.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => buf.len(),
+        };
+        buf.truncate(valid);
+        buf.extend_from_slice(CUT.as_bytes());
+    }
+    Ok(n)
+}
+
 /// Parses a log file line written by the runtime back into a [`LogLine`].
 pub fn parse_line(line: &str) -> Option<LogLine> {
     let (ts, rest) = line.split_once(' ')?;
@@ -297,6 +333,26 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn a_line_longer_than_the_limit_is_cut_once_and_the_next_line_is_whole() {
+        // One byte, then two-byte characters: the limit falls inside a character.
+        let mut input = format!("x{}", "é".repeat(MAX_LINE)).into_bytes();
+        input.extend_from_slice(b"\nnext\nlast without newline");
+        let mut r = BufReader::new(&input[..]);
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        while read_line(&mut r, &mut buf).unwrap() > 0 {
+            lines.push(String::from_utf8(std::mem::take(&mut buf)).unwrap());
+        }
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[0].ends_with(&format!("é{CUT}")),
+            "a whole character before the cut"
+        );
+        assert_eq!(lines[0].len(), MAX_LINE - 1 + CUT.len());
+        assert_eq!(lines[1], "next");
+        assert_eq!(lines[2], "last without newline");
+    }
     #[test]
     fn timestamps_are_rfc3339() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);

@@ -227,6 +227,11 @@ fn egress_dns_of(cfg: &NetworkConfig) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(cfg.subnet) + 3)
 }
 
+/// Where slirp4netns's output goes: beside the network's control socket.
+fn egress_log(control: &Path, name: &str) -> PathBuf {
+    control.with_file_name(format!("{name}.egress.log"))
+}
+
 /// `name` on `PATH`.
 fn on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -398,14 +403,14 @@ impl Network {
         if let (Some(slirp), Some((r, w))) = (slirp, exit_pipe) {
             drop(w);
             // On error `net` is dropped: the holder ends, and with it slirp4netns.
-            net.start_egress(&slirp, r, &dir)?;
+            net.start_egress(&slirp, r)?;
         }
         Ok(net)
     }
 
     /// Starts slirp4netns on the holder's namespace, waits until its tap device exists and
     /// has the holder put it on the bridge.
-    fn start_egress(&self, slirp: &Path, exit_r: OwnedFd, dir: &Path) -> Result<()> {
+    fn start_egress(&self, slirp: &Path, exit_r: OwnedFd) -> Result<()> {
         use std::os::unix::process::CommandExt;
         let name = &self.cfg.name;
         let fail = |message: String| Error::Start {
@@ -414,7 +419,7 @@ impl Network {
         };
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::io("create a pipe", e.into()))?;
-        let log_path = dir.join(format!("{name}.egress.log"));
+        let log_path = egress_log(&self.control, name);
         let log = {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::File::options()
@@ -810,6 +815,8 @@ impl Network {
             let _ = slirp.wait();
         }
         let _ = std::fs::remove_file(&self.control);
+        // slirp4netns's output (kept for the reason of a failed start only).
+        let _ = std::fs::remove_file(egress_log(&self.control, &self.cfg.name));
     }
 }
 

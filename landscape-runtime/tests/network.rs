@@ -428,7 +428,17 @@ fn egress_reaches_the_hosts_loopback_only_when_on() {
             "{gone}:3000 answered with no instance there: {r:?}"
         );
     }
+    // slirp4netns's output file lives beside the control socket until the network goes.
+    let control = on.record().control;
+    let egress_log = control.with_file_name(format!("{}.egress.log", on.config().name));
+    assert!(egress_log.exists(), "{}", egress_log.display());
     drop(on);
+    assert!(
+        !control.exists() && !egress_log.exists(),
+        "left behind: {} {}",
+        control.display(),
+        egress_log.display()
+    );
 
     let off = network(&rt, "noegr", Ipv4Addr::new(10, 88, 0, 0));
     assert!(!off.interfaces().unwrap().iter().any(|i| i == "lstap0"));

@@ -22,6 +22,10 @@ fn main() {
     }
     run(&[
         (
+            "a_state_directory_of_another_user_or_a_symlink_is_refused",
+            a_state_directory_of_another_user_or_a_symlink_is_refused,
+        ),
+        (
             "fork_server_serves_spawns_and_leaks_no_descriptors",
             fork_server_serves_spawns_and_leaks_no_descriptors,
         ),
@@ -77,6 +81,55 @@ fn main() {
             cgroup_v2_freezer_and_usage_on_a_real_cgroup2_mount_as_root,
         ),
     ]);
+}
+
+/// A state directory someone else made first (in a shared /tmp) or a symbolic link is not
+/// used: instance roots and sockets live there.
+fn a_state_directory_of_another_user_or_a_symlink_is_refused() {
+    use landscape_runtime::{Runtime, RuntimeConfig};
+    let tmp = TempDir::new("state");
+    let open = |dir: PathBuf| {
+        Runtime::new(RuntimeConfig {
+            state_dir: dir,
+            ..Default::default()
+        })
+    };
+    let own = tmp.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&own, &link).unwrap();
+    let e = open(link.clone())
+        .err()
+        .expect("a symlinked state directory");
+    assert!(
+        e.to_string().contains(&format!(
+            "refusing the state directory {}: it is a symbolic link",
+            link.display()
+        )),
+        "{e}"
+    );
+    // One of our own, even 0777, is used (narrowed to 0711).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o777)).unwrap();
+    open(own.clone()).expect("our own state directory");
+    let mode = std::fs::metadata(&own).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o711);
+    if nix::unistd::geteuid().is_root() {
+        let theirs = tmp.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o711)).unwrap();
+        let e = open(theirs.clone())
+            .err()
+            .expect("another user's state directory");
+        assert!(
+            e.to_string()
+                .contains("it belongs to uid 4242, not to uid 0; remove it or set another"),
+            "{e}"
+        );
+    } else {
+        println!("    (as root only: a directory of another uid)");
+    }
 }
 
 fn wait_ready(app: &TempDir) {

@@ -198,6 +198,10 @@ pub fn render_human(file: &str, src: &str, diags: &[Diagnostic]) -> String {
     out
 }
 
+/// Longest part of a source line a snippet shows (a minified or binary file can have a
+/// line of megabytes); longer lines are cut around the column, marked with `…`.
+const SHOWN_CHARS: u32 = 120;
+
 fn snippet(out: &mut String, file: &str, src: &str, span: Span, label: Option<&str>) {
     let s = span.start;
     let _ = writeln!(out, "  --> {file}:{}:{}", s.line, s.col);
@@ -206,12 +210,6 @@ fn snippet(out: &mut String, file: &str, src: &str, span: Span, label: Option<&s
     };
     let num = s.line.to_string();
     let pad = " ".repeat(num.len());
-    let shown: String = text
-        .chars()
-        .map(|c| if c == '\t' { ' ' } else { c })
-        .collect();
-    let _ = writeln!(out, "{pad} |");
-    let _ = writeln!(out, "{num} | {shown}");
     let width = text.chars().count() as u32;
     let start = s.col.max(1);
     let end = if span.end.line == s.line && span.end.col > start {
@@ -219,11 +217,41 @@ fn snippet(out: &mut String, file: &str, src: &str, span: Span, label: Option<&s
     } else {
         (width + 1).max(start + 1)
     };
-    let carets = "^".repeat(end.saturating_sub(start).max(1) as usize);
+    // The window of the line shown: all of it, or SHOWN_CHARS from a little before start.
+    let first = if width <= SHOWN_CHARS {
+        0
+    } else {
+        (start - 1)
+            .saturating_sub(SHOWN_CHARS / 3)
+            .min(width - SHOWN_CHARS)
+    };
+    let last = (first + SHOWN_CHARS).min(width);
+    let (before, after) = (first > 0, last < width);
+    // Tabs as one space and other control characters as U+FFFD keep the carets aligned
+    // and the terminal safe.
+    let shown: String = text
+        .chars()
+        .skip(first as usize)
+        .take((last - first) as usize)
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect();
+    let _ = writeln!(out, "{pad} |");
+    let _ = writeln!(
+        out,
+        "{num} | {}{shown}{}",
+        if before { "…" } else { "" },
+        if after { "…" } else { "" }
+    );
+    let lead = start.saturating_sub(first + 1) + u32::from(before);
+    let carets = "^".repeat(end.min(last + 1).saturating_sub(start).max(1) as usize);
     let _ = writeln!(
         out,
         "{pad} | {}{carets}{}",
-        " ".repeat(start as usize - 1),
+        " ".repeat(lead as usize),
         label.map(|l| format!(" {l}")).unwrap_or_default()
     );
 }
@@ -293,4 +321,64 @@ pub fn render_github(file: &str, diags: &[Diagnostic]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::Pos;
+
+    fn one(src: &str, start: (u32, u32), end: (u32, u32)) -> String {
+        let d = Diagnostic::error(
+            "E",
+            Span::new(Pos::new(start.0, start.1), Pos::new(end.0, end.1)),
+            "bad",
+        );
+        render_human("ci.yml", src, &[d])
+    }
+
+    /// The source line and the caret line of a rendering.
+    fn lines(out: &str) -> (String, String) {
+        let l: Vec<&str> = out.lines().collect();
+        (l[3].to_string(), l[4].to_string())
+    }
+
+    #[test]
+    fn a_short_line_is_shown_whole_with_carets_under_the_span() {
+        let (text, carets) = lines(&one("key: value\n", (1, 6), (1, 11)));
+        assert_eq!(text, "1 | key: value");
+        assert_eq!(carets, "  |      ^^^^^");
+    }
+
+    #[test]
+    fn a_long_line_is_cut_around_the_column_and_the_carets_stay_under_it() {
+        let line = format!("{}XYZ{}", "a".repeat(5000), "b".repeat(5000));
+        let out = one(&line, (1, 5001), (1, 5004));
+        let (text, carets) = lines(&out);
+        assert!(out.len() < 600, "{} bytes", out.len());
+        assert!(text.starts_with("1 | …a") && text.ends_with("b…"), "{text}");
+        // The carets point at XYZ in the shown text.
+        let at = carets.find('^').unwrap();
+        let shown: Vec<char> = text.chars().collect();
+        assert_eq!(
+            shown[at..at + 3].iter().collect::<String>(),
+            "XYZ",
+            "{text}\n{carets}"
+        );
+        assert_eq!(carets.matches('^').count(), 3);
+        // At the start and at the end of a long line: one ellipsis only.
+        let (text, carets) = lines(&one(&line, (1, 1), (1, 1)));
+        assert!(text.starts_with("1 | aaa") && text.ends_with('…'), "{text}");
+        // (An empty span underlines the rest of the line: here the rest that is shown.)
+        assert_eq!(carets, format!("  | {}", "^".repeat(SHOWN_CHARS as usize)));
+        let (text, _) = lines(&one(&line, (1, 10003), (1, 10003)));
+        assert!(text.starts_with("1 | …") && text.ends_with("bbb"), "{text}");
+    }
+
+    #[test]
+    fn control_characters_of_the_line_are_not_printed() {
+        let (text, carets) = lines(&one("a\u{1b}[31m\u{7}b: 1\n", (1, 7), (1, 8)));
+        assert_eq!(text, "1 | a\u{fffd}[31m\u{fffd}b: 1");
+        assert_eq!(carets, "  |       ^");
+    }
 }

@@ -411,8 +411,8 @@ fn network(
     let Some(n) = &s.network else {
         if runs && s.is_public.as_ref().is_none_or(|p| p.value) {
             d.push(
-                Diagnostic::warning(codes::W_NO_ROUTE, s.name.span, format!("{obj} has no network routes"))
-                    .with_help("add `network: {ports: [{port: 3000}], paths: [{port: 3000, path: /}]}` if it serves requests"),
+                Diagnostic::warning(codes::W_NO_ROUTE, s.name.span, format!("{obj} has no route (no `network` section)"))
+                    .with_help("add `network: {ports: [{port: 3000}], paths: [{port: 3000, path: /}]}` if it serves requests; ignore this for workers"),
             );
         }
         return;

@@ -378,7 +378,7 @@ fn within_size(len: usize, limits: &Limits, diags: &mut Vec<Diagnostic>) -> Resu
                     len, limits.max_bytes
                 ),
             )
-            .with_help("a ci.yml is normally a few kilobytes; raise `Limits::max_bytes` if this file is meant to be this large"),
+            .with_help("a ci.yml is normally a few kilobytes: check that this is the right file (a program embedding landscape-spec can raise `Limits::max_bytes`)"),
         );
         return Err(Fatal);
     }

@@ -213,16 +213,76 @@ fn kdf_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<KdfParams, Fail>
     }
 }
 
+/// The default key file: `$XDG_DATA_HOME/landscape/vault.key`, else
+/// `~/.local/share/landscape/vault.key`. It is used when neither a key file is given nor
+/// [`ENV_PASSPHRASE`] is set, and `vault set` creates it (32 random bytes, 0600) when
+/// neither is and it does not exist yet.
+pub fn default_key_file(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env("XDG_DATA_HOME")
+        .filter(|s| !s.is_empty())
+        .map(|d| PathBuf::from(d).join("landscape/vault.key"))
+        .or_else(|| {
+            env("HOME")
+                .filter(|s| !s.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share/landscape/vault.key"))
+        })
+}
+
+fn passphrase_set(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    env(ENV_PASSPHRASE).is_some_and(|p| !p.is_empty())
+}
+
 fn master_key(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<MasterKey, Fail> {
     if let Some(k) = &opts.key_file {
         return Ok(MasterKey::from_key_file(k)?);
     }
-    match env(ENV_PASSPHRASE) {
-        Some(p) if !p.is_empty() => Ok(MasterKey::passphrase(SecretValue::from_string(p))),
-        _ => Err(usage(format!(
-            "no master key: set {ENV_PASSPHRASE} or pass --key-file FILE"
+    if let Some(p) = env(ENV_PASSPHRASE).filter(|p| !p.is_empty()) {
+        return Ok(MasterKey::passphrase(SecretValue::from_string(p)));
+    }
+    match default_key_file(env) {
+        Some(k) if k.is_file() => Ok(MasterKey::from_key_file(&k)?),
+        k => Err(usage(format!(
+            "no master key: set {ENV_PASSPHRASE}, pass --key-file FILE, or store a first secret \
+             with `landscape vault set NAME` (it creates the key file {})",
+            k.map_or_else(
+                || "~/.local/share/landscape/vault.key".to_string(),
+                |k| k.display().to_string()
+            )
         ))),
     }
+}
+
+/// `vault set` on a machine with no master key yet: creates the default key file, and
+/// says so on `stderr` (where it is and that the secrets are lost without it).
+fn create_default_key(
+    opts: &Options,
+    env: &dyn Fn(&str) -> Option<String>,
+    stderr: &mut dyn Write,
+) -> Result<(), Fail> {
+    if opts.key_file.is_some() || passphrase_set(env) || opts.backend != BackendKind::File {
+        return Ok(());
+    }
+    let Some(k) = default_key_file(env) else {
+        return Ok(());
+    };
+    if k.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = k.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Fail(2, format!("cannot create {}: {e}", dir.display())))?;
+    }
+    MasterKey::generate_key_file(&k)?;
+    writeln!(
+        stderr,
+        "landscape vault: created the key file {} (0600); the secrets cannot be read without it, so back it up",
+        k.display()
+    )
+    .map_err(out_err)
 }
 
 fn open(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<Opened, Fail> {
@@ -308,6 +368,9 @@ async fn run_async(opts: &Options, cmd: &Command, io: &mut Io<'_>) -> Result<u8,
     let env = io.env;
     let scope = opts.scope.clone().unwrap_or_else(|| "default".to_string());
     crate::validate_scope(&scope)?;
+    if matches!(cmd, Command::Set { .. }) {
+        create_default_key(opts, env, io.stderr)?;
+    }
     let opened = open(opts, env)?;
     let mut policy = AccessPolicy::new();
     for s in &opts.shared {

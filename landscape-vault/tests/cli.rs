@@ -382,3 +382,61 @@ fn audit_verify_reports_a_rolled_back_store() {
     assert_eq!(o.code, 1, "{}", o.stdout);
     assert!(o.stderr.contains("rolled back"), "{}", o.stderr);
 }
+
+#[test]
+fn the_first_set_creates_the_default_key_file_which_every_later_command_uses() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = Cli::new(tmp.path());
+    c.env.insert(
+        "XDG_DATA_HOME".into(),
+        tmp.path().join("data").display().to_string(),
+    );
+    let key = tmp.path().join("data/landscape/vault.key");
+    // Reading makes nothing, and says how to start.
+    let o = c.get("db");
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("landscape vault set NAME")
+            && o.stderr.contains(&key.display().to_string()),
+        "{}",
+        o.stderr
+    );
+    assert!(!key.exists());
+    // The first set creates it (32 random bytes, 0600, in a 0700 directory) and says so.
+    let o = c.set("db", PW);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("created the key file {}", key.display())),
+        "{}",
+        o.stderr
+    );
+    let meta = fs::metadata(&key).unwrap();
+    assert_eq!(meta.len(), 32);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(key.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    let first = fs::read(&key).unwrap();
+    // Later commands use it, and a second set keeps it.
+    assert_eq!(c.get("db").stdout.trim_end(), PW);
+    assert_eq!(c.set("other", "value-two-2").code, 0);
+    assert_eq!(fs::read(&key).unwrap(), first);
+    assert!(c.run(Command::List).stdout.contains("other"));
+    // A passphrase, when set, is the master key instead (this store is not under it).
+    c.env
+        .insert("LANDSCAPE_VAULT_PASSPHRASE".into(), "another one".into());
+    let o = c.get("db");
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("wrong passphrase or key file"),
+        "{}",
+        o.stderr
+    );
+}

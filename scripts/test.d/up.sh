@@ -132,6 +132,14 @@ set +e
 set -e
 [ $code -eq 1 ] && grep -q 'runs 301 replicas in all, but its network (10.88.0.0/24) has addresses for 251; the largest is service "api" with 300 (line 10:15)' "$work/bad.out" \
   && [ ! -e "$bad/prepared" ] && ! pgrep -f "sleep 100" >/dev/null || { cat "$work/bad.out"; echo "up.sh: FAILED: too many replicas"; exit 1; }
+# A failing prepare under -d: its output once (as it came), then the reason, exit 1.
+printf 'schemaVersion: v0.4\nprepare:\n  steps:\n    - name: build\n      command: echo first-line; echo last-line; exit 4\nrun:\n  web:\n    steps:\n      - command: sleep 100\n' > "$bad/ci.yml"
+set +e
+"$work/landscape" up -d "$bad" --listen 127.0.0.1:0 > "$work/bad.out" 2>&1; code=$?
+set -e
+[ $code -eq 1 ] && [ "$(grep -c 'last-line' "$work/bad.out")" -eq 1 ] && [ "$(grep -c 'no-route' "$work/bad.out")" -eq 1 ] \
+  && grep -q 'prepare step "build" failed with exit code 4; nothing is left running' "$work/bad.out" \
+  && ! pgrep -f "^$work/landscape up" >/dev/null || { cat "$work/bad.out"; echo "up.sh: FAILED: failing prepare under -d"; exit 1; }
 echo "up.sh: bad input ok"
 
 # A service that keeps crashing once everything else is up: `up` says so with its exit and
@@ -165,6 +173,56 @@ YAML
   || { cat "$work/crash.out"; echo "up.sh: FAILED: a service waiting for a slower one"; exit 1; }
 "$work/landscape" down "$crash" > /dev/null
 echo "up.sh: crash loop ok"
+
+# Compose habits: the first `vault set` makes the default key file, which `up` then uses; a
+# terminal's Ctrl-C (SIGINT to the whole foreground process group) reaches `up` only, which
+# stops the services with SIGTERM; an address in use is exit 2 before anything starts, also
+# with -d; `up DIR/ci.yml` is `up DIR`; another user's state directory is refused.
+sig="$work/sig"; mkdir -p "$sig" "$work/sig-home"
+cat > "$sig/ci.yml" <<'YAML'
+schemaVersion: v0.4
+run:
+  trap:
+    steps:
+      - command: trap 'echo INT >> /home/user/app/got; exit 0' INT; trap 'echo TERM >> /home/user/app/got; exit 0' TERM; echo "token $TOKEN"; while :; do sleep 1 & wait $!; done
+    env:
+      TOKEN: ${{ vault.SIG_TOKEN }}
+YAML
+sigenv=(env -i PATH=/usr/bin:/bin HOME="$work/sig-home" TMPDIR=/tmp)
+printf 'sig-secret-%s' "$RANDOM$RANDOM" | "${sigenv[@]}" "$work/landscape" vault set SIG_TOKEN 2> "$work/sig.out" \
+  && grep -q "created the key file $work/sig-home/.local/share/landscape/vault.key" "$work/sig.out" \
+  || { cat "$work/sig.out"; echo "up.sh: FAILED: vault set without a key"; exit 1; }
+sigport=$((20000 + RANDOM % 20000))
+out="$work/sig.out"
+"${sigenv[@]}" setsid "$work/landscape" up "$sig/ci.yml" --listen "localhost:$sigport" > "$out" 2>&1 &
+sig_pid=$!
+pids+=("$sig_pid")
+deadline=$((SECONDS + 60))
+until grep -q "landscape up: press Ctrl-C to stop" "$out"; do
+  kill -0 "$sig_pid" 2>/dev/null || fail "signals: up exited early"
+  [ $SECONDS -lt $deadline ] || fail "signals: not up in 60 s"
+  sleep 0.2
+done
+grep -q "trap-0 | token \*\*\*" "$out" || fail "signals: the vault secret did not reach the service"
+set +e
+"$work/landscape" up -d "$bad" --listen "127.0.0.1:$sigport" > "$work/bad.out" 2>&1; code=$?
+set -e
+[ $code -eq 2 ] && grep -q "cannot listen on 127.0.0.1:$sigport (--listen): .*nothing was started" "$work/bad.out" \
+  && ! grep -q "starting in the background" "$work/bad.out" \
+  || { cat "$work/bad.out"; echo "up.sh: FAILED: --listen in use"; exit 1; }
+kill -INT -- "-$(ps -o pgid= -p "$sig_pid" | tr -d ' ')"
+wait "$sig_pid" || fail "signals: up exited with $?"
+pids=("${pids[@]/$sig_pid}")
+[ "$(cat "$sig/got" 2>/dev/null)" = TERM ] || fail "signals: the service got $(cat "$sig/got" 2>/dev/null | tr '\n' ' '), want TERM only"
+uid=$(id -u "$user")
+mkdir -p "$work/tmpx/landscape-$uid" && chmod 1777 "$work/tmpx" && chmod 0777 "$work/tmpx/landscape-$uid"
+set +e
+setpriv --reuid="$user" --regid="$user" --init-groups env -i PATH=/usr/bin:/bin HOME=/tmp TMPDIR="$work/tmpx" \
+  "$work/landscape" up "$crash" > "$work/bad.out" 2>&1; code=$?
+set -e
+[ $code -eq 2 ] && grep -q "refusing the state directory $work/tmpx/landscape-$uid: it belongs to uid 0, not to you (uid $uid)" "$work/bad.out" \
+  || { cat "$work/bad.out"; echo "up.sh: FAILED: another user's state directory"; exit 1; }
+echo "up.sh: signals, defaults and addresses ok"
 
 # gen_ten DIR [VERSION_OF_S3]: a generated 10-service landscape, s0..s9, each busybox
 # httpd answering its name at /sN/ (stripPath).
