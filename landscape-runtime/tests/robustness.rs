@@ -98,9 +98,9 @@ fn a_state_directory_of_another_user_or_a_symlink_is_refused() {
     std::fs::create_dir(&own).unwrap();
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(&own, &link).unwrap();
-    let e = open(link.clone())
-        .err()
-        .expect("a symlinked state directory");
+    let Err(e) = open(link.clone()) else {
+        panic!("a symlinked state directory was used");
+    };
     assert!(
         e.to_string().contains(&format!(
             "refusing the state directory {}: it is a symbolic link",
@@ -119,9 +119,9 @@ fn a_state_directory_of_another_user_or_a_symlink_is_refused() {
         std::fs::create_dir(&theirs).unwrap();
         std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
         std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o711)).unwrap();
-        let e = open(theirs.clone())
-            .err()
-            .expect("another user's state directory");
+        let Err(e) = open(theirs.clone()) else {
+            panic!("another user's state directory was used");
+        };
         assert!(
             e.to_string()
                 .contains("it belongs to uid 4242, not to uid 0; remove it or set another"),
