@@ -854,6 +854,22 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// How long process `pid` has run (its start time against the system's uptime).
+pub(crate) fn process_age(pid: i32) -> Option<std::time::Duration> {
+    let ticks = start_time(pid)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+    let up: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let age = up - ticks as f64 / hz as f64;
+    (age >= 0.0).then(|| std::time::Duration::from_secs_f64(age))
+}
+
 /// Creates (when `create`) and opens the named pipe `path`: (read end, write end), both
 /// close-on-exec; the read end blocking.
 fn open_fifo(path: &Path, create: bool) -> Result<(OwnedFd, OwnedFd)> {

@@ -1999,8 +1999,12 @@ impl Inner {
             address: addr,
         });
         let logs = self.log_config(&format!("{}-{}", def.name, r.index));
-        let started = Instant::now();
-        let was_adopted = adopted.is_some();
+        // An adopted replica has run since its process started (for `ps` and backoff).
+        let started = adopted
+            .as_ref()
+            .and_then(|(inst, _)| crate::instance::process_age(inst.pid()))
+            .and_then(|age| Instant::now().checked_sub(age))
+            .unwrap_or_else(Instant::now);
         let spawned = match (adopted, parked) {
             (Some((inst, _)), _) => Ok(inst),
             (None, Some(pk)) => pk.assign(&spec, logs),
@@ -2022,7 +2026,6 @@ impl Inner {
             i.cgroups = inst.cgroups().cloned();
             i.record = inst.record();
         }
-        let _ = was_adopted;
         self.save_records();
         // A stop that came while starting.
         if r.stopping.load(Ordering::SeqCst) {

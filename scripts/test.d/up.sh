@@ -318,6 +318,8 @@ PY
   cpid=$(sed -n 's/.*control pid \([0-9]*\).*/\1/p' "$out" | head -1)
   [ -n "$cpid" ] || fail "$name: no control pid in the output"
   pids_before=$("${L[@]}" ps "$app" --format json | python3 -c 'import json,sys; print(sorted((r["service"], r["replica"], r["pid"]) for r in json.load(sys.stdin)))')
+  local s0_up
+  s0_up=$("${L[@]}" ps "$app" --format json | python3 -c 'import json,sys; print(next(r["uptime_s"] for r in json.load(sys.stdin) if r["service"] == "s0"))')
   kill -9 "$cpid"
   deadline=$((SECONDS + 10))
   while kill -0 "$cpid" 2>/dev/null; do [ $SECONDS -lt $deadline ] || fail "$name: control process not killed"; sleep 0.05; done
@@ -326,6 +328,9 @@ PY
   grep -q "adopted (same processes): " "$work/adopt.out" || { cat "$work/adopt.out"; fail "$name: nothing adopted"; }
   pids_after=$("${L[@]}" ps "$app" --format json | python3 -c 'import json,sys; print(sorted((r["service"], r["replica"], r["pid"]) for r in json.load(sys.stdin)))')
   [ "$pids_before" = "$pids_after" ] || fail "$name: re-adoption changed replicas: $pids_before -> $pids_after"
+  # The same processes: `ps` goes on counting their uptime from their start.
+  "${L[@]}" ps "$app" --format json | python3 -c 'import json,sys; up=next(r["uptime_s"] for r in json.load(sys.stdin) if r["service"] == "s0"); assert up >= float(sys.argv[1]), (up, sys.argv[1])' "$s0_up" \
+    || fail "$name: uptime of s0 restarted at the take-over (it was $s0_up s)"
   [ "$(curl -s --max-time 5 "http://127.0.0.1:$port/s5/")" = s5 ] || fail "$name: /s5/ after re-adoption"
   out="$work/adopt.out"
   [ "$("${L[@]}" logs "$app" s0 | grep -o 'order-[a-z]*' | tr '\n' ' ')" = "order-zulu order-alpha order-mike order-bravo " ] \
