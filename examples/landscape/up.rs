@@ -73,7 +73,7 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 }
 
 /// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` or a bare `PORT` (both on 127.0.0.1).
-pub(crate) fn parse_addr_arg(s: &str) -> Result<SocketAddr, String> {
+fn parse_addr_arg(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
@@ -90,16 +90,19 @@ pub(crate) fn parse_addr_arg(s: &str) -> Result<SocketAddr, String> {
 /// this host is an error before anything starts (the landscape binds it again).
 fn check_listen(a: &Args) -> Result<(), String> {
     if let (Some(l), Some(ad)) = (a.listen, a.admin) {
-        if l == ad {
+        if l == ad && l.port() != 0 {
             return Err(format!(
                 "--listen and --admin are both {l}; give them two addresses"
             ));
         }
     }
+    // Both held until both are bound (0.0.0.0:P and 127.0.0.1:P clash).
+    let mut held = Vec::new();
     for (flag, addr) in [("--listen", a.listen), ("--admin", a.admin)] {
         if let Some(addr) = addr {
-            if let Err(e) = std::net::TcpListener::bind(addr) {
-                return Err(format!("cannot listen on {addr} ({flag}): {e}"));
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => held.push(l),
+                Err(e) => return Err(format!("cannot listen on {addr} ({flag}): {e}")),
             }
         }
     }
@@ -612,6 +615,7 @@ const DETACHED_ENV: &str = "LANDSCAPE_UP_DETACHED";
 /// the directory above it is this user's own (another user may have made it meanwhile).
 pub(crate) fn private_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    check_base(&state_base())?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -848,8 +852,15 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
         }
         Err(e) => {
             // A failed step's output has been printed as it came (through the events),
-            // its last lines right above this message.
-            let _ = tokio::time::timeout(Duration::from_secs(2), printer_task).await;
+            // its last lines right above this message; unless the printer is behind.
+            let printed = tokio::time::timeout(Duration::from_secs(2), printer_task)
+                .await
+                .is_ok();
+            if let (false, landscape::compose::UpError::Stage(f)) = (printed, &e) {
+                for l in &f.last_lines {
+                    eprintln!("    {l}");
+                }
+            }
             remove_state(&state);
             return fail(1, &format!("{e}; nothing is left running"));
         }
@@ -944,9 +955,16 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(2, &format!("cannot handle SIGTERM: {e}")),
     };
+    // A closed terminal (SIGHUP) stops the landscape too: its replicas are in their own
+    // process group and would not get the hangup themselves.
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => return fail(2, &format!("cannot handle SIGHUP: {e}")),
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = hup.recv() => {}
         _ = down_rx => {}
     }
     eprintln!("landscape up: stopping");

@@ -52,6 +52,12 @@ pub(crate) fn start() {
         }
         Ok(sys::Forked::Parent(pid)) => {
             drop(server);
+            // Also from this side (whichever runs first): no window in which a Ctrl-C
+            // for the host reaches the server.
+            let _ = nix::unistd::setpgid(
+                nix::unistd::Pid::from_raw(pid),
+                nix::unistd::Pid::from_raw(pid),
+            );
             let _ = SERVER.set(Server {
                 sock: host,
                 pid,

@@ -112,41 +112,75 @@ pub enum Output {
 }
 
 /// Creates the state directory (0711: the mapped ids must traverse it to reach the mount
-/// point) unless it already exists with that mode.
+/// point) or narrows an existing one of ours to that mode.
+///
 /// One another user made (in a shared `/tmp`) or a symbolic link is refused: instance
-/// roots, durable sockets and the network's control socket live under it.
+/// roots, durable sockets and the network's control socket live under it. The mode is
+/// set through a descriptor opened without following links, so a link put in its place
+/// meanwhile is refused, never followed.
 fn ensure_state_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    let what = |verb: &str| format!("{verb} state directory {}", dir.display());
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
     let refuse = |why: String| {
-        Err(Error::InvalidSpec(format!(
-            "refusing the state directory {}: it {why}; remove it or set another \
-             (RuntimeConfig::state_dir, or TMPDIR)",
-            dir.display()
-        )))
+        Err(Error::io(
+            format!("refusing the state directory {}", dir.display()),
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("it {why}; remove it or set another (RuntimeConfig::state_dir, or TMPDIR)"),
+            ),
+        ))
     };
-    let me = nix::unistd::geteuid().as_raw();
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_symlink() => return refuse("is a symbolic link".into()),
-        Ok(m) if !m.is_dir() => return refuse("is not a directory".into()),
-        Ok(m) if m.uid() != me => {
-            return refuse(format!("belongs to uid {}, not to uid {me}", m.uid()))
-        }
-        Ok(m) if m.permissions().mode() & 0o7777 == 0o711 => return Ok(()),
-        Ok(_) => {}
-        Err(_) => std::fs::DirBuilder::new()
+    if let Some(parent) = dir.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)
-            .create(dir)
-            .map_err(|e| Error::io(what("create"), e))?,
+            .create(parent);
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
-        .map_err(|e| Error::io(what("chmod"), e))?;
-    // Made by another user between the look and the create.
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() && m.uid() == me => Ok(()),
-        _ => refuse("changed while it was made".into()),
+    match nix::unistd::mkdir(dir, Mode::from_bits_truncate(0o711)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => {
+            return Err(Error::nix(
+                format!("create state directory {}", dir.display()),
+                e,
+            ))
+        }
     }
+    let fd = match nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => {
+            let link = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+            return refuse(
+                if link {
+                    "is a symbolic link"
+                } else {
+                    "is not a directory"
+                }
+                .into(),
+            );
+        }
+        Err(e) => {
+            return Err(Error::nix(
+                format!("open state directory {}", dir.display()),
+                e,
+            ))
+        }
+    };
+    let st = nix::sys::stat::fstat(&fd)
+        .map_err(|e| Error::nix(format!("stat state directory {}", dir.display()), e))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if st.st_uid != me {
+        return refuse(format!("belongs to uid {}, not to uid {me}", st.st_uid));
+    }
+    if st.st_mode & 0o7777 != 0o711 {
+        nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o711))
+            .map_err(|e| Error::nix(format!("chmod state directory {}", dir.display()), e))?;
+    }
+    Ok(())
 }
 
 /// Starts instances. Cheap to share (`&Runtime` is all an instance needs).
@@ -854,20 +888,28 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// How long process `pid` has run (its start time against the system's uptime).
+/// How long process `pid` has run: its start time (clock ticks since boot) against
+/// `CLOCK_BOOTTIME`, the clock that start time is counted on.
 pub(crate) fn process_age(pid: i32) -> Option<std::time::Duration> {
     let ticks = start_time(pid)?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
-    let up: f64 = std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let age = up - ticks as f64 / hz as f64;
-    (age >= 0.0).then(|| std::time::Duration::from_secs_f64(age))
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
+        return None;
+    }
+    let now = std::time::Duration::new(
+        u64::try_from(now.tv_sec).ok()?,
+        u32::try_from(now.tv_nsec).ok()?,
+    );
+    let start = std::time::Duration::from_secs(ticks / hz)
+        + std::time::Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz);
+    now.checked_sub(start)
 }
 
 /// Creates (when `create`) and opens the named pipe `path`: (read end, write end), both

@@ -245,11 +245,7 @@ impl Logs {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
                     }
-                    let raw = String::from_utf8_lossy(&buf);
-                    let text = match &redact {
-                        Some(r) => r(&raw),
-                        None => raw.into_owned(),
-                    };
+                    let text = finish_line(&buf, redact.as_ref());
                     let line = LogLine {
                         timestamp: rfc3339(std::time::SystemTime::now()),
                         stream,
@@ -276,23 +272,27 @@ impl Logs {
 }
 
 /// Longest line kept: a process that writes without newlines (a progress bar, binary
-/// output) must not make the host buffer without bound. The rest of a longer line is
-/// dropped (after [`CUT`]), not split, so that a secret is never cut in two parts that
-/// redaction would not recognise.
+/// output) must not make the host buffer without bound. A longer line is cut there and
+/// marked with [`CUT`]; the rest of it is dropped.
 pub const MAX_LINE: usize = 256 << 10;
+
+/// Read beyond [`MAX_LINE`] before a line is cut, so that redaction sees a secret that
+/// crosses the cut whole (secrets are far shorter) before the text is cut.
+const SLACK: usize = 64 << 10;
 
 /// Ends a line cut at [`MAX_LINE`].
 pub const CUT: &str = " [… cut: line longer than 256 KiB]";
 
-/// Reads one line without its newline into `buf`, at most [`MAX_LINE`] bytes of it (then
-/// [`CUT`] is appended and the rest of the line skipped); `Ok(0)` at end of file.
+/// Reads one line without its newline into `buf`, at most [`MAX_LINE`] + [`SLACK`] bytes
+/// of it (the rest of a longer line is skipped); `Ok(0)` at end of file.
 fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    let n = r.by_ref().take(MAX_LINE as u64).read_until(b'\n', buf)?;
+    let n = r
+        .by_ref()
+        .take((MAX_LINE + SLACK) as u64)
+        .read_until(b'\n', buf)?;
     if buf.last() == Some(&b'\n') {
         buf.pop();
-        return Ok(n);
-    }
-    if n == MAX_LINE {
+    } else if n == MAX_LINE + SLACK {
         // Skip to the end of the line, in bounded pieces.
         let mut rest = Vec::new();
         loop {
@@ -302,16 +302,27 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> 
                 break;
             }
         }
-        // A character cut in the middle is dropped rather than shown as U+FFFD.
-        let valid = match std::str::from_utf8(buf) {
-            Ok(_) => buf.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => buf.len(),
-        };
-        buf.truncate(valid);
-        buf.extend_from_slice(CUT.as_bytes());
     }
     Ok(n)
+}
+
+/// A line as it is written and sent: redacted first, then cut to [`MAX_LINE`] bytes (on a
+/// character boundary) and marked with [`CUT`] when longer.
+fn finish_line(raw: &[u8], redact: Option<&Redact>) -> String {
+    let raw = String::from_utf8_lossy(raw);
+    let mut text = match redact {
+        Some(r) => r(&raw),
+        None => raw.into_owned(),
+    };
+    if text.len() > MAX_LINE {
+        let mut end = MAX_LINE;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(CUT);
+    }
+    text
 }
 
 /// Parses a log file line written by the runtime back into a [`LogLine`].
@@ -342,9 +353,10 @@ mod tests {
         let mut buf = Vec::new();
         let mut lines = Vec::new();
         while read_line(&mut r, &mut buf).unwrap() > 0 {
-            lines.push(String::from_utf8(std::mem::take(&mut buf)).unwrap());
+            lines.push(finish_line(&std::mem::take(&mut buf), None));
         }
         assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with('x'));
         assert!(
             lines[0].ends_with(&format!("é{CUT}")),
             "a whole character before the cut"
@@ -352,6 +364,26 @@ mod tests {
         assert_eq!(lines[0].len(), MAX_LINE - 1 + CUT.len());
         assert_eq!(lines[1], "next");
         assert_eq!(lines[2], "last without newline");
+        // Exactly the limit is whole.
+        let exact = "y".repeat(MAX_LINE);
+        assert_eq!(finish_line(exact.as_bytes(), None), exact);
+        assert!(CUT.contains(&format!("{} KiB", MAX_LINE >> 10)));
+    }
+    #[test]
+    fn a_secret_across_the_cut_is_redacted_before_the_line_is_cut() {
+        let secret = "S3CRET-VALUE-0123456789";
+        let line = format!("{}{secret}{}", "a".repeat(MAX_LINE - 5), "b".repeat(100));
+        let redact: Redact = Arc::new(move |l: &str| l.replace(secret, "***"));
+        let mut r = BufReader::new(line.as_bytes());
+        let mut buf = Vec::new();
+        read_line(&mut r, &mut buf).unwrap();
+        let text = finish_line(&buf, Some(&redact));
+        assert!(
+            text.ends_with(&format!("a***bb{CUT}")),
+            "{}",
+            &text[text.len() - 60..]
+        );
+        assert!(!text.contains("S3CR"));
     }
     #[test]
     fn timestamps_are_rfc3339() {

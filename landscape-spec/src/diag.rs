@@ -227,15 +227,19 @@ fn snippet(out: &mut String, file: &str, src: &str, span: Span, label: Option<&s
     };
     let last = (first + SHOWN_CHARS).min(width);
     let (before, after) = (first > 0, last < width);
-    // Tabs as one space and other control characters as U+FFFD keep the carets aligned
-    // and the terminal safe.
+    // Tabs as one space, and control characters and invisible format characters (bidi
+    // overrides, zero-width ones) as U+FFFD, keep the carets aligned and the text honest.
     let shown: String = text
         .chars()
         .skip(first as usize)
         .take((last - first) as usize)
         .map(|c| match c {
             '\t' => ' ',
-            c if c.is_control() => '\u{fffd}',
+            c if c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}') =>
+            {
+                '\u{fffd}'
+            }
             c => c,
         })
         .collect();
@@ -380,5 +384,7 @@ mod tests {
         let (text, carets) = lines(&one("a\u{1b}[31m\u{7}b: 1\n", (1, 7), (1, 8)));
         assert_eq!(text, "1 | a\u{fffd}[31m\u{fffd}b: 1");
         assert_eq!(carets, "  |       ^");
+        let (text, _) = lines(&one("k\u{202e}x\u{200b}: 1\n", (1, 1), (1, 2)));
+        assert_eq!(text, "1 | k\u{fffd}x\u{fffd}: 1");
     }
 }

@@ -236,14 +236,15 @@ fn master_key(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<Ma
     if let Some(k) = &opts.key_file {
         return Ok(MasterKey::from_key_file(k)?);
     }
-    if let Some(p) = env(ENV_PASSPHRASE).filter(|p| !p.is_empty()) {
+    if passphrase_set(env) {
+        let p = env(ENV_PASSPHRASE).unwrap_or_default();
         return Ok(MasterKey::passphrase(SecretValue::from_string(p)));
     }
     match default_key_file(env) {
         Some(k) if k.is_file() => Ok(MasterKey::from_key_file(&k)?),
         k => Err(usage(format!(
-            "no master key: set {ENV_PASSPHRASE}, pass --key-file FILE, or store a first secret \
-             with `landscape vault set NAME` (it creates the key file {})",
+            "no master key: set {ENV_PASSPHRASE} or pass --key-file FILE; on a machine with no \
+             store yet, the first `landscape vault set NAME` creates the key file {}",
             k.map_or_else(
                 || "~/.local/share/landscape/vault.key".to_string(),
                 |k| k.display().to_string()
@@ -268,7 +269,19 @@ fn create_default_key(
     if k.exists() {
         return Ok(());
     }
-    if let Some(dir) = k.parent() {
+    // A store that exists already was made under another key (a passphrase not set in
+    // this shell, say): a new key would not open it, so none is made.
+    let root = match &opts.store {
+        Some(s) => s.clone(),
+        None => default_store(env)?,
+    };
+    if std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some()) {
+        return Ok(());
+    }
+    let Some(dir) = k.parent() else {
+        return Ok(());
+    };
+    {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -276,7 +289,18 @@ fn create_default_key(
             .create(dir)
             .map_err(|e| Fail(2, format!("cannot create {}: {e}", dir.display())))?;
     }
-    MasterKey::generate_key_file(&k)?;
+    // Written whole under a temporary name, then linked into place: no reader sees a
+    // partial key, and of two first `set`s at once one key wins and both use it.
+    let tmp = dir.join(format!(".vault.key.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    MasterKey::generate_key_file(&tmp)?;
+    let linked = std::fs::hard_link(&tmp, &k);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(Fail(2, format!("cannot create {}: {e}", k.display()))),
+    }
     writeln!(
         stderr,
         "landscape vault: created the key file {} (0600); the secrets cannot be read without it, so back it up",

@@ -440,3 +440,24 @@ fn the_first_set_creates_the_default_key_file_which_every_later_command_uses() {
         o.stderr
     );
 }
+
+#[test]
+fn no_key_file_is_made_for_a_store_that_exists_under_another_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = Cli::new(tmp.path());
+    c.env.insert(
+        "LANDSCAPE_VAULT_PASSPHRASE".into(),
+        "the team's phrase".into(),
+    );
+    assert_eq!(c.set("db", PW).code, 0);
+    // The passphrase is not set in this shell: `set` says so and makes no key file.
+    c.env.remove("LANDSCAPE_VAULT_PASSPHRASE");
+    c.env.insert(
+        "XDG_DATA_HOME".into(),
+        tmp.path().join("data").display().to_string(),
+    );
+    let o = c.set("db", "another-value-1");
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("no master key"), "{}", o.stderr);
+    assert!(!tmp.path().join("data/landscape/vault.key").exists());
+}

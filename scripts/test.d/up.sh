@@ -14,6 +14,12 @@ chmod 755 "$work"
 cp target/debug/examples/landscape "$work/landscape"
 chmod 755 "$work/landscape"
 pids=()
+# forget PID: drop a background process that has been waited for from the cleanup list.
+forget() {
+  local keep=() p
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
 cleanup() {
   # (A background job of a script ignores SIGINT: the registry gets SIGTERM.)
   [ -n "${registry_pid:-}" ] && kill -TERM "$registry_pid" 2>/dev/null || true
@@ -96,7 +102,7 @@ run_case() {
   # Ctrl-C: a graceful down that leaves nothing.
   kill -INT "$up_pid"
   wait "$up_pid" || fail "$name: up exited with $?"
-  pids=("${pids[@]/$up_pid}")
+  forget "$up_pid"
   ! pgrep -f "$app" >/dev/null || fail "$name: processes left: $(pgrep -af "$app")"
   ! pgrep -f "python3 (api|web|worker).py" >/dev/null || fail "$name: service processes left"
   grep -q "landscape up: stopped" "$out" || fail "$name: no clean stop"
@@ -192,7 +198,7 @@ sigenv=(env -i PATH=/usr/bin:/bin HOME="$work/sig-home" TMPDIR=/tmp)
 printf 'sig-secret-%s' "$RANDOM$RANDOM" | "${sigenv[@]}" "$work/landscape" vault set SIG_TOKEN 2> "$work/sig.out" \
   && grep -q "created the key file $work/sig-home/.local/share/landscape/vault.key" "$work/sig.out" \
   || { cat "$work/sig.out"; echo "up.sh: FAILED: vault set without a key"; exit 1; }
-sigport=$((20000 + RANDOM % 20000))
+sigport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 out="$work/sig.out"
 "${sigenv[@]}" setsid "$work/landscape" up "$sig/ci.yml" --listen "localhost:$sigport" > "$out" 2>&1 &
 sig_pid=$!
@@ -210,9 +216,11 @@ set -e
 [ $code -eq 2 ] && grep -q "cannot listen on 127.0.0.1:$sigport (--listen): .*nothing was started" "$work/bad.out" \
   && ! grep -q "starting in the background" "$work/bad.out" \
   || { cat "$work/bad.out"; echo "up.sh: FAILED: --listen in use"; exit 1; }
-kill -INT -- "-$(ps -o pgid= -p "$sig_pid" | tr -d ' ')"
+sig_pgid=$(ps -o pgid= -p "$sig_pid" | tr -d ' ')
+[ "$sig_pgid" = "$sig_pid" ] || fail "signals: up is not its own process group ($sig_pgid)"
+kill -INT -- "-$sig_pgid"
 wait "$sig_pid" || fail "signals: up exited with $?"
-pids=("${pids[@]/$sig_pid}")
+forget "$sig_pid"
 [ "$(cat "$sig/got" 2>/dev/null)" = TERM ] || fail "signals: the service got $(cat "$sig/got" 2>/dev/null | tr '\n' ' '), want TERM only"
 uid=$(id -u "$user")
 mkdir -p "$work/tmpx/landscape-$uid" && chmod 1777 "$work/tmpx" && chmod 0777 "$work/tmpx/landscape-$uid"
