@@ -67,6 +67,10 @@ pub enum UpError {
     /// The runtime failed (network, instances).
     #[error(transparent)]
     Runtime(#[from] rt::Error),
+    /// [`UpOptions::stop`] asked to stop before the landscape was up; what had started
+    /// (a running `prepare` step included) has been stopped.
+    #[error("stopped before it was up")]
+    Stopped,
 }
 
 /// How to run a landscape.
@@ -119,6 +123,22 @@ pub struct UpOptions {
     /// How long `up` waits for the Managed Services to be ready before `prepare` runs
     /// (default 120 s).
     pub managed_ready_timeout: Duration,
+    /// Set to `true` to give up while `up` is still starting (a Ctrl-C): pulls are
+    /// dropped, a running `prepare`/`test` step and whatever has started are stopped, and
+    /// `up` returns [`UpError::Stopped`]. Default: none.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Resolves once `stop` is `true` (never without one).
+async fn stop_asked(stop: Option<tokio::sync::watch::Receiver<bool>>) {
+    match stop {
+        Some(mut rx) => {
+            if rx.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The default data directory of landscape `name` (see [`UpOptions::data_dir`]).
@@ -209,6 +229,7 @@ impl UpOptions {
             providers: Arc::new(rt::managed::Providers::builtin()),
             data_dir: default_data_dir(&name),
             managed_ready_timeout: Duration::from_secs(120),
+            stop: None,
         }
     }
 }
@@ -245,6 +266,10 @@ struct ImageUse {
     /// The image's user applies (no `runAsUser`).
     image_user: bool,
 }
+
+/// How long a replica without a probe must have run before [`Landscape::wait_ready`]
+/// counts it as up.
+const UNPROBED_SETTLE: Duration = Duration::from_secs(1);
 
 /// Why `up` gives up on a crash-looping replica: its last exit and output.
 fn crash_loop_message(r: &rt::supervisor::ReplicaStatus) -> String {
@@ -782,7 +807,10 @@ impl Landscape {
                 let _ = events.send(rt::Event::now(kind));
             })
         };
-        let defs = plan_and_pull(&runtime, model, &env, &opts, progress).await?;
+        let defs = tokio::select! {
+            d = plan_and_pull(&runtime, model, &env, &opts, progress) => d?,
+            () = stop_asked(opts.stop.clone()) => return Err(UpError::Stopped),
+        };
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| UpError::Listen {
@@ -852,7 +880,10 @@ impl Landscape {
             let names: Vec<String> = managed_defs.iter().map(|d| d.name.clone()).collect();
             let started = sup.start(managed_defs.clone());
             let ready = match started {
-                Ok(()) => wait_services_ready(&sup, &names, opts.managed_ready_timeout).await,
+                Ok(()) => tokio::select! {
+                    r = wait_services_ready(&sup, &names, opts.managed_ready_timeout) => r,
+                    () = stop_asked(opts.stop.clone()) => Err(UpError::Stopped),
+                },
                 Err(e) => Err(UpError::Runtime(e)),
             };
             if let Err(e) = ready {
@@ -872,9 +903,18 @@ impl Landscape {
         }
         for (stage, steps) in stages {
             let s = sup.clone();
-            let r = tokio::task::spawn_blocking(move || s.run_stage(stage, &steps, &[]))
-                .await
-                .map_err(|e| UpError::Invalid(format!("stage task failed: {e}")))?;
+            let mut task = tokio::task::spawn_blocking(move || s.run_stage(stage, &steps, &[]));
+            let r = tokio::select! {
+                r = &mut task => r,
+                () = stop_asked(opts.stop.clone()) => {
+                    // The shutdown stops the running step; its task then ends.
+                    let s = sup.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
+                    let _ = task.await;
+                    return Err(UpError::Stopped);
+                }
+            }
+            .map_err(|e| UpError::Invalid(format!("stage task failed: {e}")))?;
             if let Err(f) = r {
                 let s = sup.clone();
                 let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
@@ -1164,6 +1204,21 @@ impl Landscape {
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), UpError> {
         let mut events = self.sup.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        // A replica without a probe (a worker: no port, no healthEndpoint) is ready as soon
+        // as it runs; `up` counts it once it has run for UNPROBED_SETTLE, so that a worker
+        // that exits at once (a typo in its command) is a crash loop, not "ready".
+        let unprobed: std::collections::BTreeSet<String> = self
+            .sup
+            .services()
+            .into_iter()
+            .filter(|d| d.probe.is_none())
+            .map(|d| d.name)
+            .collect();
+        let settling = |r: &rt::supervisor::ReplicaStatus| {
+            r.state == rt::ReplicaState::Ready
+                && unprobed.contains(&r.service)
+                && r.uptime_s.unwrap_or(0.0) < UNPROBED_SETTLE.as_secs_f64()
+        };
         // Restart counts of the crash-looping replicas once all others were up.
         let mut settled: Option<BTreeMap<(String, u32), u32>> = None;
         let mut looping: std::collections::BTreeSet<(String, u32)> = Default::default();
@@ -1183,7 +1238,8 @@ impl Landscape {
                         r.state,
                         rt::ReplicaState::Frozen | rt::ReplicaState::Stopped
                     );
-                    r.state != rt::ReplicaState::Ready && !(resting && parked(&r.service))
+                    (r.state != rt::ReplicaState::Ready || settling(r))
+                        && !(resting && parked(&r.service))
                 })
                 .collect();
             let pending: Vec<String> = waiting
@@ -1212,7 +1268,7 @@ impl Landscape {
                     rt::ReplicaState::CrashLoop => {
                         looping.insert(key);
                     }
-                    rt::ReplicaState::Ready => {
+                    rt::ReplicaState::Ready if !settling(r) => {
                         looping.remove(&key);
                     }
                     _ => {}
@@ -1236,6 +1292,24 @@ impl Landscape {
                 self.came_up
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 return Ok(());
+            }
+            // Woken by the next event, or when the next settling replica has settled.
+            let settled_at = waiting
+                .iter()
+                .filter(|r| settling(r))
+                .map(|r| {
+                    tokio::time::Instant::now() + UNPROBED_SETTLE
+                        - Duration::from_secs_f64(r.uptime_s.unwrap_or(0.0).max(0.0))
+                })
+                .min();
+            if let Some(at) = settled_at.filter(|at| *at < deadline) {
+                match tokio::time::timeout_at(at, events.recv()).await {
+                    Err(_) => continue,
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                        return Err(UpError::Invalid("the supervisor stopped".into()))
+                    }
+                    Ok(_) => continue,
+                }
             }
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Err(_) => {

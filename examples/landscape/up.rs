@@ -203,6 +203,10 @@ fn colour(name: &str) -> &'static str {
 
 struct Printer {
     colour: bool,
+    /// Print the services' own lines (not in a background control process: its output
+    /// file would grow with them without bound; `landscape logs` reads the rotated
+    /// per-replica files).
+    service_lines: bool,
 }
 
 impl Printer {
@@ -353,15 +357,76 @@ pub fn run(a: Args) -> ExitCode {
             return fail(code, &msg);
         }
     };
+    // One `up` at a time per landscape: a second one while the first is still starting
+    // (or stopping) must not touch its state.
+    let lock = if let Some(fd) = detached.then(inherited_lock).flatten() {
+        fd
+    } else {
+        if let Err(e) = private_dir(&state) {
+            return fail(2, &e);
+        }
+        match lock_state(&name, &state) {
+            Ok(l) => l,
+            Err(e) => return fail(1, &e),
+        }
+    };
     if let Err(e) = check_listen(&a) {
         return fail(2, &format!("{e}; nothing was started"));
     }
     if a.detach {
-        return detach(&a, &dir, &name, &state, &sock);
+        return detach(&a, &dir, &name, &state, &sock, lock);
     }
-    match block_on(up(a, loaded)) {
+    let code = match block_on(up(a, loaded)) {
         Ok(code) | Err(code) => code,
+    };
+    drop(lock);
+    code
+}
+
+/// Set for a background control process: the descriptor of the state lock its `up -d`
+/// took (the lock stays held by the control process after `up -d` exits).
+const LOCK_FD_ENV: &str = "LANDSCAPE_UP_LOCK_FD";
+
+/// Takes the state directory's lock (`lock`, `flock`), without waiting: an error naming
+/// the landscape when another `landscape up` holds it.
+fn lock_state(name: &str, state: &Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state.join("lock");
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            format!(
+                "{name} is being started or stopped by another `landscape up` (its state {} is locked); wait for it, then use `landscape ps`",
+                state.display()
+            )
+        } else {
+            format!("cannot lock {}: {e}", path.display())
+        });
     }
+    Ok(f)
+}
+
+/// The state lock a background control process inherited from its `up -d`
+/// ([`LOCK_FD_ENV`]); close-on-exec again, so that no process it starts holds it.
+fn inherited_lock() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let fd: i32 = std::env::var(LOCK_FD_ENV).ok()?.parse().ok()?;
+    std::env::remove_var(LOCK_FD_ENV);
+    // SAFETY: fcntl on a descriptor number; it fails harmlessly when it is not open.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return None;
+    }
+    // SAFETY: `up -d` passed this open descriptor for this process to own.
+    Some(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 /// `up` on a running landscape: ask its control process to re-read and apply ci.yml.
@@ -413,12 +478,17 @@ async fn apply_running(name: &str, sock: &Path) -> ExitCode {
 /// `up -d`: starts this command again as a background control process (its own session,
 /// output in the state directory) and returns once every replica is ready, or with the
 /// reason when the landscape does not come up.
-fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCode {
+fn detach(
+    a: &Args,
+    dir: &Path,
+    name: &str,
+    state: &Path,
+    sock: &Path,
+    lock: std::fs::File,
+) -> ExitCode {
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
-    if let Err(e) = private_dir(state) {
-        return fail(2, &e);
-    }
     let log_path = state.join("up.log");
     let log = match std::fs::File::options()
         .create(true)
@@ -470,15 +540,21 @@ fn detach(a: &Args, dir: &Path, name: &str, state: &Path, sock: &Path) -> ExitCo
     let Ok(log2) = log.try_clone() else {
         return fail(2, "cannot duplicate the log file");
     };
+    let lock_fd = lock.as_raw_fd();
     cmd.stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log2)
         .env("NO_COLOR", "1")
-        .env(DETACHED_ENV, "1");
-    // SAFETY: setsid is async-signal-safe.
+        .env(DETACHED_ENV, "1")
+        .env(LOCK_FD_ENV, lock_fd.to_string());
+    // SAFETY: setsid and fcntl are async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The lock goes on in the control process (this side's copy closes at exit).
+            if libc::fcntl(lock_fd, libc::F_SETFD, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -756,6 +832,29 @@ async fn free_listener(explicit: Option<SocketAddr>) -> SocketAddr {
 /// The redaction hook over the vault values resolved so far (a reload adds new ones).
 type Secrets = Arc<std::sync::RwLock<Arc<landscape::vault::redact::Redactor>>>;
 
+/// Ctrl-C (SIGINT), SIGTERM and SIGHUP, from the start: one that comes while the
+/// landscape is still starting stops what has started, never leaves it behind.
+fn stop_signals() -> Result<tokio::sync::watch::Receiver<bool>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| format!("cannot handle {name}: {e}"))
+    };
+    // (Once handled, a signal no longer has its default action, a second Ctrl-C included.)
+    let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
+    let mut term = sig(SignalKind::terminate(), "SIGTERM")?;
+    let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
 async fn up(a: Args, loaded: Loaded) -> ExitCode {
     let Loaded {
         dir,
@@ -763,6 +862,10 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
         src,
         model,
     } = loaded;
+    let stop = match stop_signals() {
+        Ok(s) => s,
+        Err(e) => return fail(2, &e),
+    };
     let (env, secrets) = match resolve_env(&a, &file, &src, &model).await {
         Ok(v) => v,
         Err((code, msg)) => return fail(code, &format!("{msg}; nothing was started")),
@@ -790,6 +893,7 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
         (None, true, Some(l)) => l,
         _ => free_listener(None).await,
     };
+    opts.stop = Some(stop.clone());
     opts.run_tests = !a.skip_tests;
     opts.egress = !a.no_egress;
     opts.pool = a.pool;
@@ -812,6 +916,7 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
     }
     let printer = Arc::new(Printer {
         colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        service_lines: std::env::var_os(DETACHED_ENV).is_none(),
     });
     // Stage output while `up` runs prepare and test: the supervisor is made inside `up`,
     // so its events are printed as they come through a channel set up by a first task.
@@ -935,11 +1040,16 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
             let _ = down_tx.send(());
         });
     }
-    let ready = land.wait_ready(Duration::from_secs(a.ready_timeout)).await;
+    let mut stopped = stop.clone();
+    let ready = tokio::select! {
+        r = land.wait_ready(Duration::from_secs(a.ready_timeout)) => r.map_err(|e| e.to_string()),
+        _ = stopped.wait_for(|s| *s) => Err("stopped before it was ready".to_string()),
+    };
     if let Err(e) = ready {
         eprintln!("landscape up: {e}");
         land.shutdown().await;
         remove_state(&state);
+        eprintln!("landscape up: nothing is left running");
         return ExitCode::from(1);
     }
     for (path, host) in land.routes() {
@@ -951,20 +1061,11 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
         println!("landscape up: ready: http://{}{path}{h}", land.local_addr());
     }
     println!("landscape up: press Ctrl-C to stop");
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => return fail(2, &format!("cannot handle SIGTERM: {e}")),
-    };
-    // A closed terminal (SIGHUP) stops the landscape too: its replicas are in their own
-    // process group and would not get the hangup themselves.
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => return fail(2, &format!("cannot handle SIGHUP: {e}")),
-    };
+    // (A closed terminal, SIGHUP, stops it too: the replicas are in their own process
+    // group and do not get the hangup themselves.)
+    let mut stopped = stop.clone();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
+        _ = stopped.wait_for(|s| *s) => {}
         _ = down_rx => {}
     }
     eprintln!("landscape up: stopping");
@@ -998,7 +1099,7 @@ fn print_event(p: &Printer, ev: landscape::runtime::Event) {
             service,
             replica,
             line,
-        } => p.line(&format!("{service}-{replica}"), &line.text),
+        } if p.service_lines => p.line(&format!("{service}-{replica}"), &line.text),
         EventKind::ReplicaReady { service, replica } => {
             p.line(&format!("{service}-{replica}"), "ready")
         }

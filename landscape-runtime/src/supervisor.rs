@@ -747,6 +747,9 @@ struct Inner {
     events: broadcast::Sender<Event>,
     shut: AtomicBool,
     pool: Mutex<PoolState>,
+    /// The step of a stage that runs now ([`Supervisor::run_stage`]): stopped by
+    /// [`Supervisor::shutdown`].
+    stage: Mutex<Option<crate::InstanceControl>>,
     /// Record writes as a group commit: every save asks for a generation
     /// (`records_asked`); the lock holds the last generation written. A save returns once
     /// a snapshot taken after its request is on disk — its own or a later writer's — so
@@ -799,6 +802,7 @@ impl Supervisor {
                 events,
                 shut: AtomicBool::new(false),
                 pool: Mutex::new(PoolState::default()),
+                stage: Mutex::new(None),
                 records_asked: std::sync::atomic::AtomicU64::new(0),
                 records_write: Mutex::new(0),
             }),
@@ -849,6 +853,13 @@ impl Supervisor {
                 reason,
                 last_lines: lines,
             };
+            if self.inner.shut.load(Ordering::SeqCst) {
+                return Err(fail(
+                    125,
+                    Some("not run: the landscape is stopping".into()),
+                    Vec::new(),
+                ));
+            }
             self.inner.emit(EventKind::StepStarted {
                 stage: stage.into(),
                 step: step.name.clone(),
@@ -871,7 +882,13 @@ impl Supervisor {
                     line,
                 }
             });
+            // A shutdown from now on stops the step (and one that came first, at once).
+            *lock(&self.inner.stage) = inst.control().ok();
+            if self.inner.shut.load(Ordering::SeqCst) {
+                let _ = inst.kill();
+            }
             let exit = inst.wait().unwrap_or_else(|e| Exit::failed(e.to_string()));
+            *lock(&self.inner.stage) = None;
             drop(inst);
             if let Some(t) = fwd {
                 let _ = t.join();
@@ -1127,6 +1144,7 @@ impl Supervisor {
                 events,
                 shut: AtomicBool::new(false),
                 pool: Mutex::new(PoolState::default()),
+                stage: Mutex::new(None),
                 records_asked: std::sync::atomic::AtomicU64::new(0),
                 records_write: Mutex::new(0),
             }),
@@ -1450,6 +1468,9 @@ impl Supervisor {
     pub fn shutdown(&self) {
         if self.inner.shut.swap(true, Ordering::SeqCst) {
             return;
+        }
+        if let Some(step) = lock(&self.inner.stage).take() {
+            let _ = step.stop(self.inner.cfg.stop_grace);
         }
         let all: Vec<Arc<Replica>> = lock(&self.inner.services)
             .iter_mut()

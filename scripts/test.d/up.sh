@@ -159,6 +159,14 @@ set -e
 [ $code -eq 1 ] && grep -q 'service "boom": replica 0 keeps crashing (crash loop: exit code 3' "$work/crash.out" \
   && grep -q '^    about to fail' "$work/crash.out" && ! pgrep -f "^$work/landscape up" >/dev/null \
   || { cat "$work/crash.out"; echo "up.sh: FAILED: crash loop"; exit 1; }
+# The same for a worker (no port, no probe: "ready" as soon as it runs).
+printf 'schemaVersion: v0.4\nrun:\n  typo:\n    steps:\n      - command: echo worker failing; exit 5\n' > "$crash/ci.yml"
+set +e
+"$work/landscape" up -d "$crash" --listen 127.0.0.1:0 --ready-timeout 300 > "$work/crash.out" 2>&1; code=$?
+set -e
+[ $code -eq 1 ] && grep -q 'service "typo": replica 0 keeps crashing (crash loop: exit code 5' "$work/crash.out" \
+  && ! pgrep -f "^$work/landscape up" >/dev/null \
+  || { cat "$work/crash.out"; echo "up.sh: FAILED: crash loop of a worker"; exit 1; }
 cat > "$crash/ci.yml" <<'YAML'
 schemaVersion: v0.4
 run:
@@ -230,6 +238,38 @@ setpriv --reuid="$user" --regid="$user" --init-groups env -i PATH=/usr/bin:/bin 
 set -e
 [ $code -eq 2 ] && grep -q "refusing the state directory $work/tmpx/landscape-$uid: it belongs to uid 0, not to you (uid $uid)" "$work/bad.out" \
   || { cat "$work/bad.out"; echo "up.sh: FAILED: another user's state directory"; exit 1; }
+# SIGTERM while `prepare` runs: the step and everything started are stopped, exit 1, no
+# network holder or slirp4netns left (they outlive a killed host by design).
+printf 'schemaVersion: v0.4\nprepare:\n  steps:\n    - command: echo prepping; sleep 300\nrun:\n  web:\n    steps:\n      - command: sleep 100\n' > "$sig/ci.yml"
+out="$work/sig.out"
+"$work/landscape" up "$sig" --listen 127.0.0.1:0 > "$out" 2>&1 &
+sig_pid=$!
+pids+=("$sig_pid")
+deadline=$((SECONDS + 60))
+until grep -q "prepare | prepping" "$out"; do
+  kill -0 "$sig_pid" 2>/dev/null || fail "stop while starting: up exited early"
+  [ $SECONDS -lt $deadline ] || fail "stop while starting: prepare did not start"
+  sleep 0.2
+done
+kill -TERM "$sig_pid"
+set +e; wait "$sig_pid"; code=$?; set -e
+forget "$sig_pid"
+[ $code -eq 1 ] && grep -q "stopped before it was up; nothing is left running" "$out" \
+  && ! pgrep -f "sleep 300" >/dev/null && ! pgrep -f "^$work/landscape" >/dev/null && ! pgrep -x slirp4netns >/dev/null \
+  || fail "stop while starting: rc $code, left: $(pgrep -af "sleep 300|^$work/landscape|slirp4netns")"
+# Two `up -d` at once: one comes up, the other is refused and touches nothing of it.
+printf 'schemaVersion: v0.4\nprepare:\n  steps:\n    - command: sleep 1\nrun:\n  web:\n    steps:\n      - command: sleep 100\n' > "$sig/ci.yml"
+( "$work/landscape" up -d "$sig" --listen 127.0.0.1:0 > "$work/race1.out" 2>&1; echo "rc=$?" >> "$work/race1.out" ) &
+r1=$!
+( "$work/landscape" up -d "$sig" --listen 127.0.0.1:0 > "$work/race2.out" 2>&1; echo "rc=$?" >> "$work/race2.out" ) &
+r2=$!
+wait "$r1" "$r2"
+[ "$(cat "$work/race1.out" "$work/race2.out" | grep -c '^rc=0')" -eq 1 ] \
+  && cat "$work/race1.out" "$work/race2.out" | grep -q "is being started or stopped by another .landscape up." \
+  && "$work/landscape" ps "$sig" | grep -q "^web .* ready" \
+  || { cat "$work/race1.out" "$work/race2.out"; fail "two up -d at once"; }
+"$work/landscape" down "$sig" > /dev/null
+! pgrep -f "^$work/landscape" >/dev/null || fail "two up -d at once: left $(pgrep -af "^$work/landscape")"
 echo "up.sh: signals, defaults and addresses ok"
 
 # gen_ten DIR [VERSION_OF_S3]: a generated 10-service landscape, s0..s9, each busybox
