@@ -246,6 +246,22 @@ pub struct Landscape {
     came_up: std::sync::atomic::AtomicBool,
     /// The scheduled backups of Managed Services (aborted by shutdown).
     backups: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The `prepare` and `test` steps of the definition the landscape came up with (they
+    /// run at `up` only; [`Applied::stages_not_rerun`]).
+    stages: [Vec<StepDef>; 2],
+}
+
+/// What [`Landscape::apply`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Applied {
+    /// What changed by service (the same keys as [`rt::Applied`]).
+    #[serde(flatten)]
+    pub services: rt::Applied,
+    /// The router's routes changed (and the new ones are served).
+    pub routes_changed: bool,
+    /// `prepare` or `test` whose steps differ from those the landscape came up with: they
+    /// run at `up` only, so they were not run again (`down`, then `up`, runs them).
+    pub stages_not_rerun: Vec<String>,
 }
 
 impl std::fmt::Debug for Landscape {
@@ -663,11 +679,13 @@ fn start_backups(managed: &[ManagedRun]) -> Vec<tokio::task::JoinHandle<()>> {
 }
 
 /// Waits until every service in `names` has a ready replica; the error names the one
-/// that has none, with its state, last exit and last line.
+/// that has none (as `what`: "managed service", "new service"), with its state, last exit
+/// and last line.
 async fn wait_services_ready(
     sup: &Arc<Supervisor>,
     names: &[String],
     timeout: Duration,
+    what: &str,
 ) -> Result<(), UpError> {
     let deadline = tokio::time::Instant::now() + timeout;
     for name in names {
@@ -688,8 +706,8 @@ async fn wait_services_ready(
                         .filter(|r| &r.service == name)
                         .map(|r| {
                             format!(
-                                "{:?}{}{}",
-                                r.state,
+                                "{}{}{}",
+                                state_name(r.state),
                                 r.last_exit
                                     .map(|e| format!(", last exit: {e}"))
                                     .unwrap_or_default(),
@@ -702,7 +720,7 @@ async fn wait_services_ready(
                         .collect::<Vec<_>>()
                         .join("; ");
                     return Err(UpError::Invalid(format!(
-                        "managed service {name:?} not ready after {} s ({why}); nothing is left running",
+                        "{what} {name:?} not ready after {} s ({why})",
                         timeout.as_secs()
                     )));
                 }
@@ -881,7 +899,7 @@ impl Landscape {
             let started = sup.start(managed_defs.clone());
             let ready = match started {
                 Ok(()) => tokio::select! {
-                    r = wait_services_ready(&sup, &names, opts.managed_ready_timeout) => r,
+                    r = wait_services_ready(&sup, &names, opts.managed_ready_timeout, "managed service") => r,
                     () = stop_asked(opts.stop.clone()) => Err(UpError::Stopped),
                 },
                 Err(e) => Err(UpError::Runtime(e)),
@@ -970,6 +988,10 @@ impl Landscape {
                 opts,
                 came_up: std::sync::atomic::AtomicBool::new(false),
                 backups: std::sync::Mutex::new(backups),
+                stages: [
+                    StepDef::from_stage(&model.prepare),
+                    StepDef::from_stage(&model.test),
+                ],
             },
             adopted,
         ))
@@ -1160,7 +1182,7 @@ impl Landscape {
         model: &spec::Landscape,
         env: BTreeMap<String, Vec<(String, String)>>,
         ready_timeout: Duration,
-    ) -> Result<rt::Applied, UpError> {
+    ) -> Result<Applied, UpError> {
         plan_services(model, &env, &self.opts)?;
         let table = net::spec::table_from_landscape(model, &net::spec::SpecOptions::default())
             .map_err(|e| UpError::Invalid(e.to_string()))?;
@@ -1181,10 +1203,47 @@ impl Landscape {
         let applied = tokio::task::spawn_blocking(move || sup.apply(defs, ready_timeout))
             .await
             .map_err(|e| UpError::Invalid(format!("apply task failed: {e}")))?;
+        // New services are waited for like at `up`; one that does not come up is stopped
+        // again (the rest of the change stays).
+        if let Ok(a) = &applied {
+            if !a.added.is_empty() {
+                let waited =
+                    wait_services_ready(&self.sup, &a.added, ready_timeout, "new service").await;
+                if let Err(e) = waited {
+                    let keep: Vec<rt::ServiceDef> = self
+                        .sup
+                        .services()
+                        .into_iter()
+                        .filter(|d| !a.added.contains(&d.name))
+                        .collect();
+                    let sup = self.sup.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || sup.apply(keep, ready_timeout)).await;
+                    return Err(UpError::Invalid(format!(
+                        "{e}; stopped it again: {} not started (the rest of the change is applied)",
+                        a.added.join(", ")
+                    )));
+                }
+            }
+        }
         let routes = route_list(&table);
+        let routes_changed = {
+            let old = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            *old != routes
+        };
         self.router.swap(table);
         *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = routes;
-        Ok(applied?)
+        let stages_not_rerun = [("prepare", &model.prepare), ("test", &model.test)]
+            .into_iter()
+            .zip(&self.stages)
+            .filter(|((_, stage), ran)| StepDef::from_stage(stage) != **ran)
+            .map(|((name, _), _)| name.to_string())
+            .collect();
+        Ok(Applied {
+            services: applied?,
+            routes_changed,
+            stages_not_rerun,
+        })
     }
 
     /// The supervisor (status, events, scale, limits).

@@ -11,7 +11,7 @@
 //! | `GET /v1/stats` | one [`rt::ReplicaUsage`] per running replica (CPU, memory, processes) |
 //! | `POST /v1/scale` `{"service": "api", "replicas": 3}` | `{}` |
 //! | `POST /v1/restart` `{"services": ["api"]}` (empty: all) | `{}` |
-//! | `POST /v1/apply` | [`rt::Applied`] (the server re-reads its ci.yml) |
+//! | `POST /v1/apply` | [`crate::compose::Applied`] (the server re-reads its ci.yml) |
 //! | `POST /v1/down` | `{}`, then the landscape stops |
 //!
 //! Errors are `{"error": "..."}` with status 400 (bad request), 404 (unknown path or
@@ -47,7 +47,9 @@ pub struct StatusReply {
 /// Re-reads the landscape's definition and applies it (`POST /v1/apply`); the error is
 /// shown to the caller as it is.
 pub type Reload = Arc<
-    dyn Fn() -> Pin<Box<dyn Future<Output = Result<rt::Applied, String>> + Send>> + Send + Sync,
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<crate::compose::Applied, String>> + Send>>
+        + Send
+        + Sync,
 >;
 
 /// Binds the control socket at `path` (replacing a stale one; refusing when a live

@@ -457,6 +457,15 @@ async fn apply_running(name: &str, sock: &Path) -> ExitCode {
                     println!("landscape up: {what}: {l}");
                 }
             }
+            if v["routes_changed"].as_bool() == Some(true) {
+                println!("landscape up: routes changed (served now)");
+            }
+            let stages = list("stages_not_rerun");
+            if !stages.is_empty() {
+                println!(
+                    "landscape up: {stages} changed but not run again (they run at `up`; `landscape down` and `up` to run them)"
+                );
+            }
             ExitCode::SUCCESS
         }
         Ok((_, v)) => fail(
