@@ -444,7 +444,8 @@ fn plan_services(
             }
             None if def.spec.process.args.is_empty() => {
                 return Err(UpError::Invalid(format!(
-                    "service {name:?} has no steps and no command: give it `steps` to run"
+                    "service {name:?} (line {}:{}) has no steps and no command: give it `steps` to run",
+                    svc.name.span.start.line, svc.name.span.start.col
                 )));
             }
             None => {}
@@ -706,8 +707,12 @@ async fn wait_services_ready(
                         .filter(|r| &r.service == name)
                         .map(|r| {
                             format!(
-                                "{}{}{}",
+                                "{}{}{}{}",
                                 state_name(r.state),
+                                r.probe
+                                    .as_ref()
+                                    .map(|p| format!(", health check: {p}"))
+                                    .unwrap_or_default(),
                                 r.last_exit
                                     .map(|e| format!(", last exit: {e}"))
                                     .unwrap_or_default(),
@@ -1281,6 +1286,9 @@ impl Landscape {
         // Restart counts of the crash-looping replicas once all others were up.
         let mut settled: Option<BTreeMap<(String, u32), u32>> = None;
         let mut looping: std::collections::BTreeSet<(String, u32)> = Default::default();
+        // Set at the deadline: one more look, so that the message says how things stand
+        // then (a failing health check makes no event).
+        let mut timed_out = false;
         loop {
             let status = self.sup.status();
             let parked = |service: &str| {
@@ -1305,10 +1313,14 @@ impl Landscape {
                 .iter()
                 .map(|r| {
                     format!(
-                        "{}-{} is {}{}",
+                        "{}-{} is {}{}{}",
                         r.service,
                         r.replica,
                         state_name(r.state),
+                        r.probe
+                            .as_ref()
+                            .map(|p| format!(" (health check: {p})"))
+                            .unwrap_or_default(),
                         r.last_exit
                             .as_ref()
                             .map(|e| format!(" (last exit: {e})"))
@@ -1370,14 +1382,15 @@ impl Landscape {
                     Ok(_) => continue,
                 }
             }
+            if timed_out {
+                return Err(UpError::Invalid(format!(
+                    "not ready after {} s: {}",
+                    timeout.as_secs(),
+                    pending.join("; ")
+                )));
+            }
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_) => {
-                    return Err(UpError::Invalid(format!(
-                        "not ready after {} s: {}",
-                        timeout.as_secs(),
-                        pending.join("; ")
-                    )))
-                }
+                Err(_) => timed_out = true,
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
                     return Err(UpError::Invalid("the supervisor stopped".into()))
                 }

@@ -78,9 +78,15 @@ fn fail(cmd: &str, code: u8, msg: &str) -> ExitCode {
 /// Splits `[DIR] WORDS...`: the first word is the directory when it holds a ci.yml (or
 /// is one).
 fn dir_and_rest(args: &[String]) -> (PathBuf, Vec<String>) {
+    // (A word with a `/` cannot be a service name: a directory, even one that is not
+    // there, which is then the error.)
     let names_landscape = |w: &str| {
         let p = Path::new(w);
-        p.join("ci.yml").is_file() || (p.file_name() == Some("ci.yml".as_ref()) && p.is_file())
+        p.join("ci.yml").is_file()
+            || (p.file_name() == Some("ci.yml".as_ref()) && p.is_file())
+            || w.contains('/')
+            || w == "."
+            || w == ".."
     };
     match args.first() {
         Some(first) if names_landscape(first) => (PathBuf::from(first), args[1..].to_vec()),
@@ -93,6 +99,18 @@ fn dir_and_rest(args: &[String]) -> (PathBuf, Vec<String>) {
 fn running(cmd: &str, dir: &Path) -> Result<(String, PathBuf, PathBuf), ExitCode> {
     let dir = crate::up::landscape_dir(dir).map_err(|e| fail(cmd, 2, &e))?;
     let (name, state, sock) = locate(&dir).map_err(|e| fail(cmd, 2, &e))?;
+    if std::os::unix::net::UnixStream::connect(&sock).is_err()
+        && landscape::compose::Landscape::has_record(&state)
+    {
+        return Err(fail(
+            cmd,
+            1,
+            &format!(
+                "the control process of {name} has ended, but its replicas still run; `landscape up -d {}` takes them over, `landscape down {0}` stops them",
+                dir.display()
+            ),
+        ));
+    }
     if std::os::unix::net::UnixStream::connect(&sock).is_err() {
         return Err(fail(
             cmd,

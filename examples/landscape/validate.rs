@@ -25,7 +25,7 @@ pub struct ValidateArgs {
     /// to check plan ids and replica counts against.
     #[arg(long, value_name = "FILE")]
     plans: Option<String>,
-    /// The ci.yml files to check.
+    /// The ci.yml files to check (a directory stands for its ci.yml).
     #[arg(required = true, value_name = "FILE")]
     files: Vec<String>,
 }
@@ -69,6 +69,14 @@ pub fn run_validate(a: ValidateArgs) -> ExitCode {
     let mut out = String::new();
     let (mut errors, mut warnings) = (0usize, 0usize);
     for f in &a.files {
+        // A landscape directory stands for its ci.yml (as `landscape up DIR`).
+        let dir_file;
+        let f = if std::path::Path::new(f).is_dir() {
+            dir_file = std::path::Path::new(f).join("ci.yml").display().to_string();
+            &dir_file
+        } else {
+            f
+        };
         let bytes = match read(f) {
             Ok(b) => b,
             Err(e) => return usage_error(&e),

@@ -492,6 +492,10 @@ pub struct ReplicaStatus {
     pub last_lines: Vec<String>,
     /// Milliseconds until the next start (restarting / crash loop).
     pub next_start_in_ms: Option<u64>,
+    /// The last failed health probe of the running instance (`GET /health answered 404`,
+    /// `connection refused`), until a probe succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
 }
 
 /// A snapshot of the whole landscape.
@@ -714,6 +718,8 @@ struct ReplicaInner {
     last_lines: Vec<String>,
     next_start: Option<Instant>,
     ready: bool,
+    /// See [`ReplicaStatus::probe`].
+    probe: Option<String>,
     control: Option<InstanceControl>,
     cgroups: Option<crate::cgroup::Cgroups>,
     /// The running instance's record (durable replicas).
@@ -995,6 +1001,7 @@ impl Supervisor {
                     next_start_in_ms: i
                         .next_start
                         .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+                    probe: i.probe.clone(),
                 });
             }
         }
@@ -1696,6 +1703,7 @@ impl Inner {
                 last_lines: Vec::new(),
                 next_start: None,
                 ready: false,
+                probe: None,
                 control: None,
                 cgroups: None,
                 record: None,
@@ -1960,6 +1968,7 @@ impl Inner {
         i.state = ReplicaState::Stopped;
         i.pid = None;
         i.started = None;
+        i.probe = None;
         drop(i);
         self.emit(EventKind::ReplicaStopped {
             service: r.service.clone(),
@@ -2085,6 +2094,7 @@ impl Inner {
         i.pid = None;
         i.address = None;
         i.started = None;
+        i.probe = None;
         i.control = None;
         i.cgroups = None;
         i.record = None;
@@ -2140,9 +2150,13 @@ impl Inner {
                 }
                 continue;
             }
-            if self.check(&probe, addr, pc.timeout).is_ok() {
-                self.set_ready(r, true);
-                break;
+            match self.check(&probe, addr, pc.timeout) {
+                Ok(()) => {
+                    lock(&r.inner).probe = None;
+                    self.set_ready(r, true);
+                    break;
+                }
+                Err(why) => lock(&r.inner).probe = Some(why),
             }
             if started.elapsed() >= pc.startup_timeout {
                 self.emit(EventKind::ReplicaUnhealthy {
@@ -2174,10 +2188,12 @@ impl Inner {
             match self.check(&probe, addr, pc.timeout) {
                 Ok(()) => {
                     failed = 0;
+                    lock(&r.inner).probe = None;
                     self.set_ready(r, true);
                 }
                 Err(why) => {
                     failed += 1;
+                    lock(&r.inner).probe = Some(why.clone());
                     self.set_ready(r, false);
                     let restart = failed >= pc.failure_threshold;
                     self.emit(EventKind::ReplicaUnhealthy {

@@ -311,10 +311,17 @@ printf '  never:\n    steps:\n      - command: sleep 1000\n    network:\n      p
 set +e
 "$work/landscape" up "$sig" > "$work/apply.out" 2>&1; code=$?
 set -e
-[ $code -eq 1 ] && grep -q 'new service "never" not ready after 3 s (starting)' "$work/apply.out" \
+[ $code -eq 1 ] && grep -q 'new service "never" not ready after 3 s (starting, health check: connect to port 3000: ' "$work/apply.out" \
   && ! "$work/landscape" ps "$sig" | grep -q "^never" && ! pgrep -f "sleep 1000" >/dev/null \
   || { cat "$work/apply.out"; "$work/landscape" ps "$sig"; fail "apply: a new service that never comes up"; }
 "$work/landscape" down "$sig" > /dev/null
+# Not ready in time: the message says what the health check answered.
+printf 'schemaVersion: v0.4\nrun:\n  wrong:\n    healthEndpoint: http://localhost:3000/nope\n    steps:\n      - command: mkdir -p /tmp/w && echo x > /tmp/w/index.html && exec busybox httpd -f -p 3000 -h /tmp/w\n    network:\n      ports:\n        - port: 3000\n' > "$sig/ci.yml"
+set +e
+"$work/landscape" up -d "$sig" --listen 127.0.0.1:0 --ready-timeout 2 > "$work/sig.out" 2>&1; code=$?
+set -e
+[ $code -eq 1 ] && grep -q 'not ready after 2 s: wrong-0 is starting (health check: GET /nope answered 404)' "$work/sig.out" \
+  || { cat "$work/sig.out"; echo "up.sh: FAILED: not ready, with the health check's answer"; exit 1; }
 echo "up.sh: signals, defaults and addresses ok"
 
 # gen_ten DIR [VERSION_OF_S3]: a generated 10-service landscape, s0..s9, each busybox
