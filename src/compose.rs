@@ -249,6 +249,9 @@ pub struct Landscape {
     /// The `prepare` and `test` steps of the definition the landscape came up with (they
     /// run at `up` only; [`Applied::stages_not_rerun`]).
     stages: [Vec<StepDef>; 2],
+    /// The Managed Services (one instance on their data: restarted in place, never two
+    /// at once).
+    managed: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// What [`Landscape::apply`] did.
@@ -282,6 +285,9 @@ struct ImageUse {
     /// The image's user applies (no `runAsUser`).
     image_user: bool,
 }
+
+/// How long [`Landscape::restart`] waits for each new replica.
+const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long a replica without a probe must have run before [`Landscape::wait_ready`]
 /// counts it as up.
@@ -847,6 +853,7 @@ impl Landscape {
         // Managed Services: provisioned (the first time: initdb...) or found again.
         let (managed_defs, managed) = provision_managed(&runtime, model, &env, &opts).await?;
         write_resources(&opts.state_dir, &managed);
+        let managed_names = managed_defs.iter().map(|d| d.name.clone()).collect();
         let mut cfg = SupervisorConfig::new(
             opts.name.clone(),
             opts.app_dir.clone(),
@@ -997,6 +1004,7 @@ impl Landscape {
                     StepDef::from_stage(&model.prepare),
                     StepDef::from_stage(&model.test),
                 ],
+                managed: std::sync::Mutex::new(managed_names),
             },
             adopted,
         ))
@@ -1150,7 +1158,10 @@ impl Landscape {
         Ok(())
     }
 
-    /// Restarts every replica of each of `services` (all services when empty).
+    /// Restarts every replica of each of `services` (all services when empty), rolling:
+    /// each replica is replaced by a fresh one that is ready before it leaves the load
+    /// balancer ([`Supervisor::restart_rolling`]), so no request fails. A Managed Service
+    /// (one instance on its data) is stopped and started again instead.
     pub async fn restart(&self, services: &[String]) -> Result<(), UpError> {
         let names: Vec<String> = if services.is_empty() {
             self.sup.services().into_iter().map(|d| d.name).collect()
@@ -1166,9 +1177,18 @@ impl Landscape {
             }
         }
         let sup = self.sup.clone();
+        let managed = self
+            .managed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         tokio::task::spawn_blocking(move || {
             for n in &names {
-                sup.restart(n)?;
+                if managed.contains(n) {
+                    sup.restart(n)?;
+                } else {
+                    sup.restart_rolling(n, RESTART_READY_TIMEOUT)?;
+                }
             }
             Ok::<_, rt::Error>(())
         })
@@ -1203,6 +1223,8 @@ impl Landscape {
         let mut defs = plan_and_pull(&runtime, model, &env, &self.opts, progress).await?;
         let (managed_defs, managed) = provision_managed(&runtime, model, &env, &self.opts).await?;
         write_resources(&self.opts.state_dir, &managed);
+        *self.managed.lock().unwrap_or_else(|e| e.into_inner()) =
+            managed_defs.iter().map(|d| d.name.clone()).collect();
         defs.extend(managed_defs);
         let sup = self.sup.clone();
         let applied = tokio::task::spawn_blocking(move || sup.apply(defs, ready_timeout))

@@ -470,7 +470,17 @@ pub fn restart(a: RestartArgs) -> ExitCode {
     };
     let body = serde_json::json!({ "services": services });
     match call("restart", &sock, "POST", "/v1/restart", Some(body)) {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(_) => {
+            println!(
+                "landscape restart: restarted {}",
+                if services.is_empty() {
+                    "every service".to_string()
+                } else {
+                    services.join(", ")
+                }
+            );
+            ExitCode::SUCCESS
+        }
         Err(c) => c,
     }
 }

@@ -1072,6 +1072,22 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Replaces every replica of `service` with a fresh one, one at a time, each new one
+    /// ready before its predecessor leaves the load balancer (as [`Supervisor::apply`]
+    /// replaces a changed service): a restart without failed requests. A new replica not
+    /// ready within `ready_timeout` stops the restart (the others keep serving) with its
+    /// last exit and output. Blocks until done.
+    pub fn restart_rolling(&self, service: &str, ready_timeout: Duration) -> Result<()> {
+        let def = self
+            .services()
+            .into_iter()
+            .find(|d| d.name == service)
+            .ok_or_else(|| unknown_service(service))?;
+        self.inner.rollout(def, ready_timeout)?;
+        self.inner.save_records();
+        Ok(())
+    }
+
     /// Restarts every replica of `service` (each is stopped and started again through
     /// the restart path; its restart count grows).
     pub fn restart(&self, service: &str) -> Result<()> {

@@ -99,6 +99,17 @@ run_case() {
     [ $SECONDS -lt $deadline ] || fail "$name: killed replica not restarted"
     sleep 0.2
   done
+  # restart is rolling: each new replica is ready before its predecessor leaves, so a
+  # bounded load loop running through it sees no failed request.
+  ( for i in $(seq 1 150); do curl -s -f --max-time 5 -o /dev/null "http://127.0.0.1:$port/" || echo fail; done \
+      > "$work/$name-restart.load" ) &
+  local load=$!
+  "${as[@]}" "${envs[@]}" "$work/landscape" restart "$app" api web > "$work/$name-restart.out" 2>&1 \
+    || { cat "$work/$name-restart.out"; fail "$name: restart"; }
+  wait "$load"
+  grep -q "restarted api, web" "$work/$name-restart.out" || fail "$name: restart said $(cat "$work/$name-restart.out")"
+  failed=$(grep -c fail "$work/$name-restart.load" || true)
+  [ "$failed" -eq 0 ] || fail "$name: $failed of 150 requests failed during a restart"
   # Ctrl-C: a graceful down that leaves nothing.
   kill -INT "$up_pid"
   wait "$up_pid" || fail "$name: up exited with $?"
