@@ -261,9 +261,11 @@ pub struct Applied {
     #[serde(flatten)]
     pub services: rt::Applied,
     /// The router's routes changed (and the new ones are served).
+    #[serde(default)]
     pub routes_changed: bool,
     /// `prepare` or `test` whose steps differ from those the landscape came up with: they
     /// run at `up` only, so they were not run again (`down`, then `up`, runs them).
+    #[serde(default)]
     pub stages_not_rerun: Vec<String>,
 }
 
@@ -1161,7 +1163,8 @@ impl Landscape {
     /// Restarts every replica of each of `services` (all services when empty), rolling:
     /// each replica is replaced by a fresh one that is ready before it leaves the load
     /// balancer ([`Supervisor::restart_rolling`]), so no request fails. A Managed Service
-    /// (one instance on its data) is stopped and started again instead.
+    /// (one instance on its data), a service without a health check (a worker, which may
+    /// not run twice at once) and a frozen or asleep one are restarted in place instead.
     pub async fn restart(&self, services: &[String]) -> Result<(), UpError> {
         let names: Vec<String> = if services.is_empty() {
             self.sup.services().into_iter().map(|d| d.name).collect()
@@ -1184,10 +1187,18 @@ impl Landscape {
             .clone();
         tokio::task::spawn_blocking(move || {
             for n in &names {
-                if managed.contains(n) {
-                    sup.restart(n)?;
-                } else {
+                // Rolling where a health check says when the fresh replica serves; in
+                // place for a Managed Service (one instance on its data), a worker (which
+                // may not run twice at once) and a frozen or asleep service (it stays so).
+                let probed = sup
+                    .services()
+                    .iter()
+                    .any(|d| &d.name == n && d.probe.is_some());
+                let running = sup.power(n) == Some(rt::Power::Running);
+                if probed && running && !managed.contains(n) {
                     sup.restart_rolling(n, RESTART_READY_TIMEOUT)?;
+                } else {
+                    sup.restart(n)?;
                 }
             }
             Ok::<_, rt::Error>(())
@@ -1230,6 +1241,21 @@ impl Landscape {
         let applied = tokio::task::spawn_blocking(move || sup.apply(defs, ready_timeout))
             .await
             .map_err(|e| UpError::Invalid(format!("apply task failed: {e}")))?;
+        // The routes of the whole file are served from now on (those of a new service
+        // that does not come up answer 503 until the next apply).
+        let routes = route_list(&table);
+        let routes_changed = {
+            let old = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            *old != routes
+        };
+        self.router.swap(table);
+        *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = routes;
+        let stages_not_rerun = [("prepare", &model.prepare), ("test", &model.test)]
+            .into_iter()
+            .zip(&self.stages)
+            .filter(|((_, stage), ran)| StepDef::from_stage(stage) != **ran)
+            .map(|((name, _), _)| name.to_string())
+            .collect();
         // New services are waited for like at `up`; one that does not come up is stopped
         // again (the rest of the change stays).
         if let Ok(a) = &applied {
@@ -1253,19 +1279,6 @@ impl Landscape {
                 }
             }
         }
-        let routes = route_list(&table);
-        let routes_changed = {
-            let old = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-            *old != routes
-        };
-        self.router.swap(table);
-        *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = routes;
-        let stages_not_rerun = [("prepare", &model.prepare), ("test", &model.test)]
-            .into_iter()
-            .zip(&self.stages)
-            .filter(|((_, stage), ran)| StepDef::from_stage(stage) != **ran)
-            .map(|((name, _), _)| name.to_string())
-            .collect();
         Ok(Applied {
             services: applied?,
             routes_changed,

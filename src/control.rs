@@ -15,7 +15,7 @@
 //! | `POST /v1/down` | `{}`, then the landscape stops |
 //!
 //! Errors are `{"error": "..."}` with status 400 (bad request), 404 (unknown path or
-//! service), 409 (apply refused or abandoned) or 500.
+//! service), 409 (apply or restart refused or abandoned) or 500.
 
 use crate::compose::Landscape;
 use crate::runtime as rt;
@@ -248,7 +248,11 @@ async fn handle(
             };
             match land.restart(&r.services).await {
                 Ok(()) => respond(&mut s, 200, &ok).await,
-                Err(e) => respond(&mut s, 404, &error(e)).await,
+                // An unknown service is 404; a restart that could not be done, 409.
+                Err(e @ crate::compose::UpError::Invalid(_)) => {
+                    respond(&mut s, 404, &error(e)).await
+                }
+                Err(e) => respond(&mut s, 409, &error(e)).await,
             }
         }
         ("POST", "/v1/apply") => match reload().await {

@@ -99,6 +99,17 @@ fn dir_and_rest(args: &[String]) -> (PathBuf, Vec<String>) {
 fn running(cmd: &str, dir: &Path) -> Result<(String, PathBuf, PathBuf), ExitCode> {
     let dir = crate::up::landscape_dir(dir).map_err(|e| fail(cmd, 2, &e))?;
     let (name, state, sock) = locate(&dir).map_err(|e| fail(cmd, 2, &e))?;
+    if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        if let Some(pid) = crate::up::lock_holder(&state) {
+            return Err(fail(
+                cmd,
+                1,
+                &format!(
+                    "{name} is still starting (or stopping) in `landscape up` pid {pid}; try again once it says it is ready"
+                ),
+            ));
+        }
+    }
     if std::os::unix::net::UnixStream::connect(&sock).is_err()
         && landscape::compose::Landscape::has_record(&state)
     {
@@ -495,6 +506,30 @@ pub fn down(a: DownArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail("down", 2, &e),
     };
+    if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        // Still starting (no control socket yet): that `up` stops everything it started
+        // on SIGTERM; wait until it has let go of the state.
+        if let Some(pid) = crate::up::lock_holder(&state).filter(|p| *p > 0) {
+            eprintln!("landscape down: {name} is still starting (pid {pid}); stopping it");
+            // SAFETY: kill with a pid read from the lock file its holder wrote.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while crate::up::lock_holder(&state).is_some() {
+                if std::time::Instant::now() > deadline {
+                    return fail(
+                        "down",
+                        1,
+                        &format!("{name}: `landscape up` pid {pid} has not stopped after 120 s"),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!("landscape down: {name} stopped");
+            return remove_volumes(&a, &dir, &name);
+        }
+    }
     if std::os::unix::net::UnixStream::connect(&sock).is_err()
         && landscape::compose::Landscape::has_record(&state)
     {

@@ -203,10 +203,10 @@ fn colour(name: &str) -> &'static str {
 
 struct Printer {
     colour: bool,
-    /// Print the services' own lines (not in a background control process: its output
-    /// file would grow with them without bound; `landscape logs` reads the rotated
-    /// per-replica files).
-    service_lines: bool,
+    /// Print the services' own lines (in a background control process only until the
+    /// landscape is up, for the reason of a failed start: its output file would grow
+    /// with them without bound; `landscape logs` reads the rotated per-replica files).
+    service_lines: std::sync::atomic::AtomicBool,
 }
 
 impl Printer {
@@ -405,14 +405,51 @@ fn lock_state(name: &str, state: &Path) -> Result<std::fs::File, String> {
         let e = std::io::Error::last_os_error();
         return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
             format!(
-                "{name} is being started or stopped by another `landscape up` (its state {} is locked); wait for it, then use `landscape ps`",
+                "{name} is being started or stopped by another `landscape up`{} (its state {} is locked); wait for it, then use `landscape ps`",
+                lock_holder(state)
+                    .map(|p| format!(" (pid {p})"))
+                    .unwrap_or_default(),
                 state.display()
             )
         } else {
             format!("cannot lock {}: {e}", path.display())
         });
     }
+    // Removed and made again meanwhile by a landscape that stopped: lock the new one.
+    let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt;
+        a.ino() == b.ino() && a.dev() == b.dev()
+    };
+    match (f.metadata(), std::fs::metadata(&path)) {
+        (Ok(a), Ok(b)) if same(&a, &b) => {}
+        _ => return lock_state(name, state),
+    }
+    write_holder(&f);
     Ok(f)
+}
+
+/// Writes this process's pid into the (locked) lock file, for `ps` and `down`.
+fn write_holder(f: &std::fs::File) {
+    use std::os::unix::fs::FileExt;
+    let _ = f.set_len(0);
+    let _ = f.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0);
+}
+
+/// The pid of the `landscape up` that holds `state`'s lock (starting, running or
+/// stopping), or `None` when none does.
+pub(crate) fn lock_holder(state: &Path) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(state.join("lock")).ok()?;
+    // SAFETY: flock on a descriptor this function owns (closed on return: unlocked).
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        return None;
+    }
+    Some(
+        std::fs::read_to_string(state.join("lock"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0),
+    )
 }
 
 /// The state lock a background control process inherited from its `up -d`
@@ -426,7 +463,9 @@ fn inherited_lock() -> Option<std::fs::File> {
         return None;
     }
     // SAFETY: `up -d` passed this open descriptor for this process to own.
-    Some(unsafe { std::fs::File::from_raw_fd(fd) })
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    write_holder(&f);
+    Some(f)
 }
 
 /// `up` on a running landscape: ask its control process to re-read and apply ci.yml.
@@ -618,6 +657,13 @@ fn detach(
         if let Ok(Some(st)) = child.try_wait() {
             progress();
             eprintln!("{}", tail(30));
+            if landscape::compose::Landscape::has_record(state) {
+                // A take-over that failed before it reached the replicas: they still run.
+                return fail(
+                    1,
+                    &format!("{name} was not taken over (the control process exited with {st})"),
+                );
+            }
             let _ = std::fs::remove_dir_all(state);
             return fail(
                 1,
@@ -625,6 +671,16 @@ fn detach(
             );
         }
         if std::time::Instant::now() > deadline {
+            // SIGTERM first: the control process stops what it started (SIGKILL would
+            // leave it running); SIGKILL only when it does not end.
+            // SAFETY: kill on our own child's pid, which is not reaped yet.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let stop_by = std::time::Instant::now() + Duration::from_secs(30);
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < stop_by {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = child.kill();
             let _ = child.wait();
             progress();
@@ -925,7 +981,7 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
     }
     let printer = Arc::new(Printer {
         colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-        service_lines: std::env::var_os(DETACHED_ENV).is_none(),
+        service_lines: std::sync::atomic::AtomicBool::new(true),
     });
     // Stage output while `up` runs prepare and test: the supervisor is made inside `up`,
     // so its events are printed as they come through a channel set up by a first task.
@@ -974,6 +1030,18 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
                 for l in &f.last_lines {
                     eprintln!("    {l}");
                 }
+            }
+            // A take-over that failed before it reached the replicas (a pull, the
+            // listener, a stop asked for): they still run, and their record stays for
+            // the next try (or `down`).
+            if adopting && !matches!(e, landscape::compose::UpError::Runtime(_)) {
+                return fail(
+                    1,
+                    &format!(
+                        "{e}; the replicas of the ended control process still run: `landscape up -d {}` again takes them over, `landscape down {0}` stops them",
+                        dir.display()
+                    ),
+                );
             }
             remove_state(&state);
             return fail(1, &format!("{e}; nothing is left running"));
@@ -1069,6 +1137,11 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
         };
         println!("landscape up: ready: http://{}{path}{h}", land.local_addr());
     }
+    if std::env::var_os(DETACHED_ENV).is_some() {
+        printer
+            .service_lines
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
     println!("landscape up: press Ctrl-C to stop");
     // (A closed terminal, SIGHUP, stops it too: the replicas are in their own process
     // group and do not get the hangup themselves.)
@@ -1108,7 +1181,9 @@ fn print_event(p: &Printer, ev: landscape::runtime::Event) {
             service,
             replica,
             line,
-        } if p.service_lines => p.line(&format!("{service}-{replica}"), &line.text),
+        } if p.service_lines.load(std::sync::atomic::Ordering::Relaxed) => {
+            p.line(&format!("{service}-{replica}"), &line.text)
+        }
         EventKind::ReplicaReady { service, replica } => {
             p.line(&format!("{service}-{replica}"), "ready")
         }

@@ -948,7 +948,14 @@ impl Supervisor {
             for i in 0..n {
                 svc.replicas.push(self.inner.launch(&svc.def, i));
             }
-            lock(&self.inner.services).push(svc);
+            let mut all = lock(&self.inner.services);
+            // Stopping meanwhile: shutdown has taken the replicas it stops; these go now.
+            if self.inner.shut.load(Ordering::SeqCst) {
+                drop(all);
+                self.inner.stop_replicas(&svc.replicas);
+                return Err(stopping());
+            }
+            all.push(svc);
         }
         self.inner.refill_pool();
         Ok(())
@@ -1016,6 +1023,10 @@ impl Supervisor {
     pub fn scale(&self, service: &str, replicas: u32) -> Result<()> {
         let removed = {
             let mut services = lock(&self.inner.services);
+            // (Checked under the lock shutdown takes the replicas with.)
+            if self.inner.shut.load(Ordering::SeqCst) {
+                return Err(stopping());
+            }
             if !services.iter().any(|s| s.def.name == service) {
                 return Err(unknown_service(service));
             }
@@ -1558,6 +1569,10 @@ impl Supervisor {
     }
 }
 
+fn stopping() -> Error {
+    Error::InvalidSpec("the landscape is stopping".into())
+}
+
 fn unknown_service(service: &str) -> Error {
     Error::InvalidSpec(format!("no service {service:?} in this landscape"))
 }
@@ -1830,11 +1845,26 @@ impl Inner {
             let predecessor = old.get(i as usize).cloned();
             if i < def.replicas {
                 let fresh = self.launch(&def, i);
-                {
+                // Under the lock shutdown takes the replicas with: once it is stopping, a
+                // fresh replica is stopped here instead (it would outlive the landscape).
+                let kept = {
                     let mut all = lock(&self.services);
-                    if let Some(svc) = all.iter_mut().find(|s| s.def.name == name) {
-                        svc.replicas.push(fresh.clone());
+                    match all.iter_mut().find(|s| s.def.name == name) {
+                        Some(svc) if !self.shut.load(Ordering::SeqCst) => {
+                            svc.replicas.push(fresh.clone());
+                            true
+                        }
+                        _ => false,
                     }
+                };
+                if !kept {
+                    self.stop_replicas(std::slice::from_ref(&fresh));
+                    return Err(Error::Start {
+                        instance: format!("{name}-{i}"),
+                        message: format!(
+                            "service {name:?}: the landscape is stopping (or the service is gone); the replacement stopped"
+                        ),
+                    });
                 }
                 if let Err(why) = self.wait_ready(&fresh, ready_timeout) {
                     // Abandon: the new replica goes, the old ones (and definition) stay.

@@ -101,15 +101,21 @@ run_case() {
   done
   # restart is rolling: each new replica is ready before its predecessor leaves, so a
   # bounded load loop running through it sees no failed request.
-  ( for i in $(seq 1 150); do curl -s -f --max-time 5 -o /dev/null "http://127.0.0.1:$port/" || echo fail; done \
-      > "$work/$name-restart.load" ) &
+  # (The loop runs until the restart has returned: at most 2000 requests.)
+  rm -f "$work/$name-restart.done"
+  ( n=0; while [ ! -f "$work/$name-restart.done" ] && [ $n -lt 2000 ]; do
+      curl -s -f --max-time 5 -o /dev/null "http://127.0.0.1:$port/" && echo ok || echo fail
+      n=$((n + 1))
+    done > "$work/$name-restart.load" ) &
   local load=$!
   "${as[@]}" "${envs[@]}" "$work/landscape" restart "$app" api web > "$work/$name-restart.out" 2>&1 \
     || { cat "$work/$name-restart.out"; fail "$name: restart"; }
+  touch "$work/$name-restart.done"
   wait "$load"
   grep -q "restarted api, web" "$work/$name-restart.out" || fail "$name: restart said $(cat "$work/$name-restart.out")"
   failed=$(grep -c fail "$work/$name-restart.load" || true)
-  [ "$failed" -eq 0 ] || fail "$name: $failed of 150 requests failed during a restart"
+  [ "$failed" -eq 0 ] || fail "$name: $failed of $(wc -l < "$work/$name-restart.load") requests failed during a restart"
+  [ "$(grep -c ok "$work/$name-restart.load")" -ge 10 ] || fail "$name: too few requests during the restart"
   # Ctrl-C: a graceful down that leaves nothing.
   kill -INT "$up_pid"
   wait "$up_pid" || fail "$name: up exited with $?"
@@ -249,8 +255,8 @@ setpriv --reuid="$user" --regid="$user" --init-groups env -i PATH=/usr/bin:/bin 
 set -e
 [ $code -eq 2 ] && grep -q "refusing the state directory $work/tmpx/landscape-$uid: it belongs to uid 0, not to you (uid $uid)" "$work/bad.out" \
   || { cat "$work/bad.out"; echo "up.sh: FAILED: another user's state directory"; exit 1; }
-# SIGTERM while `prepare` runs: the step and everything started are stopped, exit 1, no
-# network holder or slirp4netns left (they outlive a killed host by design).
+# `down` (a SIGTERM) while `prepare` runs: the step and everything started are stopped,
+# exit 1, no network holder or slirp4netns left (they outlive a killed host by design).
 printf 'schemaVersion: v0.4\nprepare:\n  steps:\n    - command: echo prepping; sleep 300\nrun:\n  web:\n    steps:\n      - command: sleep 100\n' > "$sig/ci.yml"
 out="$work/sig.out"
 "$work/landscape" up "$sig" --listen 127.0.0.1:0 > "$out" 2>&1 &
@@ -262,14 +268,21 @@ until grep -q "prepare | prepping" "$out"; do
   [ $SECONDS -lt $deadline ] || fail "stop while starting: prepare did not start"
   sleep 0.2
 done
-kill -TERM "$sig_pid"
+# ps says it is starting; down stops it (SIGTERM to that `up`, then waits for it).
+set +e
+"$work/landscape" ps "$sig" > "$work/sig-ps.out" 2>&1; code=$?
+set -e
+[ $code -eq 1 ] && grep -q "is still starting (or stopping) in .landscape up. pid $sig_pid" "$work/sig-ps.out" \
+  || { cat "$work/sig-ps.out"; fail "stop while starting: ps"; }
+"$work/landscape" down "$sig" > "$work/sig-down.out" 2>&1 && grep -q "stopped" "$work/sig-down.out" \
+  || { cat "$work/sig-down.out"; fail "stop while starting: down"; }
 set +e; wait "$sig_pid"; code=$?; set -e
 forget "$sig_pid"
 [ $code -eq 1 ] && grep -q "stopped before it was up; nothing is left running" "$out" \
   && ! pgrep -f "sleep 300" >/dev/null && ! pgrep -f "^$work/landscape" >/dev/null && ! pgrep -x slirp4netns >/dev/null \
   || fail "stop while starting: rc $code, left: $(pgrep -af "sleep 300|^$work/landscape|slirp4netns")"
 # Two `up -d` at once: one comes up, the other is refused and touches nothing of it.
-printf 'schemaVersion: v0.4\nprepare:\n  steps:\n    - command: sleep 1\nrun:\n  web:\n    steps:\n      - command: sleep 100\n' > "$sig/ci.yml"
+printf 'schemaVersion: v0.4\nprepare:\n  steps:\n    - command: sleep 3\nrun:\n  web:\n    steps:\n      - command: sleep 100\n' > "$sig/ci.yml"
 ( set +e; "$work/landscape" up -d "$sig" --listen 127.0.0.1:0 > "$work/race1.out" 2>&1; echo "rc=$?" >> "$work/race1.out" ) &
 r1=$!
 ( set +e; "$work/landscape" up -d "$sig" --listen 127.0.0.1:0 > "$work/race2.out" 2>&1; echo "rc=$?" >> "$work/race2.out" ) &
