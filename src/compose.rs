@@ -743,6 +743,58 @@ async fn wait_services_ready(
     Ok(())
 }
 
+/// The new services of an apply that have no probe (workers): as at `up`
+/// ([`UNPROBED_SETTLE`]), each replica must run that long; one that ends meanwhile (and
+/// restarts) is a crash, with its exit and last lines.
+async fn settle_new_workers(
+    sup: &Arc<Supervisor>,
+    names: &[String],
+    timeout: Duration,
+) -> Result<(), UpError> {
+    let workers: Vec<String> = sup
+        .services()
+        .into_iter()
+        .filter(|d| names.contains(&d.name) && d.probe.is_none())
+        .map(|d| d.name)
+        .collect();
+    let deadline = tokio::time::Instant::now() + timeout.max(UNPROBED_SETTLE);
+    let mut events = sup.subscribe();
+    loop {
+        let status = sup.status();
+        let mine: Vec<&rt::supervisor::ReplicaStatus> = status
+            .replicas
+            .iter()
+            .filter(|r| workers.contains(&r.service))
+            .collect();
+        if let Some(r) = mine.iter().find(|r| r.restarts > 0) {
+            return Err(UpError::Invalid(crash_loop_message(r)));
+        }
+        let left = mine
+            .iter()
+            .map(|r| match (r.state, r.uptime_s) {
+                (rt::ReplicaState::Ready, Some(up)) => {
+                    UNPROBED_SETTLE.saturating_sub(Duration::from_secs_f64(up.max(0.0)))
+                }
+                _ => UNPROBED_SETTLE,
+            })
+            .max()
+            .unwrap_or_default();
+        if left.is_zero() {
+            return Ok(());
+        }
+        let at = (tokio::time::Instant::now() + left).min(deadline);
+        if tokio::time::Instant::now() >= deadline {
+            return Err(UpError::Invalid(format!(
+                "new worker(s) {} not running after {} s",
+                workers.join(", "),
+                timeout.as_secs()
+            )));
+        }
+        // Woken by an event (an exit) or when the settle time is over.
+        let _ = tokio::time::timeout_at(at, events.recv()).await;
+    }
+}
+
 /// [`plan_services`], then the images pulled and applied: the definitions to supervise.
 async fn plan_and_pull(
     runtime: &Arc<Runtime>,
@@ -1261,7 +1313,12 @@ impl Landscape {
         if let Ok(a) = &applied {
             if !a.added.is_empty() {
                 let waited =
-                    wait_services_ready(&self.sup, &a.added, ready_timeout, "new service").await;
+                    match wait_services_ready(&self.sup, &a.added, ready_timeout, "new service")
+                        .await
+                    {
+                        Ok(()) => settle_new_workers(&self.sup, &a.added, ready_timeout).await,
+                        Err(e) => Err(e),
+                    };
                 if let Err(e) = waited {
                     let keep: Vec<rt::ServiceDef> = self
                         .sup

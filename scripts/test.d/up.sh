@@ -338,6 +338,15 @@ set -e
 [ $code -eq 1 ] && grep -q 'new service "never" not ready after 3 s (starting, health check: connect to port 3000: ' "$work/apply.out" \
   && ! "$work/landscape" ps "$sig" | grep -q "^never" && ! pgrep -f "sleep 1000" >/dev/null \
   || { cat "$work/apply.out"; "$work/landscape" ps "$sig"; fail "apply: a new service that never comes up"; }
+# A new worker that exits at once: a crash (as at `up`), stopped again.
+head -n -6 "$sig/ci.yml" > "$sig/ci.yml.new" && mv "$sig/ci.yml.new" "$sig/ci.yml"
+printf '  typo:\n    steps:\n      - command: echo worker typo; exit 7\n' >> "$sig/ci.yml"
+set +e
+"$work/landscape" up "$sig" > "$work/apply.out" 2>&1; code=$?
+set -e
+[ $code -eq 1 ] && grep -q 'service "typo": replica 0 keeps crashing (crash loop: exit code 7' "$work/apply.out" \
+  && ! "$work/landscape" ps "$sig" | grep -q "^typo" \
+  || { cat "$work/apply.out"; "$work/landscape" ps "$sig"; fail "apply: a new worker that exits at once"; }
 "$work/landscape" down "$sig" > /dev/null
 # Not ready in time: the message says what the health check answered.
 printf 'schemaVersion: v0.4\nrun:\n  wrong:\n    healthEndpoint: http://localhost:3000/nope\n    steps:\n      - command: mkdir -p /tmp/w && echo x > /tmp/w/index.html && exec busybox httpd -f -p 3000 -h /tmp/w\n    network:\n      ports:\n        - port: 3000\n' > "$sig/ci.yml"
