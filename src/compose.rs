@@ -295,6 +295,27 @@ const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// counts it as up.
 const UNPROBED_SETTLE: Duration = Duration::from_secs(1);
 
+/// The services without a probe (workers: no port, no `healthEndpoint`), which are ready
+/// as soon as they run.
+fn unprobed(sup: &Supervisor) -> std::collections::BTreeSet<String> {
+    sup.services()
+        .into_iter()
+        .filter(|d| d.probe.is_none())
+        .map(|d| d.name)
+        .collect()
+}
+
+/// How much longer replica `r` (of a service without a probe) must run before it counts
+/// as up: [`UNPROBED_SETTLE`] less its uptime once it is ready, all of it before.
+fn settle_left(r: &rt::supervisor::ReplicaStatus) -> Duration {
+    match (r.state, r.uptime_s) {
+        (rt::ReplicaState::Ready, Some(up)) => {
+            UNPROBED_SETTLE.saturating_sub(Duration::from_secs_f64(up.max(0.0)))
+        }
+        _ => UNPROBED_SETTLE,
+    }
+}
+
 /// Why `up` gives up on a crash-looping replica: its last exit and output.
 fn crash_loop_message(r: &rt::supervisor::ReplicaStatus) -> String {
     let mut msg = format!(
@@ -751,11 +772,9 @@ async fn settle_new_workers(
     names: &[String],
     timeout: Duration,
 ) -> Result<(), UpError> {
-    let workers: Vec<String> = sup
-        .services()
+    let workers: Vec<String> = unprobed(sup)
         .into_iter()
-        .filter(|d| names.contains(&d.name) && d.probe.is_none())
-        .map(|d| d.name)
+        .filter(|n| names.contains(n))
         .collect();
     let deadline = tokio::time::Instant::now() + timeout.max(UNPROBED_SETTLE);
     let mut events = sup.subscribe();
@@ -771,12 +790,7 @@ async fn settle_new_workers(
         }
         let left = mine
             .iter()
-            .map(|r| match (r.state, r.uptime_s) {
-                (rt::ReplicaState::Ready, Some(up)) => {
-                    UNPROBED_SETTLE.saturating_sub(Duration::from_secs_f64(up.max(0.0)))
-                }
-                _ => UNPROBED_SETTLE,
-            })
+            .map(|r| settle_left(r))
             .max()
             .unwrap_or_default();
         if left.is_zero() {
@@ -1363,17 +1377,11 @@ impl Landscape {
         // A replica without a probe (a worker: no port, no healthEndpoint) is ready as soon
         // as it runs; `up` counts it once it has run for UNPROBED_SETTLE, so that a worker
         // that exits at once (a typo in its command) is a crash loop, not "ready".
-        let unprobed: std::collections::BTreeSet<String> = self
-            .sup
-            .services()
-            .into_iter()
-            .filter(|d| d.probe.is_none())
-            .map(|d| d.name)
-            .collect();
+        let unprobed = unprobed(&self.sup);
         let settling = |r: &rt::supervisor::ReplicaStatus| {
             r.state == rt::ReplicaState::Ready
                 && unprobed.contains(&r.service)
-                && r.uptime_s.unwrap_or(0.0) < UNPROBED_SETTLE.as_secs_f64()
+                && !settle_left(r).is_zero()
         };
         // Restart counts of the crash-looping replicas once all others were up.
         let mut settled: Option<BTreeMap<(String, u32), u32>> = None;
@@ -1456,24 +1464,6 @@ impl Landscape {
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 return Ok(());
             }
-            // Woken by the next event, or when the next settling replica has settled.
-            let settled_at = waiting
-                .iter()
-                .filter(|r| settling(r))
-                .map(|r| {
-                    tokio::time::Instant::now() + UNPROBED_SETTLE
-                        - Duration::from_secs_f64(r.uptime_s.unwrap_or(0.0).max(0.0))
-                })
-                .min();
-            if let Some(at) = settled_at.filter(|at| *at < deadline) {
-                match tokio::time::timeout_at(at, events.recv()).await {
-                    Err(_) => continue,
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
-                        return Err(UpError::Invalid("the supervisor stopped".into()))
-                    }
-                    Ok(_) => continue,
-                }
-            }
             if timed_out {
                 return Err(UpError::Invalid(format!(
                     "not ready after {} s: {}",
@@ -1481,8 +1471,18 @@ impl Landscape {
                     pending.join("; ")
                 )));
             }
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_) => timed_out = true,
+            // Woken by the next event, when the next settling replica has settled, or at
+            // the deadline.
+            let wake = waiting
+                .iter()
+                .filter(|r| settling(r))
+                .map(|r| tokio::time::Instant::now() + settle_left(r))
+                .min()
+                .filter(|at| *at < deadline)
+                .unwrap_or(deadline);
+            match tokio::time::timeout_at(wake, events.recv()).await {
+                Err(_) if wake == deadline => timed_out = true,
+                Err(_) => {}
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
                     return Err(UpError::Invalid("the supervisor stopped".into()))
                 }

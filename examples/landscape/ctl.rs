@@ -99,41 +99,26 @@ fn dir_and_rest(args: &[String]) -> (PathBuf, Vec<String>) {
 fn running(cmd: &str, dir: &Path) -> Result<(String, PathBuf, PathBuf), ExitCode> {
     let dir = crate::up::landscape_dir(dir).map_err(|e| fail(cmd, 2, &e))?;
     let (name, state, sock) = locate(&dir).map_err(|e| fail(cmd, 2, &e))?;
-    if std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        if let Some(pid) = crate::up::lock_holder(&state) {
-            return Err(fail(
-                cmd,
-                1,
-                &format!(
-                    "{name} is still starting (or stopping) in `landscape up` pid {pid}; try again once it says it is ready"
-                ),
-            ));
-        }
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        return Ok((name, state, sock));
     }
-    if std::os::unix::net::UnixStream::connect(&sock).is_err()
-        && landscape::compose::Landscape::has_record(&state)
-    {
-        return Err(fail(
-            cmd,
-            1,
-            &format!(
-                "the control process of {name} has ended, but its replicas still run; `landscape up -d {}` takes them over, `landscape down {0}` stops them",
-                dir.display()
-            ),
-        ));
-    }
-    if std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        return Err(fail(
-            cmd,
-            1,
-            &format!(
-                "no landscape is running for {} (no control process at {}); start it with `landscape up -d {0}`",
-                dir.display(),
-                sock.display()
-            ),
-        ));
-    }
-    Ok((name, state, sock))
+    let why = if let Some(pid) = crate::up::lock_holder(&state) {
+        format!(
+            "{name} is still starting (or stopping) in `landscape up` pid {pid}; try again once it says it is ready"
+        )
+    } else if landscape::compose::Landscape::has_record(&state) {
+        format!(
+            "the control process of {name} has ended, but its replicas still run; `landscape up -d {}` takes them over, `landscape down {0}` stops them",
+            dir.display()
+        )
+    } else {
+        format!(
+            "no landscape is running for {} (no control process at {}); start it with `landscape up -d {0}`",
+            dir.display(),
+            sock.display()
+        )
+    };
+    Err(fail(cmd, 1, &why))
 }
 
 fn rt() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -506,7 +491,8 @@ pub fn down(a: DownArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail("down", 2, &e),
     };
-    if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+    let live = std::os::unix::net::UnixStream::connect(&sock).is_ok();
+    if !live {
         // Still starting (no control socket yet): that `up` stops everything it started
         // on SIGTERM; wait until it has let go of the state.
         if let Some(pid) = crate::up::lock_holder(&state).filter(|p| *p > 0) {
@@ -530,9 +516,7 @@ pub fn down(a: DownArgs) -> ExitCode {
             return remove_volumes(&a, &dir, &name);
         }
     }
-    if std::os::unix::net::UnixStream::connect(&sock).is_err()
-        && landscape::compose::Landscape::has_record(&state)
-    {
+    if !live && landscape::compose::Landscape::has_record(&state) {
         // Its control process was killed: take the replicas over first, then stop them.
         eprintln!(
             "landscape down: {name} has no control process; taking its replicas over to stop them"

@@ -376,7 +376,7 @@ pub fn run(a: Args) -> ExitCode {
     if a.detach {
         return detach(&a, &dir, &name, &state, &sock, lock);
     }
-    let code = match block_on(up(a, loaded)) {
+    let code = match block_on(up(a, loaded, (name, state, sock))) {
         Ok(code) | Err(code) => code,
     };
     drop(lock);
@@ -438,16 +438,18 @@ fn write_holder(f: &std::fs::File) {
 /// The pid of the `landscape up` that holds `state`'s lock (starting, running or
 /// stopping), or `None` when none does.
 pub(crate) fn lock_holder(state: &Path) -> Option<i32> {
+    use std::io::Read;
     use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(state.join("lock")).ok()?;
+    let mut f = std::fs::File::open(state.join("lock")).ok()?;
     // SAFETY: flock on a descriptor this function owns (closed on return: unlocked).
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
         return None;
     }
+    let mut text = String::new();
     Some(
-        std::fs::read_to_string(state.join("lock"))
+        f.read_to_string(&mut text)
             .ok()
-            .and_then(|t| t.trim().parse().ok())
+            .and_then(|_| text.trim().parse().ok())
             .unwrap_or(0),
     )
 }
@@ -535,16 +537,9 @@ fn detach(
     lock: std::fs::File,
 ) -> ExitCode {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     let log_path = state.join("up.log");
-    let log = match std::fs::File::options()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&log_path)
-    {
+    let log = match create_private(&log_path) {
         Ok(f) => f,
         Err(e) => return fail(2, &format!("cannot create {}: {e}", log_path.display())),
     };
@@ -737,16 +732,15 @@ fn remove_state(state: &Path) {
     }
 }
 
-/// Writes a small state file, 0600 like the rest of the state directory.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Creates (or truncates) a state file, 0600 like the rest of the state directory.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::File::options()
         .create(true)
         .write(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?
-        .write_all(text.as_bytes())
+        .open(path)
 }
 
 /// Set in the environment of a background control process (`up -d`).
@@ -920,7 +914,9 @@ fn stop_signals() -> Result<tokio::sync::watch::Receiver<bool>, String> {
     Ok(rx)
 }
 
-async fn up(a: Args, loaded: Loaded) -> ExitCode {
+/// The foreground `up` (also the background control process of `up -d`), with the
+/// name, state directory (made and locked by [`run`]) and control socket of [`locate`].
+async fn up(a: Args, loaded: Loaded, (name, state, sock): (String, PathBuf, PathBuf)) -> ExitCode {
     let Loaded {
         dir,
         shown: file,
@@ -939,13 +935,6 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
         Ok(r) => Arc::new(r),
         Err(e) => return fail(2, &e.to_string()),
     };
-    let (name, state, sock) = match locate(&dir) {
-        Ok(l) => l,
-        Err(e) => return fail(2, &e),
-    };
-    if let Err(e) = private_dir(&state) {
-        return fail(2, &e);
-    }
     let mut opts = UpOptions::new(name.clone(), dir.clone(), state.clone());
     // A record left by a control process that was killed: take its replicas over, on the
     // router address it had (unless another is given).
@@ -1017,7 +1006,8 @@ async fn up(a: Args, loaded: Loaded) -> ExitCode {
     };
     let land = match started {
         Ok(l) => {
-            let _ = write_private(&state.join("listen"), &l.local_addr().to_string());
+            let _ = create_private(&state.join("listen"))
+                .and_then(|mut f| f.write_all(l.local_addr().to_string().as_bytes()));
             Arc::new(l)
         }
         Err(e) => {

@@ -233,9 +233,9 @@ struct Pool {
 }
 
 fn start_helper(exe: &Path) -> Result<Warm> {
+    use std::os::unix::process::CommandExt;
     let (host, helper) =
         UnixStream::pair().map_err(|e| Error::io("create the helper socket", e))?;
-    use std::os::unix::process::CommandExt;
     let child = std::process::Command::new(exe)
         .env_clear()
         .env(HELPER_ENV, "1")

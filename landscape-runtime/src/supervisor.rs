@@ -2198,7 +2198,6 @@ impl Inner {
             }
             match self.check(&probe, addr, pc.timeout) {
                 Ok(()) => {
-                    lock(&r.inner).probe = None;
                     self.set_ready(r, true);
                     break;
                 }
@@ -2234,7 +2233,6 @@ impl Inner {
             match self.check(&probe, addr, pc.timeout) {
                 Ok(()) => {
                     failed = 0;
-                    lock(&r.inner).probe = None;
                     self.set_ready(r, true);
                 }
                 Err(why) => {
@@ -2342,6 +2340,10 @@ impl Inner {
     fn set_ready(&self, r: &Replica, ready: bool) {
         {
             let mut i = lock(&r.inner);
+            // Ready: the last failed probe is history ([`ReplicaStatus::probe`]).
+            if ready {
+                i.probe = None;
+            }
             if i.ready == ready && !(ready && i.state != ReplicaState::Ready) {
                 return;
             }

@@ -228,16 +228,24 @@ pub fn default_key_file(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf>
         })
 }
 
-fn passphrase_set(env: &dyn Fn(&str) -> Option<String>) -> bool {
-    env(ENV_PASSPHRASE).is_some_and(|p| !p.is_empty())
+/// [`ENV_PASSPHRASE`], when set and not empty.
+fn passphrase(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    env(ENV_PASSPHRASE).filter(|p| !p.is_empty())
+}
+
+/// The embedded store's directory: `--store`, else [`default_store`].
+fn store_root(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, Fail> {
+    match &opts.store {
+        Some(s) => Ok(s.clone()),
+        None => default_store(env),
+    }
 }
 
 fn master_key(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<MasterKey, Fail> {
     if let Some(k) = &opts.key_file {
         return Ok(MasterKey::from_key_file(k)?);
     }
-    if passphrase_set(env) {
-        let p = env(ENV_PASSPHRASE).unwrap_or_default();
+    if let Some(p) = passphrase(env) {
         return Ok(MasterKey::passphrase(SecretValue::from_string(p)));
     }
     match default_key_file(env) {
@@ -260,7 +268,7 @@ fn create_default_key(
     env: &dyn Fn(&str) -> Option<String>,
     stderr: &mut dyn Write,
 ) -> Result<(), Fail> {
-    if opts.key_file.is_some() || passphrase_set(env) || opts.backend != BackendKind::File {
+    if opts.key_file.is_some() || passphrase(env).is_some() || opts.backend != BackendKind::File {
         return Ok(());
     }
     let Some(k) = default_key_file(env) else {
@@ -271,10 +279,7 @@ fn create_default_key(
     }
     // A store that exists already was made under another key (a passphrase not set in
     // this shell, say): a new key would not open it, so none is made.
-    let root = match &opts.store {
-        Some(s) => s.clone(),
-        None => default_store(env)?,
-    };
+    let root = store_root(opts, env)?;
     if std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some()) {
         return Ok(());
     }
@@ -312,10 +317,7 @@ fn create_default_key(
 fn open(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<Opened, Fail> {
     match opts.backend {
         BackendKind::File => {
-            let root = match &opts.store {
-                Some(s) => s.clone(),
-                None => default_store(env)?,
-            };
+            let root = store_root(opts, env)?;
             let mut fo = FileOptions {
                 kdf: kdf_from_env(env)?,
                 ..Default::default()

@@ -35,6 +35,18 @@ trap cleanup EXIT
 
 fail() { echo "up.sh: FAILED: $*"; [ -f "$out" ] && tail -40 "$out"; exit 1; }
 
+# await_line PID FILE PATTERN SECONDS WHAT: polls FILE until PATTERN shows in it; fails
+# (as WHAT) when the `landscape up` PID has exited or after SECONDS.
+await_line() {
+  local pid=$1 file=$2 pattern=$3 secs=$4 what=$5
+  local until=$((SECONDS + secs))
+  until grep -q "$pattern" "$file"; do
+    kill -0 "$pid" 2>/dev/null || fail "$what: up exited early"
+    [ $SECONDS -lt $until ] || fail "$what: not in $secs s: $pattern"
+    sleep 0.2
+  done
+}
+
 # run_case NAME PORT [setpriv args...]: everything in a fresh copy of the sample.
 run_case() {
   local name=$1 port=$2; shift 2
@@ -59,12 +71,8 @@ run_case() {
     --store "$store" --key-file "$key" > "$out" 2>&1 &
   local up_pid=$!
   pids+=("$up_pid")
-  local deadline=$((SECONDS + 90))
-  until grep -q "landscape up: ready: http://127.0.0.1:$port/" "$out"; do
-    kill -0 "$up_pid" 2>/dev/null || fail "$name: up exited early"
-    [ $SECONDS -lt $deadline ] || fail "$name: not ready in 90 s"
-    sleep 0.2
-  done
+  local deadline
+  await_line "$up_pid" "$out" "landscape up: ready: http://127.0.0.1:$port/" 90 "$name: ready"
   # Both api replicas answer through web, which calls http://api:3000/ by name.
   local seen="" i
   for i in $(seq 1 20); do
@@ -228,12 +236,7 @@ out="$work/sig.out"
 "${sigenv[@]}" setsid "$work/landscape" up "$sig/ci.yml" --listen "localhost:$sigport" > "$out" 2>&1 &
 sig_pid=$!
 pids+=("$sig_pid")
-deadline=$((SECONDS + 60))
-until grep -q "landscape up: press Ctrl-C to stop" "$out"; do
-  kill -0 "$sig_pid" 2>/dev/null || fail "signals: up exited early"
-  [ $SECONDS -lt $deadline ] || fail "signals: not up in 60 s"
-  sleep 0.2
-done
+await_line "$sig_pid" "$out" "landscape up: press Ctrl-C to stop" 60 "signals"
 grep -q "trap-0 | token \*\*\*" "$out" || fail "signals: the vault secret did not reach the service"
 set +e
 "$work/landscape" up -d "$bad" --listen "127.0.0.1:$sigport" > "$work/bad.out" 2>&1; code=$?
@@ -262,12 +265,7 @@ out="$work/sig.out"
 "$work/landscape" up "$sig" --listen 127.0.0.1:0 > "$out" 2>&1 &
 sig_pid=$!
 pids+=("$sig_pid")
-deadline=$((SECONDS + 60))
-until grep -q "prepare | prepping" "$out"; do
-  kill -0 "$sig_pid" 2>/dev/null || fail "stop while starting: up exited early"
-  [ $SECONDS -lt $deadline ] || fail "stop while starting: prepare did not start"
-  sleep 0.2
-done
+await_line "$sig_pid" "$out" "prepare | prepping" 60 "stop while starting"
 # ps says it is starting; down stops it (SIGTERM to that `up`, then waits for it).
 set +e
 "$work/landscape" ps "$sig" > "$work/sig-ps.out" 2>&1; code=$?
